@@ -1,0 +1,6 @@
+"""Tests and checks of the course.
+
+``tests.checks.<chapter>`` holds the checks notebooks call; ``tests.mistakes.<chapter>`` the
+catalog of plausible wrong implementations each check must catch; ``tests/fixtures`` the
+known outputs, recorded from the reference by ``python -m tests.fixtures``.
+"""

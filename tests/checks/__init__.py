@@ -1,0 +1,1 @@
+"""Checks per chapter: ``check_<exercise>(fn)`` compares ``fn`` with known outputs."""

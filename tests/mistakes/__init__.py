@@ -1,0 +1,1 @@
+"""Catalogs of plausible wrong implementations, one module per chapter."""
