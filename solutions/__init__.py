@@ -1,0 +1,1 @@
+"""Reference solutions: generated from source/ by `python -m utils.build`."""
