@@ -211,17 +211,18 @@ def expect_tensor(
     dims: str | None = None,
     rtol: float = 1e-4,
     atol: float = 1e-5,
+    mistakes: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Compare ``got`` with the known tensor ``want``; fail with a diagnosis if they differ.
 
     ``dims`` names the dims of ``want`` (e.g. ``"batch pos d_sae"``) for shape messages.
-    Floats are compared with ``|got - want| <= atol + rtol * |want|``.
+    Floats are compared with ``|got - want| <= atol + rtol * |want|``. ``mistakes`` maps a
+    diagnosis to the result a known mistake produces; a match fails with that diagnosis.
     """
     dim_names = dims.split() if dims else None
     if not isinstance(got, torch.Tensor):
         fail(f"{name} should be a torch.Tensor, got {type(got).__name__}")
-    if got.device.type != want.device.type and got.device.type != "cpu":
-        got = got.detach().cpu()
+    got = got.detach().cpu()  # known outputs live on the CPU; any device is fine
     if got.is_floating_point() != want.is_floating_point() or (want.dtype == torch.bool) != (
         got.dtype == torch.bool
     ):
@@ -229,16 +230,25 @@ def expect_tensor(
     if tuple(got.shape) != tuple(want.shape):
         fail(f"{name}: " + _diagnose_shape(tuple(got.shape), tuple(want.shape), dim_names))
     got = got.detach().to(want.dtype)
+    if _same(got, want, rtol, atol):
+        return
+    for diagnosis, result in (mistakes or {}).items():
+        if result.shape == got.shape and _same(got, result.to(got.dtype), rtol, atol):
+            fail(f"{name}: {diagnosis}")
     if got.is_floating_point():
         bad = ~torch.isfinite(got)
         if bad.any() and torch.isfinite(want).all():
             fail(f"{name} has NaN or inf in {int(bad.sum())} of {got.numel()} entries")
-        if torch.allclose(got, want, rtol=rtol, atol=atol, equal_nan=True):
-            return
         _diagnose_values(got, want, name=name, rtol=rtol, atol=atol)
-    elif not torch.equal(got, want):
+    else:
         wrong = int((got != want).sum())
         fail(f"{name}: {wrong} of {got.numel()} entries differ from the expected values")
+
+
+def _same(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> bool:
+    if a.is_floating_point():
+        return torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+    return torch.equal(a, b)
 
 
 def _diagnose_values(got: torch.Tensor, want: torch.Tensor, *, name: str, rtol: float, atol: float) -> None:

@@ -1,0 +1,342 @@
+# %% [markdown]
+# # Chapter 00 — Toolkit: splicing SAEs and reading their latents
+#
+# Every later chapter of this course finds circuits made of *latents*: the units of a sparse
+# autoencoder (SAE) or a transcoder trained on a model's activations. This chapter teaches
+# the tools those chapters lean on, on a model whose circuits we planted ourselves, so every
+# claim you read here is checked against ground truth.
+#
+# **Learning objectives**
+# - Load a backend and know what a `HookedSAETransformer` adds to a `HookedTransformer`.
+# - Splice SAEs into the forward pass, cache their activations, and reset the model after.
+# - Read a latent three ways: which latents fire on a prompt, which tokens a latent promotes,
+#   and which contexts make it fire hardest.
+# - Measure how much an SAE costs the model: L0, explained variance, CE-loss recovered.
+# - Find the latent that tracks a planted feature and score it against ground truth (AUROC).
+# - Keep memory under control, and explore latents interactively.
+#
+# *If you read one thing:* section 2, on the hook names an SAE adds. Every later chapter
+# reads activations through them.
+
+# %% tags=["module"]
+import torch
+from jaxtyping import Bool, Float, Int
+from sae_lens import SAE, HookedSAETransformer
+from torch import Tensor
+from tqdm.auto import tqdm
+
+# %%
+import einops
+from transformer_lens.utils import test_prompt
+
+from utils.backends import load_backend
+from utils.checking import checked
+
+torch.set_grad_enabled(False)  # this chapter only reads the model
+
+# %% [markdown]
+# ## 1. The model organism
+#
+# The default backend, `toy`, is a two-layer transformer trained on a small synthetic
+# language (339 words) with planted tasks: indirect-object identification, induction on
+# repeated spans, fact recall, gendered pronouns, greater-than on years, and short
+# biographies. It ships with the repo, loads in seconds, and needs no network. With it come
+# residual-stream SAEs (one per layer), attention-output SAEs, MLP transcoders, the data
+# generator with per-token ground-truth labels, and an explanation table for every latent.
+
+# %%
+bk = load_backend("toy")
+model, world = bk.model, bk.world
+print(type(model).__name__, "with", model.cfg.n_layers, "layers, d_model =", model.cfg.d_model,
+      ", vocabulary of", model.cfg.d_vocab, "words")
+print("residual SAEs:", {hook: sae.cfg.d_sae for hook, sae in bk.saes.items()})
+print("tasks:", world.tasks)
+
+# %% [markdown]
+# The generator writes prompts of each task with their answers. Here is one of each, with
+# the model's most likely next word:
+
+# %%
+for task in world.tasks:
+    batch = world.task_batch(task, n=1, seed=0)
+    guess = model.to_string(model(batch.tokens)[0, -1].argmax())
+    print(f"{task:>13}: {batch.prompts[0]!r} -> answer {batch.answers[0]!r}, model says {guess!r}")
+
+# %% [markdown]
+# `test_prompt` from TransformerLens shows the rank and probability of the answer, and the
+# model's top guesses. Because the tokenizer is word-level, the answer is one token.
+
+# %%
+ioi = world.task_batch("ioi", n=8, seed=0)
+test_prompt(ioi.prompts[0], ioi.answers[0], model, prepend_space_to_answer=False, top_k=5)
+
+# %% [markdown]
+# ## 2. Splicing SAEs into the forward pass
+#
+# A `HookedSAETransformer` is a `HookedTransformer` that can *splice* an SAE at a hook point:
+# the activation $x$ at that hook is replaced by the SAE's reconstruction
+# $\hat x = W_{dec}^\top\,\mathrm{ReLU}(W_{enc}^\top x + b_{enc}) + b_{dec}$ and the rest of the
+# model runs on $\hat x$. Three ways to do it:
+#
+# - `model.run_with_saes(tokens, saes=[sae])`: spliced for one call only;
+# - `model.run_with_cache_with_saes(tokens, saes=[sae])`: the same, returning a cache too;
+# - `model.add_sae(sae)` ... `model.reset_saes()`: spliced until you reset. Hooks are global
+#   state: forget the reset and every later call runs through the SAE.
+#
+# While an SAE sits at hook `X`, the cache no longer has `X` itself. Its activations live
+# under the SAE's own hook points, `X.hook_sae_input`, `X.hook_sae_acts_pre`,
+# `X.hook_sae_acts_post` (the latents), `X.hook_sae_recons` and `X.hook_sae_output`.
+
+# %%
+hook = "blocks.1.hook_resid_post"
+sae = bk.saes[hook]
+_, cache = model.run_with_cache_with_saes(ioi.tokens, saes=[sae])
+print(sorted(name for name in cache.keys() if name.startswith(hook)))
+print("SAEs still attached after the call:", model.acts_to_saes)
+
+# %% [markdown]
+# The spliced model makes slightly different predictions from the clean one, because the
+# reconstruction is not perfect. With `use_error_term=True` the SAE adds back its own error
+# $x - \hat x$ (as `X.hook_sae_error`), so the output is exactly the clean one while the
+# latents are still exposed: chapter 02 builds on that.
+
+# %%
+clean = model(ioi.tokens)
+spliced = model.run_with_saes(ioi.tokens, saes=[sae])
+model.add_sae(sae, use_error_term=True)
+with_error = model(ioi.tokens)
+model.reset_saes()
+print(f"max |spliced - clean| logit:    {(spliced - clean).abs().max().item():.3g}")
+print(f"max |with error - clean| logit: {(with_error - clean).abs().max().item():.1g}")
+
+# %% [markdown] exercise="top_k_latents" title="Find the top-k active latents at a position" difficulty=1 importance=5 minutes=10
+# Write a function returning the `k` largest latent activations of `sae` at position `pos`
+# of `prompt`, and their indices, largest first. Splice the SAE for this call only (the
+# model must have no SAE attached when your function returns). Remember that
+# `model.to_tokens` prepends `<bos>`, so position 0 is BOS and negative positions count from
+# the end.
+
+# %%
+def top_k_latents(
+    model: HookedSAETransformer, sae: SAE, prompt: str, pos: int, k: int
+) -> tuple[Float[Tensor, " k"], Int[Tensor, " k"]]:
+    """The k largest entries of f(x) = ReLU(W_enc^T x + b_enc) at position ``pos``.
+
+    Returns (values, indices), values in decreasing order.
+    """
+    ### BEGIN SOLUTION
+    hook_name = sae.cfg.metadata.hook_name
+    _, cache = model.run_with_cache_with_saes(prompt, saes=[sae])
+    acts = cache[f"{hook_name}.hook_sae_acts_post"][0, pos]  # [d_sae]
+    values, indices = acts.topk(k)
+    return values, indices
+    ### END SOLUTION
+
+# %% [markdown] hint="top_k_latents"
+# `model.run_with_cache_with_saes(prompt, saes=[sae])` accepts a string. The latents are at
+# `f"{sae.cfg.metadata.hook_name}.hook_sae_acts_post"`, shaped `[batch, pos, d_sae]`;
+# `Tensor.topk(k)` returns values and indices, largest first.
+
+# %% [markdown]
+# At the last position of an IOI prompt (where the model must say the indirect object), the
+# layer-1 SAE has a handful of active latents. The explanation table (section 6) tells what
+# each one tracks; for now, their activations:
+
+# %%
+values, indices = checked(top_k_latents)(model, sae, ioi.prompts[0], pos=-1, k=5)
+for v, i in zip(values, indices):
+    print(f"latent {i.item():>4}: {v.item():.3g}")
+
+# %% [markdown] exercise="latent_logit_effects" title="Read a latent's direct effect on the logits" difficulty=1 importance=4 minutes=10
+# A latent writes its decoder row $d_i = W_{dec}[i]$ into the residual stream. The part of
+# its effect that goes straight to the output is $d_i W_U$: one number per vocabulary word,
+# how much one unit of the latent raises that word's logit (ignoring the final layer norm's
+# scale). Return it.
+
+# %%
+def latent_logit_effects(model: HookedSAETransformer, sae: SAE, latent: int) -> Float[Tensor, " d_vocab"]:
+    """Direct logit effect of one latent: W_dec[latent] @ W_U."""
+    ### BEGIN SOLUTION
+    return sae.W_dec[latent] @ model.W_U
+    ### END SOLUTION
+
+# %% [markdown] hint="latent_logit_effects"
+# `sae.W_dec` is `[d_sae, d_model]` and `model.W_U` is `[d_model, d_vocab]`.
+
+# %% [markdown]
+# The top and bottom words of the strongest IOI latent above:
+
+# %%
+top_latent = indices[0].item()
+effects = checked(latent_logit_effects)(model, sae, top_latent)
+print("promotes:", [model.to_string(t) for t in effects.topk(8).indices])
+print("demotes: ", [model.to_string(t) for t in (-effects).topk(8).indices])
+
+# %% [markdown] exercise="max_activating_contexts" title="Collect a latent's max-activating contexts" difficulty=2 importance=4 minutes=20
+# Over a corpus of token sequences, find the `k` (sequence, position) pairs where a latent
+# is largest. Run the model in batches of `batch_size` sequences (with a progress bar), and
+# stop the forward pass right after the SAE's layer: nothing later is needed. Return the
+# values, largest first, and a `[k, 2]` tensor of (sequence index, position).
+
+# %%
+def max_activating_contexts(
+    model: HookedSAETransformer,
+    sae: SAE,
+    latent: int,
+    tokens: Int[Tensor, "batch pos"],
+    k: int = 10,
+    batch_size: int = 64,
+) -> tuple[Float[Tensor, " k"], Int[Tensor, "k 2"]]:
+    """Top-k activations of one latent over every (sequence, position) of ``tokens``."""
+    ### BEGIN SOLUTION
+    hook_name = sae.cfg.metadata.hook_name
+    layer = int(hook_name.split(".")[1])  # hook names read "blocks.{layer}...."
+    acts = []
+    for start in tqdm(range(0, tokens.shape[0], batch_size), desc=f"latent {latent}", leave=False):
+        _, cache = model.run_with_cache_with_saes(
+            tokens[start : start + batch_size], saes=[sae], stop_at_layer=layer + 1,
+            names_filter=f"{hook_name}.hook_sae_acts_post",
+        )
+        acts.append(cache[f"{hook_name}.hook_sae_acts_post"][..., latent])  # [batch, pos]
+    acts = torch.cat(acts)  # [n_seqs, pos]
+    values, flat = acts.flatten().topk(k)
+    seq_pos = torch.stack([flat // acts.shape[1], flat % acts.shape[1]], dim=-1)
+    return values, seq_pos
+    ### END SOLUTION
+
+# %% [markdown] hint="max_activating_contexts"
+# `run_with_cache_with_saes` passes `stop_at_layer` and `names_filter` on to
+# `run_with_cache`. Collect the latent's `[batch, pos]` activations, concatenate, flatten,
+# `topk`, then turn flat indices back into (sequence, position) with `//` and `%`.
+
+# %% [markdown] hint="max_activating_contexts"
+# Check your batching: `range(0, n, batch_size)` visits every sequence, including a last,
+# smaller batch.
+
+# %%
+corpus = world.corpus(n_seqs=256, seq_len=48, seed=0)
+ctx_values, ctx_where = checked(max_activating_contexts)(model, sae, top_latent, corpus.tokens, k=6)
+for v, (s, p) in zip(ctx_values, ctx_where.tolist()):
+    words = model.to_str_tokens(corpus.tokens[s, max(p - 8, 0) : p + 2])
+    marked = " ".join(f"[[{w}]]" if j == min(p, 8) else w for j, w in enumerate(words))
+    print(f"{v.item():6.3g}  {marked}")
+
+# %% [markdown] exercise="reconstruction_metrics" title="Measure what splicing an SAE costs" difficulty=2 importance=5 minutes=25
+# An SAE is useful when it is sparse *and* faithful. Compute, over `tokens`, excluding the
+# BOS position for the first two:
+#
+# - `l0`: the mean number of active latents per token;
+# - `explained_variance`: $1 - \sum \lVert x - \hat x\rVert^2 / \sum \lVert x - \bar x \rVert^2$,
+#   sums over tokens, $\bar x$ the mean activation over tokens;
+# - `ce_clean`, `ce_spliced`, `ce_zero`: the model's mean next-token loss clean, with the SAE
+#   spliced in (no error term), and with the hook's activation replaced by zeros;
+# - `ce_recovered`: $(\mathrm{CE}_{zero} - \mathrm{CE}_{spliced}) / (\mathrm{CE}_{zero} - \mathrm{CE}_{clean})$,
+#   1 for a perfect SAE, 0 for one no better than deleting the activation.
+#
+# Return them as a dict of Python floats.
+
+# %%
+def reconstruction_metrics(
+    model: HookedSAETransformer, sae: SAE, tokens: Int[Tensor, "batch pos"]
+) -> dict[str, float]:
+    """L0, explained variance and CE-loss recovered of ``sae`` spliced at its hook."""
+    ### BEGIN SOLUTION
+    hook_name = sae.cfg.metadata.hook_name
+    ce_spliced, cache = model.run_with_cache_with_saes(tokens, saes=[sae], return_type="loss")
+    x = cache[f"{hook_name}.hook_sae_input"][:, 1:]  # [batch, pos - 1, d_model], no BOS
+    x_hat = cache[f"{hook_name}.hook_sae_recons"][:, 1:]
+    acts = cache[f"{hook_name}.hook_sae_acts_post"][:, 1:]
+    residual = (x - x_hat).pow(2).sum()
+    total = (x - x.mean(dim=(0, 1))).pow(2).sum()
+    ce_clean = model(tokens, return_type="loss")
+    ce_zero = model.run_with_hooks(
+        tokens, return_type="loss", fwd_hooks=[(hook_name, lambda act, hook: torch.zeros_like(act))]
+    )
+    return {
+        "l0": (acts > 0).float().sum(-1).mean().item(),
+        "explained_variance": (1 - residual / total).item(),
+        "ce_clean": ce_clean.item(),
+        "ce_spliced": ce_spliced.item(),
+        "ce_zero": ce_zero.item(),
+        "ce_recovered": ((ce_zero - ce_spliced) / (ce_zero - ce_clean)).item(),
+    }
+    ### END SOLUTION
+
+# %% [markdown] hint="reconstruction_metrics"
+# One `run_with_cache_with_saes(..., return_type="loss")` gives the spliced loss and the
+# SAE's input (`hook_sae_input`), reconstruction (`hook_sae_recons`) and latents. The clean
+# loss is `model(tokens, return_type="loss")` with no SAE attached; for the zero-ablated
+# loss, `run_with_hooks` with a hook returning `torch.zeros_like(act)`.
+
+# %% [markdown] hint="reconstruction_metrics"
+# If your spliced loss equals the clean loss, the SAE was spliced with its error term (or
+# was not spliced at all).
+
+# %% [markdown]
+# For both residual SAEs. Zero-ablating the residual stream is so destructive here that
+# CE-loss recovered looks excellent for almost any SAE: read it together with the *added*
+# loss, `ce_spliced - ce_clean`, which is what chapter 02's error nodes account for.
+
+# %%
+eval_tokens = world.corpus(n_seqs=64, seq_len=48, seed=1).tokens
+for name, dictionary in bk.saes.items():
+    m = checked(reconstruction_metrics)(model, dictionary, eval_tokens)
+    print(f"{name}: L0 {m['l0']:.3g}, explained variance {m['explained_variance']:.3g}, "
+          f"CE recovered {m['ce_recovered']:.3g}, added loss {m['ce_spliced'] - m['ce_clean']:.3g} nats")
+
+# %% [markdown] exercise="latent_aurocs" title="Score every latent against a ground-truth label" difficulty=3 importance=4 minutes=25
+# Because we generated the language, every token carries ground-truth labels, such as
+# `name_repeated` (this name appeared earlier in the sequence). How well does a latent
+# track a label? Use the latent's activation as a score and compute the AUROC: the
+# probability that a random positive token scores higher than a random negative one,
+# counting ties as one half,
+#
+# $$\mathrm{AUROC} = \frac{1}{PN}\sum_{p \in \text{pos}}\sum_{q \in \text{neg}}
+#   \Big(\mathbb{1}[s_p > s_q] + \tfrac12\,\mathbb{1}[s_p = s_q]\Big).$$
+#
+# Ties matter here: a ReLU latent is exactly zero on most tokens. Compute it for all latents
+# at once, without a Python loop over latents or tokens.
+
+# %%
+def latent_aurocs(acts: Float[Tensor, "n d_sae"], labels: Bool[Tensor, " n"]) -> Float[Tensor, " d_sae"]:
+    """AUROC of each latent's activation as a score for ``labels`` (ties count 1/2)."""
+    ### BEGIN SOLUTION
+    pos = acts[labels].T.contiguous()  # [d_sae, P]
+    neg = acts[~labels].T.sort(dim=-1).values.contiguous()  # [d_sae, N], sorted per latent
+    below = torch.searchsorted(neg, pos, side="left")  # negatives strictly below each positive
+    below_or_tied = torch.searchsorted(neg, pos, side="right")
+    wins = (below + below_or_tied).float() / 2  # below + ties / 2
+    return wins.sum(-1) / (pos.shape[1] * neg.shape[1])
+    ### END SOLUTION
+
+# %% [markdown] hint="latent_aurocs"
+# Sort each latent's negative scores once. For a positive score $s$,
+# `torch.searchsorted(sorted_neg, s, side="left")` counts negatives strictly below $s$ and
+# `side="right"` counts those below or tied; their mean is the count with ties as one half.
+# `searchsorted` works row by row on `[d_sae, N]` sorted rows and `[d_sae, P]` queries.
+
+# %% [markdown]
+# Score every layer-1 latent against `name_repeated` on the corpus, BOS excluded:
+
+# %%
+_, corpus_cache = model.run_with_cache_with_saes(corpus.tokens, saes=[sae])
+flat_acts = einops.rearrange(corpus_cache[f"{hook}.hook_sae_acts_post"][:, 1:], "b p d -> (b p) d")
+flat_label = corpus.labels["name_repeated"][:, 1:].flatten()
+aurocs = checked(latent_aurocs)(flat_acts, flat_label)
+best = aurocs.argmax().item()
+print(f"best latent for name_repeated: {best} (AUROC {aurocs[best].item():.3g}); "
+      f"{(aurocs > 0.9).sum().item()} latents above 0.9")
+
+# %% [markdown]
+# ## Summary
+#
+# - A `HookedSAETransformer` splices SAEs at hook points; their latents are cached under
+#   `X.hook_sae_acts_post`, and `use_error_term=True` keeps the output exact.
+# - A latent can be read by what fires it (top latents per position, max-activating contexts),
+#   by what it writes (its direct logit effect), and against ground truth (AUROC).
+# - Reconstruction metrics come in a set: L0 for sparsity; explained variance and added loss
+#   for faithfulness; CE-loss recovered only relative to a (here very destructive) ablation.
+#
+# **Open questions.** Which planted labels does no single latent carry, and why might a
+# broad label like "is a name" be spread over several latents? How would the AUROC of the
+# best latent change with a wider SAE?
