@@ -1,0 +1,224 @@
+"""Offline checks of the GPT-2 backends (``utils/backends/gpt2.py``).
+
+The ``gpt2`` backend cannot be loaded here (no hub), so we check what can be checked
+offline: every identifier against the installed SAELens registry and the TransformerLens
+model list, the conversion of the public transcoders, and the fast failure. The
+``gpt2-shaped`` backend is built for one layer and checked for shapes, tokenizer and
+splicing.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import types
+
+import pytest
+import torch
+from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+from transformer_lens.loading_from_pretrained import get_official_model_name
+from transformer_lens.supported_models import OFFICIAL_MODEL_NAMES
+
+from utils.backends import _LOADERS, gpt2
+
+LAYERS = range(gpt2.N_LAYERS)
+
+
+# ------------------------------------------------------------------ identifiers
+def test_model_is_an_official_transformer_lens_model():
+    assert gpt2.MODEL_NAME in OFFICIAL_MODEL_NAMES
+
+
+@pytest.mark.parametrize("release", [gpt2.RESID_RELEASE, gpt2.ATTN_RELEASE])
+def test_release_is_registered_for_gpt2_small(release):
+    directory = get_pretrained_saes_directory()
+    assert release in directory, f"{release} is not in the installed SAELens registry"
+    assert get_official_model_name(directory[release].model) == gpt2.MODEL_NAME
+
+
+def test_residual_sae_ids_exist_at_every_layer():
+    saes_map = get_pretrained_saes_directory()[gpt2.RESID_RELEASE].saes_map
+    for layer in LAYERS:
+        assert gpt2.RESID_HOOK.format(layer=layer) in saes_map
+
+
+def test_attention_sae_ids_exist_at_every_layer_and_read_hook_z():
+    lookup = get_pretrained_saes_directory()[gpt2.ATTN_RELEASE]
+    assert lookup.conversion_func == "connor_rob_hook_z"
+    for layer in LAYERS:
+        path = lookup.saes_map[gpt2.ATTN_SAE_ID.format(layer=layer)]
+        assert f"_L{layer}_Hcat_z_" in path, path  # the checkpoint of this layer's hook_z
+
+
+def test_registry_still_lacks_gpt2_transcoders():
+    """If this fails, SAELens now lists GPT-2 transcoders: use them, not TRANSCODER_REPO."""
+    directory = get_pretrained_saes_directory()
+    for release, lookup in directory.items():
+        if get_official_model_name_or_none(lookup.model) == gpt2.MODEL_NAME:
+            assert not any("ln2.hook_normalized" in p for p in lookup.saes_map.values()), release
+            assert "transcoder" not in release, release
+
+
+def get_official_model_name_or_none(name: str) -> str | None:
+    """TransformerLens's official name for ``name``, or None if it knows no such model."""
+    try:
+        return get_official_model_name(name)
+    except ValueError:
+        return None
+
+
+def test_backends_are_registered():
+    assert _LOADERS["gpt2"] is gpt2.load_gpt2
+    assert _LOADERS["gpt2-shaped"] is gpt2.load_gpt2_shaped
+
+
+def test_bad_layers_and_kinds_are_refused():
+    with pytest.raises(ValueError, match="layers 0..11"):
+        gpt2.layer_list([12])
+    with pytest.raises(ValueError, match="unknown dictionary kinds"):
+        gpt2.check_kinds(["mlp"])
+
+
+# ------------------------------------------------------------------ public transcoders
+class LanguageModelSAERunnerConfig:
+    """Shaped like the training config pickled in the public checkpoints, whose class lives
+    in the authors' training code (``sae_training.config``), which is not installed."""
+
+    __module__ = "sae_training.config"
+
+    def __init__(self):
+        self.hook_point = "blocks.3.ln2.hook_normalized"
+        self.out_hook_point = "blocks.3.hook_mlp_out"
+        self.is_transcoder = True
+        self.d_sae = 16
+        self.dtype = torch.float32
+        self.device = torch.device("cpu")
+        self.run_name = None
+
+
+def save_fake_checkpoint(path, state: dict[str, torch.Tensor]) -> None:
+    """Pickle ``state`` as the public checkpoints do, beside a config from a module that is
+    then removed again."""
+    package, module = types.ModuleType("sae_training"), types.ModuleType("sae_training.config")
+    module.LanguageModelSAERunnerConfig = LanguageModelSAERunnerConfig
+    package.config = module
+    sys.modules.update({"sae_training": package, "sae_training.config": module})
+    try:
+        torch.save({"cfg": LanguageModelSAERunnerConfig(), "state_dict": state}, path)
+    finally:
+        del sys.modules["sae_training"], sys.modules["sae_training.config"]
+
+
+def test_public_transcoder_is_converted_exactly(tmp_path):
+    d_in, d_sae = 8, 16
+    g = torch.Generator().manual_seed(0)
+    state = {
+        "W_enc": torch.randn(d_in, d_sae, generator=g),
+        "b_enc": torch.randn(d_sae, generator=g),
+        "W_dec": torch.randn(d_sae, d_in, generator=g),
+        "b_dec": torch.randn(d_in, generator=g),
+        "b_dec_out": torch.randn(d_in, generator=g),
+    }
+    path = tmp_path / gpt2.TRANSCODER_FILE.format(layer=3)
+    save_fake_checkpoint(path, state)
+    transcoder = gpt2.transcoder_from_dunefsky(gpt2.read_dunefsky_checkpoint(path), layer=3)
+
+    x = torch.randn(5, d_in, generator=g)
+    acts = torch.relu((x - state["b_dec"]) @ state["W_enc"] + state["b_enc"])
+    torch.testing.assert_close(transcoder.encode(x), acts, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(transcoder(x), acts @ state["W_dec"] + state["b_dec_out"],
+                               atol=1e-5, rtol=1e-5)
+    assert transcoder.cfg.metadata.hook_name == "blocks.3.ln2.hook_normalized"
+    assert transcoder.cfg.metadata.hook_name_out == "blocks.3.hook_mlp_out"
+
+
+# ------------------------------------------------------------------ fast failure
+def assert_fails_fast(monkeypatch, match: str) -> None:
+    """``load_gpt2`` must raise one short sentence within 2 s and never start a download."""
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("load_gpt2 started a download")
+
+    monkeypatch.setattr(gpt2.HookedSAETransformer, "from_pretrained", no_download)
+    monkeypatch.setattr(gpt2.SAE, "from_pretrained", no_download)
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match=match) as raised:
+        gpt2.load_gpt2("cpu", layers=[0])
+    assert time.perf_counter() - start < 2.0
+    message = str(raised.value)
+    assert "\n" not in message and message.count(". ") == 0 and message.endswith(".")
+    assert "Colab" in message and "toy" in message
+
+
+def test_offline_flag_fails_fast_with_one_sentence(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert_fails_fast(monkeypatch, "Hugging Face hub .* HF_HUB_OFFLINE is set")
+
+
+def test_unreachable_hub_fails_fast_with_one_sentence(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(gpt2, "HUB_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    assert_fails_fast(monkeypatch, "Hugging Face hub .* does not answer")
+
+
+# ------------------------------------------------------------------ gpt2-shaped
+@pytest.fixture(scope="module")
+def shaped():
+    """The shaped backend with all three kinds of dictionary at layer 0 only."""
+    return gpt2.load_gpt2_shaped("cpu", layers=[0])
+
+
+def test_shaped_model_has_gpt2_small_config(shaped):
+    cfg = shaped.model.cfg
+    for key, value in gpt2.GPT2_SMALL.items():
+        assert getattr(cfg, key) == value, key
+    assert sum(p.numel() for p in shaped.model.parameters()) > 160_000_000
+
+
+def test_shaped_dictionaries_sit_at_the_gpt2_hooks(shaped):
+    assert list(shaped.saes) == ["blocks.0.hook_resid_pre"]
+    assert list(shaped.attn_saes) == ["blocks.0.attn.hook_z"]
+    assert list(shaped.transcoders) == [0]
+    for dictionary in [*shaped.saes.values(), *shaped.attn_saes.values(), *shaped.transcoders.values()]:
+        assert dictionary.W_enc.shape == (768, gpt2.D_SAE)
+        assert dictionary.W_dec.shape == (gpt2.D_SAE, 768)
+    assert shaped.attn_saes["blocks.0.attn.hook_z"].cfg.reshape_activations == "hook_z"
+    transcoder = shaped.transcoders[0]
+    assert transcoder.cfg.metadata.hook_name_out == "blocks.0.hook_mlp_out"
+    assert not transcoder.cfg.apply_b_dec_to_input
+
+
+def test_shaped_tokenizer_is_gpt2s(shaped):
+    model = shaped.model
+    assert model.to_tokens("Hello world").tolist() == [[50256, 15496, 995]]
+    text = "Transcoders, café & naïve déjà-vu: 1732 to 1799."
+    tokens = model.to_tokens(text)[0]
+    assert tokens[0].item() == 50256 and (tokens[1:] != 50256).all()
+    assert model.to_string(tokens[1:]) == text
+
+
+def test_shaped_splicing_with_error_term_keeps_logits(shaped):
+    model = shaped.model
+    tokens = model.to_tokens(["The cat sat on the mat because it was warm", "Hello world"])
+    dictionaries = [*shaped.saes.values(), *shaped.attn_saes.values(), *shaped.transcoders.values()]
+    with torch.no_grad():
+        clean = model(tokens)
+        try:
+            for dictionary in dictionaries:
+                model.add_sae(dictionary, use_error_term=True)
+            assert len(model.acts_to_saes) == 3
+            spliced, cache = model.run_with_cache(tokens)
+        finally:
+            model.reset_saes()
+    assert clean.isfinite().all() and clean.std() > 0.1  # random, but not degenerate
+    torch.testing.assert_close(spliced, clean, atol=1e-4, rtol=1e-4)
+    l0 = (cache["blocks.0.hook_resid_pre.hook_sae_acts_post"] > 0).sum(-1).float().mean()
+    assert 5 < l0 < 500, f"mean L0 {l0:.0f}: the calibrated encoder bias is off"
+
+
+def test_shaped_dictionaries_are_seeded():
+    acts = torch.randn(32, 8, generator=torch.Generator().manual_seed(1))
+    first = gpt2.shaped_dictionary("resid", 2, acts, d_sae=64, device="cpu")
+    again = gpt2.shaped_dictionary("resid", 2, acts, d_sae=64, device="cpu")
+    other = gpt2.shaped_dictionary("resid", 3, acts, d_sae=64, device="cpu")
+    torch.testing.assert_close(first.W_dec, again.W_dec)
+    assert not torch.equal(first.W_dec, other.W_dec)
