@@ -1,0 +1,210 @@
+"""An interactive latent explorer (chapter 00), with a plain-text twin for checked cells.
+
+:func:`latent_explorer` is an ipywidgets app: pick a prompt and a residual SAE, see the
+most active latents at every position, click one to see the tokens its decoder direction
+promotes (``W_dec[latent] @ W_U``) and its max-activating contexts over a corpus.
+
+Widgets need a live kernel, and their output carries random model ids, so the notebook
+cell that calls :func:`latent_explorer` must start with ``# NBVAL_IGNORE_OUTPUT``. The next
+cell should print :func:`explorer_summary` for one (prompt, hook, latent): the same content
+as text, rounded to 3 significant figures, which nbval checks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ipywidgets as widgets
+import torch
+from IPython.display import clear_output, display
+from jaxtyping import Float, Int
+from sae_lens import SAE
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from utils.views import contexts_html, contexts_table, sig3, token_strings
+
+CORPUS = dict(n_seqs=256, seq_len=32, seed=0)  # the corpus the contexts come from
+TOP_PER_POSITION = 3
+TOP_TOKENS = 10
+TOP_CONTEXTS = 8
+WINDOW = 6
+
+
+# ---------------------------------------------------------------------------------------
+# The computations behind the app.
+
+
+def sae_acts(model: HookedTransformer, sae: SAE, tokens: Int[Tensor, "batch seq"]
+             ) -> Float[Tensor, "batch seq d_sae"]:
+    """Latent activations of ``sae`` on ``tokens`` (works with or without SAEs spliced in)."""
+    hook = sae.cfg.metadata.hook_name
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in (hook, f"{hook}.hook_sae_input"))
+        resid = cache[hook] if hook in cache else cache[f"{hook}.hook_sae_input"]
+        return sae.encode(resid)
+
+
+def promoted_tokens(model: HookedTransformer, sae: SAE, latent: int, k: int = TOP_TOKENS
+                    ) -> list[tuple[str, float]]:
+    """The ``k`` tokens whose logits the latent's decoder direction raises most: ``W_dec[latent] @ W_U``."""
+    with torch.no_grad():
+        logits: Float[Tensor, "d_vocab"] = sae.W_dec[latent] @ model.W_U
+    values, ids = torch.sort(logits, descending=True, stable=True)
+    strings = token_strings(model, ids[:k])
+    return list(zip(strings, values[:k].tolist()))
+
+
+@dataclass
+class CorpusContexts:
+    """Each latent's top-``k`` activations over a corpus, with the sequences they sit in."""
+
+    values: Float[Tensor, "d_sae k"]
+    seq_pos: Int[Tensor, "d_sae k 2"]
+    tokens: Int[Tensor, "d_sae k seq"]
+    acts: Float[Tensor, "d_sae k seq"]
+
+    def of(self, latent: int) -> tuple[Int[Tensor, "k seq"], Float[Tensor, "k seq"],
+                                       Float[Tensor, "k"], Int[Tensor, "k 2"]]:
+        """The latent's context sequences, its activations on them, and its positive top
+        activations with their (row in those sequences, position)."""
+        keep = self.values[latent] > 0
+        rows = torch.arange(int(keep.sum()))
+        seq_pos = torch.stack([rows, self.seq_pos[latent][keep][:, 1]], dim=-1)
+        return (self.tokens[latent][keep], self.acts[latent][keep],
+                self.values[latent][keep], seq_pos)
+
+
+_CONTEXTS: dict[tuple[int, str], CorpusContexts] = {}
+
+
+def corpus_tokens(bk) -> Int[Tensor, "batch seq"]:
+    """The explorer's corpus: ``bk.world.corpus(**CORPUS).tokens`` (toy backend only)."""
+    if bk.world is None:
+        raise ValueError(f"backend {bk.name!r} has no data generator: pass corpus=tokens")
+    return bk.world.corpus(**CORPUS).tokens
+
+
+def corpus_contexts(bk, hook: str, corpus: Int[Tensor, "batch seq"] | None = None,
+                    k: int = TOP_CONTEXTS) -> CorpusContexts:
+    """Top-``k`` activations of every latent of ``bk.saes[hook]`` over the corpus (cached).
+
+    Computed once per (model, hook) and process; ties are broken by corpus position.
+    """
+    key = (id(bk.model), hook, None if corpus is None else (tuple(corpus.shape), int(corpus.sum())))
+    if key not in _CONTEXTS:
+        tokens = corpus_tokens(bk) if corpus is None else corpus
+        n_pos = tokens.shape[1]
+        acts: Float[Tensor, "d_sae batch seq"] = sae_acts(bk.model, bk.saes[hook], tokens).permute(2, 0, 1)
+        flat: Float[Tensor, "d_sae batch_seq"] = acts.flatten(1)
+        order = torch.sort(flat, dim=-1, descending=True, stable=True).indices[:, :k]
+        seq_pos = torch.stack([order // n_pos, order % n_pos], dim=-1)
+        rows = seq_pos[..., 0, None].expand(-1, -1, n_pos)  # [d_sae k seq]
+        _CONTEXTS[key] = CorpusContexts(
+            values=flat.gather(-1, order), seq_pos=seq_pos,
+            tokens=tokens[seq_pos[..., 0]], acts=acts.gather(1, rows))
+    return _CONTEXTS[key]
+
+
+def active_latents(bk, prompt: str, hook: str, k: int = TOP_PER_POSITION
+                   ) -> list[tuple[str, list[tuple[int, float]]]]:
+    """For each position of ``prompt``: its token and up to ``k`` (latent, activation), largest first."""
+    tokens = bk.model.to_tokens(prompt)
+    acts: Float[Tensor, "pos d_sae"] = sae_acts(bk.model, bk.saes[hook], tokens)[0]
+    rows = []
+    for token, pos_acts in zip(token_strings(bk.model, tokens[0]), acts):
+        values, latents = torch.sort(pos_acts, descending=True, stable=True)
+        rows.append((token, [(int(i), float(v)) for i, v in zip(latents[:k], values[:k]) if v > 0]))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# Plain-text form, for checked cells.
+
+
+def _positions_text(rows: list[tuple[str, list[tuple[int, float]]]]) -> str:
+    lines = []
+    for pos, (token, latents) in enumerate(rows):
+        found = ", ".join(f"#{i} ({sig3(v)})" for i, v in latents) or "-"
+        lines.append(f"  {pos:>3} {token:<14} {found}")
+    return "\n".join(lines)
+
+
+def latent_text(bk, hook: str, latent: int, corpus: Int[Tensor, "batch seq"] | None = None) -> str:
+    """A latent's promoted tokens and max-activating contexts, as text."""
+    tokens = ", ".join(f"{t} ({sig3(v)})" for t, v in promoted_tokens(bk.model, bk.saes[hook], latent))
+    tokens_k, _, values, seq_pos = corpus_contexts(bk, hook, corpus).of(latent)
+    contexts = contexts_table(bk.model, tokens_k, values, seq_pos, WINDOW) or "  (never active)"
+    return f"latent #{latent} at {hook}\npromoted tokens: {tokens}\nmax-activating contexts:\n{contexts}"
+
+
+def explorer_summary(bk, prompt: str, hook: str, latent: int,
+                     corpus: Int[Tensor, "batch seq"] | None = None) -> str:
+    """What :func:`latent_explorer` shows for one choice, as deterministic text (chapter 00).
+
+    The top latents at each position of ``prompt`` (activations to 3 significant figures),
+    then ``latent``'s promoted tokens and max-activating contexts.
+    """
+    rows = active_latents(bk, prompt, hook)
+    return (f"prompt: {prompt}\nactive latents at {hook} (top {TOP_PER_POSITION} per position):\n"
+            f"{_positions_text(rows)}\n{latent_text(bk, hook, latent, corpus)}")
+
+
+# ---------------------------------------------------------------------------------------
+# The widget app.
+
+
+def _latent_detail(bk, hook: str, latent: int, corpus) -> widgets.Widget:
+    """The right-hand panel: promoted tokens as text, contexts as an HTML table."""
+    tokens = ", ".join(f"{t} ({sig3(v)})" for t, v in promoted_tokens(bk.model, bk.saes[hook], latent))
+    tokens_k, acts_k, values, seq_pos = corpus_contexts(bk, hook, corpus).of(latent)
+    table = (contexts_html(bk.model, tokens_k, values, seq_pos, WINDOW, acts_k)
+             if len(values) else "<i>never active on the corpus</i>")
+    return widgets.HTML(f"<b>latent #{latent}</b> at {hook}<br><b>promoted tokens:</b> {tokens}"
+                        f"<br><b>max-activating contexts:</b>{table}")
+
+
+def latent_explorer(bk, prompts: list[str], corpus: Int[Tensor, "batch seq"] | None = None
+                    ) -> widgets.Widget:
+    """An ipywidgets app to browse the latents of ``bk.saes`` on ``prompts`` (chapter 00).
+
+    Left: the prompt's tokens, each with buttons for its most active latents. Clicking a
+    button shows, on the right, that latent's promoted tokens and its max-activating contexts
+    over ``bk.world.corpus(**CORPUS)`` (or ``corpus``), computed once per SAE and cached.
+    The notebook cell must carry ``# NBVAL_IGNORE_OUTPUT``; print :func:`explorer_summary`
+    in a checked cell instead. Returns the app (already displayed).
+    """
+    hooks = sorted(bk.saes, key=lambda h: (len(h), h))
+    prompt_box = widgets.Dropdown(options=prompts, value=prompts[0], description="prompt")
+    hook_box = widgets.Dropdown(options=hooks, value=hooks[0], description="SAE")
+    positions = widgets.VBox()
+    detail = widgets.Output(layout=widgets.Layout(width="60%"))
+
+    def show_latent(hook: str, latent: int) -> None:
+        with detail:
+            clear_output(wait=True)
+            display(_latent_detail(bk, hook, latent, corpus))
+
+    def refresh(_=None) -> None:
+        hook, rows = hook_box.value, active_latents(bk, prompt_box.value, hook_box.value)
+        lines = []
+        for token, latents in rows:
+            buttons = []
+            for latent, value in latents:
+                button = widgets.Button(description=f"#{latent} ({sig3(value)})",
+                                        layout=widgets.Layout(width="auto"))
+                button.on_click(lambda _, h=hook, i=latent: show_latent(h, i))
+                buttons.append(button)
+            label = widgets.Label(token, layout=widgets.Layout(width="110px"))
+            lines.append(widgets.HBox([label, *buttons]))
+        positions.children = lines
+        with detail:
+            clear_output()
+            print("click a latent to see its promoted tokens and contexts")
+
+    prompt_box.observe(refresh, names="value")
+    hook_box.observe(refresh, names="value")
+    refresh()
+    app = widgets.VBox([widgets.HBox([prompt_box, hook_box]),
+                        widgets.HBox([positions, detail])])
+    display(app)
+    return app
