@@ -1,0 +1,44 @@
+"""The model organism: a tiny transformer trained on a synthetic language with planted
+circuits, plus the SAEs, attention SAEs and transcoders trained on it (DESIGN §5).
+
+>>> from utils.toy import load
+>>> bk = load()                                   # doctest: +SKIP
+>>> bk.model.to_str_tokens("the eiffel is in the city of")  # doctest: +SKIP
+
+``python -m utils.toy build`` retrains every artifact from seeds; ``python -m utils.toy
+report`` prints the figures of merit as JSON. The grammar and label set are documented in
+``utils.toy.generator`` and ``utils/toy/README.md``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+ARTIFACTS = Path(__file__).parent / "artifacts"  # tokenizer/, model/, <kind>/<name>/, *.json
+TOKENIZER, MODEL, EXPLANATIONS, REPORT = "tokenizer", "model", "explanations.json", "report.json"
+
+
+def load(device: str = "cpu", root: Path = ARTIFACTS):
+    """The committed model organism as a ``utils.backends.Backend`` (offline, seconds)."""
+    from utils.backends import Backend
+    from utils.toy.dictionaries import dictionary_specs, load_dictionary
+    from utils.toy.explanations import ExplanationTable
+    from utils.toy.generator import World
+    from utils.toy.model import load_model
+    from utils.toy.tokenizer import load_tokenizer
+
+    world = World()
+    tokenizer = load_tokenizer(root / TOKENIZER)
+    assert tokenizer.get_vocab() == world.word_to_id, "tokenizer and generator disagree"
+    model = load_model(root / MODEL, tokenizer, device=device)
+    specs = dictionary_specs(model.cfg.n_layers, model.cfg.d_model, model.cfg.n_heads,
+                             model.cfg.d_head)
+    loaded = {spec.name: load_dictionary(root, spec, device) for spec in specs}
+    return Backend(
+        name="toy",
+        model=model,
+        saes={s.hook: loaded[s.name] for s in specs if s.kind == "resid_sae"},
+        attn_saes={s.hook: loaded[s.name] for s in specs if s.kind == "attn_sae"},
+        transcoders={s.layer: loaded[s.name] for s in specs if s.kind == "transcoder"},
+        world=world,
+        explanations=ExplanationTable.load(root / EXPLANATIONS),
+    )

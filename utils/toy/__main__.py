@@ -1,0 +1,39 @@
+"""``python -m utils.toy build`` rebuilds every artifact from seeds;
+``python -m utils.toy report`` prints the figures of merit as JSON."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from utils.toy import ARTIFACTS  # noqa: E402
+from utils.toy.build import build, report  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m utils.toy")
+    parser.add_argument("command", choices=["build", "report"])
+    parser.add_argument("--root", type=Path, default=ARTIFACTS, help="artifact folder")
+    parser.add_argument("--model-steps", type=int, default=2000)
+    parser.add_argument("--dictionary-steps", type=int, default=2000)
+    parser.add_argument("--keep-model", action="store_true",
+                        help="retrain the dictionaries only, on the saved model")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.command == "build":
+        result = build(args.root, args.model_steps, args.dictionary_steps,
+                       retrain_model=not args.keep_model)
+        print(f"rebuilt every artifact in {result['build']['wall_time_s']} s")
+    else:
+        result = report(args.root)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
