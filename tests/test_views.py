@@ -140,6 +140,8 @@ def test_dashboard_carries_the_sae_weights(tiny, tmp_path, apply_b_dec_to_input)
     latent = 7
     path = dashboards.latent_dashboard(tiny.model, sae, tiny.tokens, [latent, 3], "dash")
     assert path == tmp_path / "_views" / "dash.html"
+    html = path.read_text()
+    assert "https://" not in html and (tmp_path / "_views" / "plotly.min.js").exists()
     data = dashboard_data(path)
     acts = explorer.sae_acts(tiny.model, sae, tiny.tokens)
     assert data["AGGDATA"]["max"][0] == pytest.approx(acts[..., latent].max().item(), abs=1e-4)

@@ -16,6 +16,7 @@ Two things stand between a SAELens SAE and sae-vis 0.2.15, and this module handl
 from __future__ import annotations
 
 import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -50,6 +51,117 @@ def to_sae_vis_encoder(sae: SAE) -> "AutoEncoder":  # noqa: F821 (sae_vis import
         encoder.b_enc.copy_(b_enc)
         encoder.b_dec.copy_(sae.b_dec)
     return encoder.to(sae.W_enc.device)
+
+
+# sae-vis pages load d3 v6 and plotly from CDNs, so offline they stay blank. The pages use
+# only d3's selections (select, selectAll, data/enter/append, attr, style, text, html,
+# property, each, on, remove, empty), which this small stand-in provides; plotly is copied
+# from the plotly Python package into ``_views/`` once and loaded from there.
+D3_SELECTIONS = r"""
+(function () {
+  function call(v, node, d, i) { return typeof v === "function" ? v.call(node, d, i) : v; }
+  function items(node) { return { node: node, d: node ? node.__data__ : undefined }; }
+  class Selection {
+    constructor(groups) { this.groups = groups; }  // [{parent, items: [{node, d}]}]
+    _each(f) { this.groups.forEach(g => g.items.forEach((it, i) => { if (it.node) f(it, i, g); })); return this; }
+    _first() { for (const g of this.groups) for (const it of g.items) if (it.node) return it.node; return null; }
+    _map(f) {
+      return new Selection(this.groups.map(g => ({ parent: g.parent,
+        items: g.items.map((it, i) => f(it, i, g)) })));
+    }
+    node() { return this._first(); }
+    empty() { return this._first() === null; }
+    select(s) {
+      return this._map(it => {
+        const n = it.node ? it.node.querySelector(s) : null;
+        if (n && it.d !== undefined) n.__data__ = it.d;
+        return items(n);
+      });
+    }
+    selectAll(s) {
+      const groups = [];
+      this._each(it => groups.push({ parent: it.node,
+        items: Array.from(it.node.querySelectorAll(s)).map(items) }));
+      return new Selection(groups);
+    }
+    data(values) {
+      const update = [], enter = [];
+      this.groups.forEach((g, j) => {
+        const data = call(values, g.parent, g.parent ? g.parent.__data__ : undefined, j);
+        const u = [], e = [];
+        data.forEach((d, i) => {
+          const it = g.items[i];
+          if (it && it.node) { it.node.__data__ = d; u.push({ node: it.node, d: d }); }
+          else e.push({ node: null, d: d });
+        });
+        update.push({ parent: g.parent, items: u });
+        enter.push({ parent: g.parent, items: e });
+      });
+      const sel = new Selection(update);
+      sel._enter = new Selection(enter);
+      return sel;
+    }
+    enter() { return this._enter || new Selection([]); }
+    append(tag) {
+      return this._map((it, i, g) => {
+        const parent = it.node || g.parent;
+        const n = parent.appendChild(document.createElement(tag));
+        n.__data__ = it.d;
+        return { node: n, d: it.d };
+      });
+    }
+    attr(name, v) {
+      if (arguments.length < 2) { const n = this._first(); return n ? n.getAttribute(name) : null; }
+      return this._each((it, i) => {
+        const x = call(v, it.node, it.d, i);
+        if (x === null || x === undefined) it.node.removeAttribute(name);
+        else it.node.setAttribute(name, x);
+      });
+    }
+    style(name, v) { return this._each((it, i) => it.node.style.setProperty(name, call(v, it.node, it.d, i))); }
+    text(v) {
+      if (arguments.length < 1) { const n = this._first(); return n ? n.textContent : null; }
+      return this._each((it, i) => { it.node.textContent = call(v, it.node, it.d, i); });
+    }
+    html(v) {
+      if (arguments.length < 1) { const n = this._first(); return n ? n.innerHTML : null; }
+      return this._each((it, i) => { it.node.innerHTML = call(v, it.node, it.d, i); });
+    }
+    property(name, v) {
+      if (arguments.length < 2) { const n = this._first(); return n ? n[name] : undefined; }
+      return this._each((it, i) => { it.node[name] = call(v, it.node, it.d, i); });
+    }
+    each(f) { return this._each((it, i) => f.call(it.node, it.d, i)); }
+    on(type, f) {
+      return this._each(it => it.node.addEventListener(type, function (event) { f.call(this, event, this.__data__); }));
+    }
+    remove() { return this._each(it => it.node.remove()); }
+  }
+  function one(x) { return typeof x === "string" ? document.querySelector(x) : x; }
+  window.d3 = {
+    select: x => new Selection([{ parent: document.documentElement, items: [items(one(x))] }]),
+    selectAll: s => new Selection([{ parent: document.documentElement,
+      items: Array.from(document.querySelectorAll(s)).map(items) }]),
+  };
+})();
+"""
+D3_CDN = '<script src="https://d3js.org/d3.v6.min.js"></script>'
+PLOTLY_CDN = '<script src="https://cdn.plot.ly/plotly-latest.min.js"></script>'
+
+
+def make_offline(html: str, folder: Path) -> str:
+    """Swap the page's CDN scripts for the d3 stand-in and a local copy of plotly.js."""
+    import plotly
+
+    source = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    target = folder / "plotly.min.js"
+    if not target.exists() or target.stat().st_size != source.stat().st_size:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    if D3_CDN not in html or PLOTLY_CDN not in html:
+        raise RuntimeError("sae-vis changed its page template: update utils/dashboards.make_offline")
+    return (html.replace(D3_CDN, f"<script>{D3_SELECTIONS}</script>")
+                .replace(PLOTLY_CDN, '<script src="plotly.min.js"></script>'))
 
 
 def _vis_config(hook_name: str, latents: list[int], tokens: Int[Tensor, "batch seq"]):
@@ -104,11 +216,14 @@ def latent_dashboard(model: HookedSAETransformer, sae: SAE, tokens: Int[Tensor, 
     The dashboard has a dropdown over ``latents``; for each it shows the activation
     histogram, the top and bottom logits of ``W_dec[latent] @ W_U`` with their histogram, the
     neurons and latents most aligned with it, and its top-activating contexts in ``tokens``.
-    It is written to ``_views/{name}.html`` and shown through an iframe (inline in Colab).
+    It is written to ``_views/{name}.html`` and shown through an iframe (inline in Colab);
+    offline, it loads ``_views/plotly.min.js`` and a small stand-in for d3 (no CDN).
     Returns the file's path. Its HTML carries floats and scripts: mark the cell
     ``# NBVAL_IGNORE_OUTPUT`` if it is not already a plain iframe.
     """
     path = views.view_path(name)
     html = dashboard_html(model, sae, tokens, list(latents), path)
+    if not views.in_colab():  # Colab is online and inlines the page: keep the CDN scripts
+        html = make_offline(html, path.parent)
     views.show_html(html, name, height=800)
     return path
