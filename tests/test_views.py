@@ -183,3 +183,13 @@ def test_explorer_widget_builds_and_reacts(tiny):
     latent = int(button.description.split()[0][1:])
     detail = explorer._latent_detail(tiny, HOOK, latent, None)
     assert f"latent #{latent}" in detail.value and "<table" in detail.value
+
+
+def test_explorer_reads_the_same_acts_with_the_sae_spliced_in(tiny):
+    clean = explorer.sae_acts(tiny.model, tiny.saes[HOOK], tiny.tokens[:2])
+    tiny.model.add_sae(tiny.saes[HOOK], use_error_term=True)
+    try:
+        spliced = explorer.sae_acts(tiny.model, tiny.saes[HOOK], tiny.tokens[:2])
+    finally:
+        tiny.model.reset_saes()
+    torch.testing.assert_close(spliced, clean)

@@ -11,6 +11,7 @@ as text, rounded to 3 significant figures, which nbval checks.
 """
 from __future__ import annotations
 
+import html as html_lib
 from dataclasses import dataclass
 
 import ipywidgets as widgets
@@ -129,12 +130,28 @@ def _positions_text(rows: list[tuple[str, list[tuple[int, float]]]]) -> str:
     return "\n".join(lines)
 
 
+def explanation(bk, hook: str, latent: int) -> str:
+    """The explanation table's label for the latent, e.g. ``pronoun (AUROC 0.97)``, or ``""``.
+
+    Only the toy backend has an explanation table (``bk.explanations.lookup``).
+    """
+    table = getattr(bk, "explanations", None)
+    try:
+        row = table.lookup(hook, latent)
+    except (AttributeError, KeyError):
+        return ""
+    return f"{row['label']} (AUROC {sig3(row['auroc'])})"
+
+
 def latent_text(bk, hook: str, latent: int, corpus: Int[Tensor, "batch seq"] | None = None) -> str:
     """A latent's promoted tokens and max-activating contexts, as text."""
     tokens = ", ".join(f"{t} ({sig3(v)})" for t, v in promoted_tokens(bk.model, bk.saes[hook], latent))
     tokens_k, _, values, seq_pos = corpus_contexts(bk, hook, corpus).of(latent)
     contexts = contexts_table(bk.model, tokens_k, values, seq_pos, WINDOW) or "  (never active)"
-    return f"latent #{latent} at {hook}\npromoted tokens: {tokens}\nmax-activating contexts:\n{contexts}"
+    label = explanation(bk, hook, latent)
+    label = f"explanation: {label}\n" if label else ""
+    return (f"latent #{latent} at {hook}\n{label}promoted tokens: {tokens}\n"
+            f"max-activating contexts:\n{contexts}")
 
 
 def explorer_summary(bk, prompt: str, hook: str, latent: int,
@@ -159,7 +176,10 @@ def _latent_detail(bk, hook: str, latent: int, corpus) -> widgets.Widget:
     tokens_k, acts_k, values, seq_pos = corpus_contexts(bk, hook, corpus).of(latent)
     table = (contexts_html(bk.model, tokens_k, values, seq_pos, WINDOW, acts_k)
              if len(values) else "<i>never active on the corpus</i>")
-    return widgets.HTML(f"<b>latent #{latent}</b> at {hook}<br><b>promoted tokens:</b> {tokens}"
+    label = explanation(bk, hook, latent)
+    label = f"<br><b>explanation:</b> {html_lib.escape(label)}" if label else ""
+    return widgets.HTML(f"<b>latent #{latent}</b> at {hook}{label}<br><b>promoted tokens:</b> "
+                        f"{html_lib.escape(tokens)}"
                         f"<br><b>max-activating contexts:</b>{table}")
 
 
@@ -168,7 +188,8 @@ def latent_explorer(bk, prompts: list[str], corpus: Int[Tensor, "batch seq"] | N
     """An ipywidgets app to browse the latents of ``bk.saes`` on ``prompts`` (chapter 00).
 
     Left: the prompt's tokens, each with buttons for its most active latents. Clicking a
-    button shows, on the right, that latent's promoted tokens and its max-activating contexts
+    button shows, on the right, that latent's explanation (toy backend), promoted tokens
+    and max-activating contexts
     over ``bk.world.corpus(**CORPUS)`` (or ``corpus``), computed once per SAE and cached.
     The notebook cell must carry ``# NBVAL_IGNORE_OUTPUT``; print :func:`explorer_summary`
     in a checked cell instead. Returns the app (already displayed).
