@@ -190,6 +190,8 @@ def test_shaped_dictionaries_sit_at_the_gpt2_hooks(shaped):
 def test_shaped_tokenizer_is_gpt2s(shaped):
     model = shaped.model
     assert model.to_tokens("Hello world").tolist() == [[50256, 15496, 995]]
+    assert model.to_tokens("Hello world", prepend_bos=False).tolist() == [[15496, 995]]
+    assert model.to_str_tokens(" Hello") == ["<|endoftext|>", " Hello"]
     text = "Transcoders, café & naïve déjà-vu: 1732 to 1799."
     tokens = model.to_tokens(text)[0]
     assert tokens[0].item() == 50256 and (tokens[1:] != 50256).all()
@@ -206,12 +208,13 @@ def test_shaped_splicing_with_error_term_keeps_logits(shaped):
             for dictionary in dictionaries:
                 model.add_sae(dictionary, use_error_term=True)
             assert len(model.acts_to_saes) == 3
-            spliced, cache = model.run_with_cache(tokens)
+            acts_hook = "blocks.0.hook_resid_pre.hook_sae_acts_post"
+            spliced, cache = model.run_with_cache(tokens, names_filter=acts_hook)
         finally:
             model.reset_saes()
     assert clean.isfinite().all() and clean.std() > 0.1  # random, but not degenerate
     torch.testing.assert_close(spliced, clean, atol=1e-4, rtol=1e-4)
-    l0 = (cache["blocks.0.hook_resid_pre.hook_sae_acts_post"] > 0).sum(-1).float().mean()
+    l0 = (cache[acts_hook] > 0).sum(-1).float().mean()
     assert 5 < l0 < 500, f"mean L0 {l0:.0f}: the calibrated encoder bias is off"
 
 
