@@ -4,6 +4,8 @@ import os
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Notebook kernels inherit this: progress bars (widgets with random ids) stay out of outputs.
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

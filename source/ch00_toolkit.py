@@ -23,7 +23,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
-from tqdm.auto import tqdm
+
+from utils.progress import progress
 
 # %%
 import einops
@@ -174,7 +175,8 @@ print("demotes: ", [model.to_string(t) for t in (-effects).topk(8).indices])
 
 # %% [markdown] exercise="max_activating_contexts" title="Collect a latent's max-activating contexts" difficulty=2 importance=4 minutes=20
 # Over a corpus of token sequences, find the `k` (sequence, position) pairs where a latent
-# is largest. Run the model in batches of `batch_size` sequences (with a progress bar), and
+# is largest. Run the model in batches of `batch_size` sequences (with a progress bar:
+`utils.progress.progress(iterable, desc)` wraps tqdm), and
 # stop the forward pass right after the SAE's layer: nothing later is needed. Return the
 # values, largest first, and a `[k, 2]` tensor of (sequence index, position).
 
@@ -192,7 +194,7 @@ def max_activating_contexts(
     hook_name = sae.cfg.metadata.hook_name
     layer = int(hook_name.split(".")[1])  # hook names read "blocks.{layer}...."
     acts = []
-    for start in tqdm(range(0, tokens.shape[0], batch_size), desc=f"latent {latent}", leave=False):
+    for start in progress(range(0, tokens.shape[0], batch_size), desc=f"latent {latent}"):
         _, cache = model.run_with_cache_with_saes(
             tokens[start : start + batch_size], saes=[sae], stop_at_layer=layer + 1,
             names_filter=f"{hook_name}.hook_sae_acts_post",

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import re
 import sys
 import time
@@ -277,6 +278,7 @@ def execute(nb: NotebookNode, path: Path) -> NotebookNode:
     """Run a notebook top to bottom in a fresh kernel whose working folder is ``path``'s."""
     from nbclient import NotebookClient
 
+    os.environ["TQDM_DISABLE"] = "1"  # progress bars are widgets with random ids: keep them out
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", record_timing=False,
         resources={"metadata": {"path": str(path.parent)}},

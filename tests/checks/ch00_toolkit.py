@@ -57,10 +57,9 @@ def check_top_k_latents(top_k_latents: Any) -> None:
         _expect_detached(bk.model)
         if isinstance(values, Tensor) and isinstance(indices, Tensor) and not values.is_floating_point() and indices.is_floating_point():
             fail("you returned (indices, values): return (values, indices)")
-        post, pre = _sae_acts(bk.model, sae, prompt)
+        post, _ = _sae_acts(bk.model, sae, prompt)
         n_pos = post.shape[1]
         mistakes = {
-            "these look like pre-ReLU activations (hook_sae_acts_pre): read hook_sae_acts_post": pre[0, pos].topk(k).values,
             "these are the k smallest activations: take the largest (topk's default)": post[0, pos].topk(k, largest=False).values,
         }
         for p in range(n_pos):
@@ -92,8 +91,11 @@ def check_max_activating_contexts(max_activating_contexts: Any) -> None:
     bk = _toy()
     sae = bk.saes["blocks.1.hook_resid_post"]
     tokens = bk.world.corpus(n_seqs=70, seq_len=24, seed=3).tokens  # 70 = 4 batches of 16 + 6
-    post, pre = _sae_acts(bk.model, sae, tokens)
+    post, _ = _sae_acts(bk.model, sae, tokens)
     latent = known("latent", int(post[:, 1:].mean((0, 1)).argmax()))  # a latent that fires often
+    # Strongest sequences last, so a loop that skips the last, smaller batch misses them.
+    order = post[..., latent].max(-1).values.argsort()
+    tokens, post = tokens[order], post[order]
     k, batch_size = 8, 16
     values, seq_pos = _pair(call(max_activating_contexts, bk.model, sae, latent, tokens, k, batch_size), "(values, seq_pos)")
     _expect_detached(bk.model)
@@ -103,14 +105,18 @@ def check_max_activating_contexts(max_activating_contexts: Any) -> None:
         if len(set(seqs)) == len(seqs) and len(set(want_where[:, 0].tolist())) < len(seqs):
             fail("seq_pos holds at most one context per sequence: take the top k over every (sequence, position), not the max of each sequence")
     n_full = tokens.shape[0] // batch_size * batch_size
-    mistakes = {
-        "these look like pre-ReLU activations (hook_sae_acts_pre): read hook_sae_acts_post": pre[..., latent].flatten().topk(k).values,
-        f"your contexts miss the last, smaller batch (sequences {n_full}-{tokens.shape[0] - 1}): check your range over batches": post[:n_full, :, latent].flatten().topk(k).values,
-    }
-    expect_tensor(values, want_values, name="values", dims="k", mistakes=mistakes)
+    expect_tensor(
+        values, want_values, name="values", dims="k",
+        mistakes={f"your contexts miss the last, smaller batch (sequences {n_full}-{tokens.shape[0] - 1}): check your range over batches": post[:n_full, :, latent].flatten().topk(k).values},
+    )
+    n_seqs, n_pos = tokens.shape
+    flat = want_where[:, 0] * n_pos + want_where[:, 1]
     expect_tensor(
         seq_pos, want_where, name="seq_pos", dims="k two",
-        mistakes={"each row should be (sequence, position); yours looks like (position, sequence)": want_where.flip(-1)},
+        mistakes={
+            "each row should be (sequence, position); yours looks like (position, sequence)": want_where.flip(-1),
+            f"flat indices were split with the wrong length: sequence = flat // n_pos, position = flat % n_pos (n_pos = {n_pos})": torch.stack([flat // n_seqs, flat % n_seqs], -1),
+        },
     )
 
 

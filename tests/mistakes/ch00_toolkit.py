@@ -10,11 +10,6 @@ from tests.harness import Mistake
 # --- top_k_latents -------------------------------------------------------------------
 
 
-def top_k_pre_relu(model, sae, prompt, pos, k):
-    _, cache = model.run_with_cache_with_saes(prompt, saes=[sae])
-    return cache[f"{sae.cfg.metadata.hook_name}.hook_sae_acts_pre"][0, pos].topk(k)
-
-
 def top_k_forgets_bos(model, sae, prompt, pos, k):
     return top_k_latents(model, sae, prompt, pos - 1, k)
 
@@ -70,11 +65,11 @@ def contexts_drop_last_batch(model, sae, latent, tokens, k=10, batch_size=64):
     return max_activating_contexts(model, sae, latent, tokens[:n_full], k, batch_size)
 
 
-def contexts_pre_relu(model, sae, latent, tokens, k=10, batch_size=64):
+def contexts_wrong_unflatten(model, sae, latent, tokens, k=10, batch_size=64):
     _, cache = model.run_with_cache_with_saes(tokens, saes=[sae])
-    acts = cache[f"{sae.cfg.metadata.hook_name}.hook_sae_acts_pre"][..., latent]
+    acts = cache[f"{sae.cfg.metadata.hook_name}.hook_sae_acts_post"][..., latent]
     values, flat = acts.flatten().topk(k)
-    return values, torch.stack([flat // acts.shape[1], flat % acts.shape[1]], -1)
+    return values, torch.stack([flat // acts.shape[0], flat % acts.shape[0]], -1)
 
 
 def contexts_pos_seq(model, sae, latent, tokens, k=10, batch_size=64):
@@ -148,7 +143,6 @@ def aurocs_over_all_pairs(acts, labels):
 
 MISTAKES = {
     "top_k_latents": [
-        Mistake(top_k_pre_relu, "pre-ReLU"),
         Mistake(top_k_forgets_bos, "top latents at position"),
         Mistake(top_k_swapped, "(indices, values)"),
         Mistake(top_k_leaves_sae, "left an SAE attached"),
@@ -163,7 +157,7 @@ MISTAKES = {
     "max_activating_contexts": [
         Mistake(contexts_per_sequence, "one context per sequence"),
         Mistake(contexts_drop_last_batch, "last, smaller batch"),
-        Mistake(contexts_pre_relu, "pre-ReLU"),
+        Mistake(contexts_wrong_unflatten, "split with the wrong length"),
         Mistake(contexts_pos_seq, "(position, sequence)"),
     ],
     "reconstruction_metrics": [
