@@ -9,18 +9,20 @@ pass (no gradients) over a batch of random tokens, bare, with every residual SAE
 and with all three kinds spliced in (residual SAEs, hook_z SAEs, MLP transcoders), each
 spliced with its error term so that the logits are the model's own. Peak memory is
 ``torch.cuda.max_memory_allocated`` on CUDA and the peak resident set size (sampled every
-millisecond from /proc) on the CPU; "extra" is that peak minus the memory held before the pass.
+millisecond with psutil) on the CPU; "extra" is that peak minus the memory held before the pass.
+On the CPU the allocator keeps memory freed by earlier passes, so read "extra" there as a
+rough figure; the CUDA figures are exact.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import psutil
 import torch
 from jaxtyping import Int
 from sae_lens import SAE, HookedSAETransformer
@@ -35,7 +37,9 @@ def parse_args() -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--layers", type=int, default=N_LAYERS, help="dictionaries at layers 0..N-1")
+    parser.add_argument(
+        "--layers", type=int, default=N_LAYERS, help="dictionaries at layers 0..N-1"
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--pos", type=int, default=128)
     return parser.parse_args()
@@ -47,9 +51,8 @@ def parameter_mb(modules: Sequence[torch.nn.Module]) -> float:
 
 
 def rss_bytes() -> int:
-    """Resident set size of this process now (Linux)."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize()
+    """Resident set size of this process now."""
+    return psutil.Process().memory_info().rss
 
 
 @contextmanager

@@ -167,6 +167,11 @@ def shaped():
     return gpt2.load_gpt2_shaped("cpu", layers=[0])
 
 
+def all_dictionaries(backend) -> list:
+    """Every dictionary of ``backend``: residual SAEs, attention SAEs, transcoders."""
+    return [*backend.saes.values(), *backend.attn_saes.values(), *backend.transcoders.values()]
+
+
 def test_shaped_model_has_gpt2_small_config(shaped):
     cfg = shaped.model.cfg
     for key, value in gpt2.GPT2_SMALL.items():
@@ -178,7 +183,7 @@ def test_shaped_dictionaries_sit_at_the_gpt2_hooks(shaped):
     assert list(shaped.saes) == ["blocks.0.hook_resid_pre"]
     assert list(shaped.attn_saes) == ["blocks.0.attn.hook_z"]
     assert list(shaped.transcoders) == [0]
-    for dictionary in [*shaped.saes.values(), *shaped.attn_saes.values(), *shaped.transcoders.values()]:
+    for dictionary in all_dictionaries(shaped):
         assert dictionary.W_enc.shape == (768, gpt2.D_SAE)
         assert dictionary.W_dec.shape == (gpt2.D_SAE, 768)
     assert shaped.attn_saes["blocks.0.attn.hook_z"].cfg.reshape_activations == "hook_z"
@@ -201,7 +206,7 @@ def test_shaped_tokenizer_is_gpt2s(shaped):
 def test_shaped_splicing_with_error_term_keeps_logits(shaped):
     model = shaped.model
     tokens = model.to_tokens(["The cat sat on the mat because it was warm", "Hello world"])
-    dictionaries = [*shaped.saes.values(), *shaped.attn_saes.values(), *shaped.transcoders.values()]
+    dictionaries = all_dictionaries(shaped)
     with torch.no_grad():
         clean = model(tokens)
         try:

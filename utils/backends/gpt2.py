@@ -150,11 +150,13 @@ def load_gpt2(
     saes, attn_saes, transcoders = {}, {}, {}
     if "resid" in kinds:
         hooks = [RESID_HOOK.format(layer=layer) for layer in chosen]
-        saes = keyed_by_hook((SAE.from_pretrained(RESID_RELEASE, hook, device) for hook in hooks), hooks)
+        loaded = (SAE.from_pretrained(RESID_RELEASE, hook, device) for hook in hooks)
+        saes = keyed_by_hook(loaded, hooks)
     if "attn" in kinds:
         ids = [ATTN_SAE_ID.format(layer=layer) for layer in chosen]
         hooks = [ATTN_HOOK.format(layer=layer) for layer in chosen]
-        attn_saes = keyed_by_hook((SAE.from_pretrained(ATTN_RELEASE, i, device) for i in ids), hooks)
+        loaded = (SAE.from_pretrained(ATTN_RELEASE, sae_id, device) for sae_id in ids)
+        attn_saes = keyed_by_hook(loaded, hooks)
     if "transcoder" in kinds:
         transcoders = {layer: load_dunefsky_transcoder(layer, device) for layer in chosen}
     return Backend("gpt2", model, saes, attn_saes, transcoders)
@@ -244,10 +246,14 @@ def load_gpt2_shaped(
     sparse code paths see realistic sparsity. Built in memory (about 150 MB per dictionary).
     """
     check_kinds(kinds)
-    specs = [(kind, layer, dictionary_hook(kind, layer)) for kind in kinds for layer in layer_list(layers)]
+    chosen = layer_list(layers)
+    specs = [(kind, layer, dictionary_hook(kind, layer)) for kind in kinds for layer in chosen]
     model = shaped_model(device)
     acts = calibration_activations(model, [hook for _, _, hook in specs])
-    made = {hook: shaped_dictionary(kind, layer, acts[hook], d_sae, device) for kind, layer, hook in specs}
+    made = {
+        hook: shaped_dictionary(kind, layer, acts[hook], d_sae, device)
+        for kind, layer, hook in specs
+    }
     return Backend(
         "gpt2-shaped",
         model,
