@@ -7,7 +7,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
-from tqdm.auto import tqdm
+
+from utils.progress import progress
 
 
 def top_k_latents(

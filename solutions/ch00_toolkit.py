@@ -7,7 +7,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
-from tqdm.auto import tqdm
+
+from utils.progress import progress
 
 
 def top_k_latents(
@@ -41,7 +42,7 @@ def max_activating_contexts(
     hook_name = sae.cfg.metadata.hook_name
     layer = int(hook_name.split(".")[1])  # hook names read "blocks.{layer}...."
     acts = []
-    for start in tqdm(range(0, tokens.shape[0], batch_size), desc=f"latent {latent}", leave=False):
+    for start in progress(range(0, tokens.shape[0], batch_size), desc=f"latent {latent}"):
         _, cache = model.run_with_cache_with_saes(
             tokens[start : start + batch_size], saes=[sae], stop_at_layer=layer + 1,
             names_filter=f"{hook_name}.hook_sae_acts_post",

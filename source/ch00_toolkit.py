@@ -32,6 +32,10 @@ from transformer_lens.utils import test_prompt
 
 from utils.backends import load_backend
 from utils.checking import checked
+from utils.dashboards import latent_dashboard
+from utils.explorer import explorer_summary, latent_explorer
+from utils.memory import free, memory_table
+from utils.views import contexts_table, show_contexts, token_logprob_view
 
 torch.set_grad_enabled(False)  # this chapter only reads the model
 
@@ -70,6 +74,15 @@ for task in world.tasks:
 # %%
 ioi = world.task_batch("ioi", n=8, seed=0)
 test_prompt(ioi.prompts[0], ioi.answers[0], model, prepend_space_to_answer=False, top_k=5)
+
+# %% [markdown]
+# The same for every token of a prompt at once: each token coloured by the log-probability
+# the model gave it (hover for its top guesses). Views like this one are written to
+# `_views/` beside the notebook and shown in a frame, which keeps the notebook small.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+token_logprob_view(model, world.task_batch("induction", 1, seed=2).prompts[0], "ch00_logprobs")
 
 # %% [markdown]
 # ## 2. Splicing SAEs into the forward pass
@@ -218,10 +231,14 @@ def max_activating_contexts(
 # %%
 corpus = world.corpus(n_seqs=256, seq_len=48, seed=0)
 ctx_values, ctx_where = checked(max_activating_contexts)(model, sae, top_latent, corpus.tokens, k=6)
-for v, (s, p) in zip(ctx_values, ctx_where.tolist()):
-    words = model.to_str_tokens(corpus.tokens[s, max(p - 8, 0) : p + 2])
-    marked = " ".join(f"[[{w}]]" if j == min(p, 8) else w for j, w in enumerate(words))
-    print(f"{v.item():6.3g}  {marked}")
+print(contexts_table(model, corpus.tokens, ctx_values, ctx_where, window=8))
+
+# %% [markdown]
+# The same contexts as a table, each token shaded by how strongly the latent fires on it:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+show_contexts(model, corpus.tokens, ctx_values, ctx_where)
 
 # %% [markdown] exercise="reconstruction_metrics" title="Measure what splicing an SAE costs" difficulty=2 importance=5 minutes=25
 # An SAE is useful when it is sparse *and* faithful. Compute, over `tokens`, excluding the
@@ -328,6 +345,106 @@ aurocs = checked(latent_aurocs)(flat_acts, flat_label)
 best = aurocs.argmax().item()
 print(f"best latent for name_repeated: {best} (AUROC {aurocs[best].item():.3g}); "
       f"{(aurocs > 0.9).sum().item()} latents above 0.9")
+
+# %% [markdown]
+# ## 6. The explanation table: an offline Neuronpedia
+#
+# For every latent of every dictionary, the toy backend ships a row: the planted label its
+# activation separates best (and that AUROC), how often it fires, its top contexts and the
+# tokens it promotes. Look up the latent you just found, then search the table by keyword,
+# the way you would search Neuronpedia for a concept.
+
+# %%
+row = bk.explanations.lookup(hook, best)
+print(f"latent {best}: label {row['label']!r}, AUROC {row['auroc']:.3g}")
+print("promotes:", row["top_tokens"])
+for context in row["top_contexts"][:3]:
+    print("  ", context)
+
+# %%
+for row in bk.explanations.search("name_repeated")[:3]:
+    print(f"{row['dictionary']:>26} latent {row['latent']:>3}: {row['label']} (AUROC {row['auroc']:.3g})")
+
+# %% [markdown]
+# Which planted labels have a latent of their own? The best AUROC per label over every
+# dictionary, from the table:
+
+# %%
+best_per_label = {}
+for row in bk.explanations.rows:
+    if row["auroc"] > best_per_label.get(row["label"], (0.0, ""))[0]:
+        best_per_label[row["label"]] = (row["auroc"], f"{row['dictionary']} #{row['latent']}")
+for label, (score, where) in sorted(best_per_label.items(), key=lambda kv: -kv[1][0]):
+    print(f"{label:>18}: {score:.3g}  {where}")
+
+# %% [markdown]
+# ## 7. Latent dashboards
+#
+# A dashboard gathers everything about a latent on one page: its activation histogram, the
+# logits it promotes and suppresses, its max-activating contexts, and its nearest neighbours.
+# `latent_dashboard` builds one with sae-vis for the toy SAE, offline. (sae-vis 0.2.15 drops
+# the weights of a SAELens SAE handed to it; our helper copies them in.)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+dashboard_file = latent_dashboard(model, sae, corpus.tokens[:128], [best, top_latent], "ch00_dashboard")
+
+# %% [markdown]
+# ## 8. Memory
+#
+# Models, caches and dictionaries pile up in a notebook. `memory_table` lists the largest
+# tensors and modules in a namespace by device, and `free` deletes names and collects the
+# garbage. A cache over a whole corpus is often the biggest item: here, `corpus_cache`.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print(memory_table(globals(), top=8))
+
+# %%
+free(globals(), "corpus_cache", "flat_acts")
+print("corpus_cache" in globals())
+
+# %% [markdown]
+# ## 9. A latent explorer
+#
+# Pick a prompt and a layer, see the active latents at each position, and click one to see
+# what it promotes and where it fires hardest. The widget needs a live notebook; below it,
+# the same content as text for one latent.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+explorer = latent_explorer(bk, [ioi.prompts[0], world.task_batch("facts", 1).prompts[0], world.task_batch("induction", 1).prompts[0]])
+
+# %%
+print(explorer_summary(bk, ioi.prompts[0], hook, top_latent))
+
+# %% [markdown]
+# ## 10. Scale-up: GPT-2 small
+#
+# The same tools on GPT-2 small with the public `gpt2-small-res-jb` SAE at layer 8. This
+# needs the Hugging Face hub (Colab); offline the cell says so in one line and moves on.
+# The Neuronpedia page of the top latent is embedded below it.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from IPython.display import IFrame, display
+
+from utils.backends.gpt2 import load_gpt2
+
+try:
+    gpt2 = load_gpt2(layers=[8], kinds=("resid",))
+except RuntimeError as error:
+    print(f"skipped: {error}")
+else:
+    gpt2_sae = gpt2.saes["blocks.8.hook_resid_pre"]
+    prompt = "The Eiffel Tower is in the city of"
+    g_values, g_indices = checked(top_k_latents)(gpt2.model, gpt2_sae, prompt, pos=-1, k=5)
+    for v, i in zip(g_values, g_indices):
+        effects = checked(latent_logit_effects)(gpt2.model, gpt2_sae, i.item())
+        print(f"latent {i.item():>5} ({v.item():.3g}): promotes {gpt2.model.to_str_tokens(effects.topk(6).indices)}")
+    url = f"https://neuronpedia.org/gpt2-small/8-res-jb/{g_indices[0].item()}?embed=true"
+    display(IFrame(url, width=900, height=500))
+    free(globals(), "gpt2", "gpt2_sae")
 
 # %% [markdown]
 # ## Summary
