@@ -8,6 +8,7 @@ XML with one test case per exercise. Arguments are notebooks or folders of noteb
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -39,41 +40,45 @@ def check_cells(nb: nbformat.NotebookNode) -> dict[int, str]:
 
 
 def _cell_results(junit: Path) -> dict[tuple[str, int], bool]:
-    """(notebook file name, code-cell index) -> passed, read from pytest's JUnit XML."""
+    """(pytest class name of a notebook, code-cell index) -> passed, from pytest's JUnit XML."""
     results = {}
     for case in ET.parse(junit).iter("testcase"):
         name = case.get("name", "")
-        if not name.startswith("Cell "):
-            continue
-        notebook = case.get("classname", "").rsplit(".", 1)[0].rsplit(".", 1)[-1] + ".ipynb"
-        failed = any(child.tag in ("failure", "error") for child in case)
-        results[(notebook, int(name.split()[1]))] = not failed
+        if name.startswith("Cell "):
+            failed = any(child.tag in ("failure", "error") for child in case)
+            results[(case.get("classname", ""), int(name.split()[1]))] = not failed
     return results
+
+
+def _class_name(path: Path, root: Path) -> str:
+    """How pytest's JUnit XML names a notebook collected under ``--rootdir root``."""
+    return ".".join(path.resolve().relative_to(root).parts)
 
 
 def grade(notebooks: list[Path], timeout: int = 600) -> list[Score]:
     """Run nbval on every notebook (one pytest process) and score each one."""
+    root = Path(os.path.commonpath([p.resolve().parent for p in notebooks]))
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "nbval.xml"
         command = [
             sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q",
             "-p", "no:cacheprovider", f"--junitxml={junit}", f"--nbval-cell-timeout={timeout}",
-            "--rootdir", tmp, *map(str, notebooks),
+            "--rootdir", str(root), *map(str, notebooks),
         ]
         run = subprocess.run(command, capture_output=True, text=True)
         if not junit.exists():
             raise RuntimeError(f"pytest did not run:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
         results = _cell_results(junit)
-    return [_score(path, results) for path in notebooks]
+    return [_score(path, _class_name(path, root), results) for path in notebooks]
 
 
-def _score(path: Path, results: dict[tuple[str, int], bool]) -> Score:
+def _score(path: Path, class_name: str, results: dict[tuple[str, int], bool]) -> Score:
     nb = nbformat.read(path, as_version=4)
     checks = check_cells(nb)
     score = Score(path)
     n_code = sum(c.cell_type == "code" for c in nb.cells)
     for i in range(n_code):
-        passed = results.get((path.name, i))
+        passed = results.get((class_name, i))
         if passed is None:
             score.error = "not all cells ran (kernel died or timed out?)"
             passed = False
@@ -122,9 +127,6 @@ def collect(paths: list[str]) -> list[Path]:
             notebooks.append(p)
         else:
             raise SystemExit(f"not a notebook or folder: {p}")
-    names = [n.name for n in notebooks]
-    if len(set(names)) != len(names):
-        raise SystemExit("two submissions share a file name; give each a distinct name")
     return notebooks
 
 
