@@ -37,7 +37,7 @@ from utils.explorer import explorer_summary, latent_explorer
 from utils.memory import free, memory_table
 from utils.views import contexts_table, show_contexts, token_logprob_view
 
-torch.set_grad_enabled(False)  # this chapter only reads the model
+_ = torch.set_grad_enabled(False)  # this chapter only reads the model: no gradients needed
 
 # %% [markdown]
 # ## 1. The model organism
