@@ -49,11 +49,11 @@ def dictionary_specs(n_layers: int, d_model: int, n_heads: int,
         resid = f"blocks.{layer}.hook_resid_post"
         z = f"blocks.{layer}.attn.hook_z"
         specs += [
-            DictionarySpec(resid, "resid_sae", layer, resid, resid, d_model, d_model, 16.0),
-            DictionarySpec(z, "attn_sae", layer, z, z, n_heads * d_head, n_heads * d_head, 16.0),
+            DictionarySpec(resid, "resid_sae", layer, resid, resid, d_model, d_model, 24.0),
+            DictionarySpec(z, "attn_sae", layer, z, z, n_heads * d_head, n_heads * d_head, 20.0),
             DictionarySpec(f"transcoder.{layer}", "transcoder", layer,
                            f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out",
-                           d_model, d_model, 10.0),
+                           d_model, d_model, 13.0),
         ]
     return specs
 

@@ -9,7 +9,10 @@ trainer, so the transcoder loss is written out. Both minimise, per token,
 
     L = || x_hat - y ||^2 + lambda * sum_i f_i ||W_dec[i]||,   f = ReLU(x W_enc + b_enc)
 
-(y = x for an SAE). Inputs and targets are first scaled by a constant so that their mean
+(y = x for an SAE). Residual SAEs weight each token's error by <||x||^2> / ||x_t||^2 (mean
+over the batch): the final LayerNorm divides the residual by its norm, so the error that
+reaches the logits is the error relative to the token's norm, and residual norms vary a lot
+between tokens. Inputs and targets are first scaled by a constant so that their mean
 norm is sqrt(d) (which makes one range of ``lambda`` fit every hook), and the scale is folded
 back into the weights afterwards. ``lambda`` is steered towards a target L0: each step it is
 multiplied by exp(eta * clip((L0 - target) / target, -1, 1)) until the last fifth of
@@ -74,6 +77,13 @@ def read_activations(model: HookedSAETransformer, tokens: Tensor,
     return flat
 
 
+def norm_weighted_squared_error(
+        out: Float[Tensor, "token d"], x: Float[Tensor, "token d"]) -> Float[Tensor, "token d"]:
+    """(out - x)^2, each token weighted by <||x||^2> / ||x_t||^2 (see the module docstring)."""
+    norm2 = x.pow(2).sum(-1, keepdim=True)
+    return (out - x).pow(2) * (norm2.mean() / norm2)
+
+
 class _Trainee:
     """One dictionary being trained: its parameters, input/output scales and lambda."""
 
@@ -88,6 +98,8 @@ class _Trainee:
         else:
             cfg = StandardTrainingSAEConfig(d_in=spec.d_in, d_sae=D_SAE, l1_coefficient=l1)
             self.module = StandardTrainingSAE(cfg)
+            if spec.kind == "resid_sae":
+                self.module.mse_loss_fn = norm_weighted_squared_error
         with torch.no_grad():
             self.module.b_dec.copy_((y * self.scale_out).mean(0))
         self.fired = torch.zeros(D_SAE)
