@@ -178,7 +178,8 @@ def latent_logit_effects(model: HookedSAETransformer, sae: SAE, latent: int) -> 
 # `sae.W_dec` is `[d_sae, d_model]` and `model.W_U` is `[d_model, d_vocab]`.
 
 # %% [markdown]
-# The top and bottom words of the strongest IOI latent above:
+# The top and bottom words of the strongest latent at the end of the IOI prompt above. It
+# fires where the model must name the indirect object; look at what it writes:
 
 # %%
 top_latent = indices[0].item()
@@ -360,6 +361,11 @@ print(f"latent {best}: label {row['label']!r}, AUROC {row['auroc']:.3g}")
 print("promotes:", row["top_tokens"])
 for context in row["top_contexts"][:3]:
     print("  ", context)
+
+# %% [markdown]
+# Searching for the label finds the best latents in every dictionary. Compare the AUROC you
+# computed with the table's (computed on other corpus tokens), and notice which kind of
+# dictionary carries the label most cleanly.
 
 # %%
 for row in bk.explanations.search("name_repeated")[:3]:

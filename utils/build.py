@@ -202,8 +202,11 @@ def render_notebook(chapter: str, learner: bool) -> NotebookNode:
         elif pending is not None and cell.cell_type == "code":
             ex, pending = pending, None
             body = stub(ex.code, ex.name) if learner else strip_markers(ex.code)
-            cells.append(_code(body, exercise=ex.name))
-            check = f"from tests.checks.{chapter} import check_{ex.name}\n\ncheck_{ex.name}({ex.name})"
+            cells.append(_code(body.rstrip(), exercise=ex.name))
+            check = (
+                f"# Check {ex.name}: one line if it is right, else the likely mistake.\n"
+                f"from tests.checks.{chapter} import check_{ex.name}\n\ncheck_{ex.name}({ex.name})"
+            )
             cells.append(_code(check, check=ex.name))
             folded = [details("Hint" if len(ex.hints) == 1 else f"Hint {j + 1}", h) for j, h in enumerate(ex.hints)]
             if learner:
@@ -212,7 +215,7 @@ def render_notebook(chapter: str, learner: bool) -> NotebookNode:
                 cells.append(_md("\n\n".join(folded)))
         elif cell.cell_type == "code":
             tags = [t for t in meta.get("tags", []) if t != "module"]
-            cells.append(_code(cell.source, **({"tags": tags} if tags else {})))
+            cells.append(_code(cell.source.rstrip(), **({"tags": tags} if tags else {})))
         else:
             cells.append(_md(cell.source))
     for j, cell in enumerate(cells):

@@ -86,30 +86,43 @@ def check_latent_logit_effects(latent_logit_effects: Any) -> None:
         expect_tensor(got, known(f"effects_{i}", got), name=f"effects of latent {latent} ({hook})", dims="d_vocab", mistakes=mistakes)
 
 
+def _latent_firing_twice_per_sequence(post: Float[Tensor, "batch pos d_sae"], k: int) -> int:
+    """The most frequently active latent whose top-k contexts repeat a sequence, so that a
+    per-sequence maximum gives a different answer from the top-k over all positions."""
+    flat = post.flatten(0, 1)  # [(batch pos), d_sae]
+    seqs = flat.topk(k, dim=0).indices // post.shape[1]  # [k, d_sae]
+    repeats = torch.tensor([len(set(col.tolist())) < k for col in seqs.T])
+    frequency = (post > 0).float().mean((0, 1))
+    return int(torch.where(repeats, frequency, -1.0).argmax())
+
+
 @exercise_check(CHAPTER)
 def check_max_activating_contexts(max_activating_contexts: Any) -> None:
     bk = _toy()
     sae = bk.saes["blocks.1.hook_resid_post"]
     tokens = bk.world.corpus(n_seqs=70, seq_len=24, seed=3).tokens  # 70 = 4 batches of 16 + 6
     post, _ = _sae_acts(bk.model, sae, tokens)
-    latent = known("latent", int(post[:, 1:].mean((0, 1)).argmax()))  # a latent that fires often
+    k, batch_size = 8, 16
+    latent = known("latent", _latent_firing_twice_per_sequence(post, k))
     # Strongest sequences last, so a loop that skips the last, smaller batch misses them.
     order = post[..., latent].max(-1).values.argsort()
     tokens, post = tokens[order], post[order]
-    k, batch_size = 8, 16
     values, seq_pos = _pair(call(max_activating_contexts, bk.model, sae, latent, tokens, k, batch_size), "(values, seq_pos)")
     _expect_detached(bk.model)
-    want_values, want_where = known("values", values), known("seq_pos", seq_pos)
-    if isinstance(seq_pos, Tensor) and seq_pos.shape == want_where.shape:
-        seqs = seq_pos[:, 0].tolist()
-        if len(set(seqs)) == len(seqs) and len(set(want_where[:, 0].tolist())) < len(seqs):
-            fail("seq_pos holds at most one context per sequence: take the top k over every (sequence, position), not the max of each sequence")
-    n_full = tokens.shape[0] // batch_size * batch_size
-    expect_tensor(
-        values, want_values, name="values", dims="k",
-        mistakes={f"your contexts miss the last, smaller batch (sequences {n_full}-{tokens.shape[0] - 1}): check your range over batches": post[:n_full, :, latent].flatten().topk(k).values},
-    )
     n_seqs, n_pos = tokens.shape
+    n_full = n_seqs // batch_size * batch_size
+    per_sequence = post[..., latent].max(-1).values.topk(k).values
+    expect_tensor(
+        values, known("values", values), name="values", dims="k",
+        mistakes={
+            "you kept at most one context per sequence: take the top k over every (sequence, position), not the max of each sequence": per_sequence,
+            f"your contexts miss the last, smaller batch (sequences {n_full}-{n_seqs - 1}): check your range over batches": post[:n_full, :, latent].flatten().topk(k).values,
+        },
+    )
+    # Identical prefixes give exactly tied activations; compare rows in a canonical order.
+    want_where = _canonical(values, known("seq_pos", seq_pos))
+    if isinstance(seq_pos, Tensor) and seq_pos.shape == want_where.shape and not seq_pos.is_floating_point():
+        seq_pos = _canonical(values, seq_pos)
     flat = want_where[:, 0] * n_pos + want_where[:, 1]
     expect_tensor(
         seq_pos, want_where, name="seq_pos", dims="k two",
@@ -118,6 +131,12 @@ def check_max_activating_contexts(max_activating_contexts: Any) -> None:
             f"flat indices were split with the wrong length: sequence = flat // n_pos, position = flat % n_pos (n_pos = {n_pos})": torch.stack([flat // n_seqs, flat % n_seqs], -1),
         },
     )
+
+
+def _canonical(values: Float[Tensor, " k"], seq_pos: Int[Tensor, "k 2"]) -> Int[Tensor, "k 2"]:
+    """Rows sorted by rounded value (descending), then sequence, then position."""
+    keys = [(-round(v, 4), s, p) for v, (s, p) in zip(values.tolist(), seq_pos.tolist())]
+    return seq_pos[sorted(range(len(keys)), key=keys.__getitem__)]
 
 
 @exercise_check(CHAPTER)

@@ -155,7 +155,7 @@ MISTAKES = {
         Mistake(effects_negated, "wrong sign"),
     ],
     "max_activating_contexts": [
-        Mistake(contexts_per_sequence, "one context per sequence"),
+        Mistake(contexts_per_sequence, "at most one context per sequence"),
         Mistake(contexts_drop_last_batch, "last, smaller batch"),
         Mistake(contexts_wrong_unflatten, "split with the wrong length"),
         Mistake(contexts_pos_seq, "(position, sequence)"),
