@@ -75,7 +75,10 @@ def chapter_tests(chapter: str) -> tuple[Callable[..., None], ...]:
     @pytest.mark.parametrize("exercise", list(checks))
     def test_implementation(exercise: str, impl: str) -> None:
         module = importlib.import_module(f"{impl}.{chapter}")
-        checks[exercise](getattr(module, exercise))
+        try:
+            checks[exercise](getattr(module, exercise))
+        except CheckFailure as failure:
+            pytest.fail(str(failure), pytrace=False)  # the diagnosis alone, no traceback
 
     @pytest.mark.parametrize("exercise", list(checks))
     def test_stub_fails(exercise: str, meta_tests: None) -> None:
