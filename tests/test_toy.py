@@ -21,6 +21,15 @@ TASK_FLOOR = {"induction": 0.90}  # every other task: 0.95
 SPLICED_FLOOR = {"induction": 0.80}  # every other task: 0.90
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """On a busy 2-core machine, two torch threads per process made this module 20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def bk():
     return load_backend("toy")

@@ -23,7 +23,8 @@ def main() -> None:
     parser.add_argument("--dictionary-steps", type=int, default=2000)
     parser.add_argument("--keep-model", action="store_true",
                         help="retrain the dictionaries only, on the saved model")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: on a shared 2-core machine, 2 ran 10x slower)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.command == "build":

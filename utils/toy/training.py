@@ -9,10 +9,12 @@ trainer, so the transcoder loss is written out. Both minimise, per token,
 
     L = || x_hat - y ||^2 + lambda * sum_i f_i ||W_dec[i]||,   f = ReLU(x W_enc + b_enc)
 
-(y = x for an SAE). Residual SAEs weight each token's error by <||x||^2> / ||x_t||^2 (mean
-over the batch): the final LayerNorm divides the residual by its norm, so the error that
-reaches the logits is the error relative to the token's norm, and residual norms vary a lot
-between tokens. Inputs and targets are first scaled by a constant so that their mean
+(y = x for an SAE). Residual SAEs and transcoders weight each token's error by
+<||r||^2> / ||r_t||^2, where r is the residual stream after their layer (``hook_resid_post``)
+and <.> the batch mean: the final LayerNorm divides the residual by its norm, so what reaches
+the logits is an error relative to that norm, and residual norms differ a lot between tokens
+(unweighted, the last residual SAE lost 2 nats of CE loss at 0.92 explained variance). The
+attention SAEs keep uniform weights, which measured better for them. Inputs and targets are first scaled by a constant so that their mean
 norm is sqrt(d) (which makes one range of ``lambda`` fit every hook), and the scale is folded
 back into the weights afterwards. ``lambda`` is steered towards a target L0: each step it is
 multiplied by exp(eta * clip((L0 - target) / target, -1, 1)) until the last fifth of
@@ -24,7 +26,7 @@ import math
 
 import einops
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from sae_lens import SAE, HookedSAETransformer, StandardTrainingSAE, StandardTrainingSAEConfig
 from sae_lens.saes.sae import TrainStepInput
 from torch import Tensor
@@ -65,7 +67,7 @@ def train_model(model: HookedSAETransformer, world: World, steps: int = 2000,
     return losses
 
 
-def read_activations(model: HookedSAETransformer, tokens: Tensor,
+def read_activations(model: HookedSAETransformer, tokens: Int[Tensor, "batch pos"],
                      hooks: set[str]) -> dict[str, Float[Tensor, "token d"]]:
     """Activations at ``hooks``, one row per token (attention heads flattened)."""
     with torch.no_grad():
@@ -77,11 +79,15 @@ def read_activations(model: HookedSAETransformer, tokens: Tensor,
     return flat
 
 
-def norm_weighted_squared_error(
-        out: Float[Tensor, "token d"], x: Float[Tensor, "token d"]) -> Float[Tensor, "token d"]:
-    """(out - x)^2, each token weighted by <||x||^2> / ||x_t||^2 (see the module docstring)."""
-    norm2 = x.pow(2).sum(-1, keepdim=True)
-    return (out - x).pow(2) * (norm2.mean() / norm2)
+def token_weights(spec: DictionarySpec,
+                  resid: Float[Tensor, "token d_model"]) -> Float[Tensor, "token 1"]:
+    """<||r||^2> / ||r_t||^2 (1 for attention SAEs): how much token t's error counts."""
+    norm2 = resid.pow(2).sum(-1, keepdim=True)
+    return torch.ones_like(norm2) if spec.kind == "attn_sae" else norm2.mean() / norm2
+
+
+def weight_hook(spec: DictionarySpec) -> str:
+    return f"blocks.{spec.layer}.hook_resid_post"
 
 
 class _Trainee:
@@ -98,21 +104,21 @@ class _Trainee:
         else:
             cfg = StandardTrainingSAEConfig(d_in=spec.d_in, d_sae=D_SAE, l1_coefficient=l1)
             self.module = StandardTrainingSAE(cfg)
-            if spec.kind == "resid_sae":
-                self.module.mse_loss_fn = norm_weighted_squared_error
         with torch.no_grad():
             self.module.b_dec.copy_((y * self.scale_out).mean(0))
-        self.fired = torch.zeros(D_SAE)
 
     def loss(self, x: Float[Tensor, "token d_in"], y: Float[Tensor, "token d_out"],
+             weights: Float[Tensor, "token 1"],
              step: int) -> tuple[Tensor, Float[Tensor, "token d_sae"]]:
         """The training loss on a batch (scaled here) and the latent activations."""
         x, y = x * self.scale_in, y * self.scale_out
         if self.spec.kind == "transcoder":
             acts = self.module.encode(x)
-            mse = (self.module.decode(acts) - y).pow(2).sum(-1).mean()
+            mse = ((self.module.decode(acts) - y).pow(2) * weights).sum(-1).mean()
             sparsity = (acts * self.module.W_dec.norm(dim=-1)).sum(-1).mean()
             return mse + self.l1 * sparsity, acts
+        # SAELens sums mse_loss_fn(out, x) over d_in: swap in this batch's weighted error.
+        self.module.mse_loss_fn = lambda out, target: (out - target).pow(2) * weights
         out = self.module.training_forward_pass(TrainStepInput(
             sae_in=x, coefficients={"l1": self.l1}, dead_neuron_mask=None,
             n_training_steps=step, is_logging_step=False))
@@ -140,7 +146,7 @@ def train_dictionaries(model: HookedSAETransformer, world: World,
                        specs: list[DictionarySpec], steps: int = 2000, batch: int = 64,
                        seq_len: int = 48, lr: float = 2e-3) -> dict[str, SAE]:
     """Train every dictionary in ``specs`` on the same stream of activations."""
-    hooks = {s.hook for s in specs} | {s.hook_out for s in specs}
+    hooks = {h for s in specs for h in (s.hook, s.hook_out, weight_hook(s))}
     first = read_activations(model, world.corpus(batch, seq_len, DICTIONARY_SEEDS - 1).tokens,
                              hooks)
     trainees = [_Trainee(s, first[s.hook], first[s.hook_out]) for s in specs]
@@ -152,8 +158,9 @@ def train_dictionaries(model: HookedSAETransformer, world: World,
         decay = min(1.0, (steps - step) / (steps - frozen_from))
         l0s = []
         for trainee, optimiser in zip(trainees, optimisers):
-            loss, latents = trainee.loss(acts[trainee.spec.hook], acts[trainee.spec.hook_out],
-                                         step)
+            spec = trainee.spec
+            loss, latents = trainee.loss(acts[spec.hook], acts[spec.hook_out],
+                                         token_weights(spec, acts[weight_hook(spec)]), step)
             for group in optimiser.param_groups:
                 group["lr"] = lr * decay
             loss.backward()
