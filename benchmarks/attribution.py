@@ -44,6 +44,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--shaped-layers", type=int, default=2, help="gpt2-shaped SAEs at layers 0..N-1")
     parser.add_argument("--shaped-batch", type=int, default=2)
     parser.add_argument("--shaped-pos", type=int, default=32)
+    parser.add_argument("--toy-batch", type=int, default=256, help="IOI prompts for the toy cost figures")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--ig-steps", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
@@ -148,7 +149,7 @@ def main() -> None:
     report: dict[str, object] = {}
 
     bk = load_backend("toy", device=args.device)
-    batch = bk.world.task_batch("ioi", 32, seed=0)
+    batch = bk.world.task_batch("ioi", args.toy_batch, seed=0)
     report["toy"] = {
         "cost": cost(bk.model, list(bk.saes.values()), batch.tokens.to(args.device), batch.answer_ids.to(args.device),
                      batch.distractor_ids.to(args.device), args.repeats, args.device, sweep=True),

@@ -143,7 +143,7 @@ def latent_to_logit_gradients(
         ])  # [k, n_active]
     k, n_active = values.shape
     indices = torch.stack([
-        torch.arange(k).repeat_interleave(n_active), where[0].repeat(k), where[1].repeat(k)
+        torch.arange(k, device=values.device).repeat_interleave(n_active), where[0].repeat(k), where[1].repeat(k)
     ])
     return torch.sparse_coo_tensor(indices, values.flatten(), (k, tokens.shape[1], sae.cfg.d_sae), check_invariants=True).coalesce()
 
@@ -171,7 +171,7 @@ def token_to_latent_gradients(
             (torch.autograd.grad(latents[i], kept["e"], retain_graph=True)[0][0] * e).sum(-1)[: pos + 1]
             for i in rows.tolist()
         ]).detach()  # [n_active, pos + 1]
-    indices = torch.stack([rows.repeat_interleave(pos + 1), torch.arange(pos + 1).repeat(len(rows))])
+    indices = torch.stack([rows.repeat_interleave(pos + 1), torch.arange(pos + 1, device=rows.device).repeat(len(rows))])
     return torch.sparse_coo_tensor(indices, values.flatten(), (sae.cfg.d_sae, tokens.shape[1]), check_invariants=True).coalesce()
 
 

@@ -438,35 +438,39 @@ def latent_to_latent_gradients(
 # of the activation masks gives the active latents.
 
 # %% [markdown]
-# The downstream dictionary can be any later one. A fact has to travel from the landmark's
-# position to the last one, and only attention moves information between positions, so we
-# look at the layer-1 *attention* SAE (on `hook_z`) at the last position: first its latent
-# with the most negative zero-ablation attribution (the one the answer needs most), then
-# the layer-0 residual latents that feed it most, by gradient times activation.
+# First the layer-1 latent at the last position that the answer needs most (the most
+# negative zero-ablation attribution), then the layer-0 latents that feed it, ranked by
+# gradient times activation (each edge's first-order share). Edges from the last position
+# itself come through the residual stream and the layer-1 MLP; edges from the landmark's
+# position can only come through layer-1 attention, which is how the fact travels.
 
 # %%
 facts = world.task_batch("facts", n=8, seed=0)
 prompt = facts.tokens[:1]
 words = model.to_str_tokens(prompt[0])
+landmark_pos = 2  # "<bos> the {landmark} is in the city of"
 print(facts.prompts[0], "->", facts.answers[0])
-sae0, z_sae1 = bk.saes["blocks.0.hook_resid_post"], bk.attn_saes["blocks.1.attn.hook_z"]
-z_hook = "blocks.1.attn.hook_z"
-z_acts = model.run_with_cache_with_saes(prompt, saes=[z_sae1], names_filter=f"{z_hook}.hook_sae_acts_post")[1][f"{z_hook}.hook_sae_acts_post"]
-z_patch = z_acts.clone()
-z_patch[:, -1] = 0.0
-fact_attr = checked(attribution_patching)(model, [z_sae1], prompt, facts.answer_ids[:1], facts.distractor_ids[:1],
-                                          {z_hook: z_patch})[z_hook][0, -1]
+sae0, sae1 = bk.saes["blocks.0.hook_resid_post"], bk.saes["blocks.1.hook_resid_post"]
+down_hook, up_hook = "blocks.1.hook_resid_post", "blocks.0.hook_resid_post"
+down_acts = model.run_with_cache_with_saes(prompt, saes=[sae1], names_filter=f"{down_hook}.hook_sae_acts_post")[1][f"{down_hook}.hook_sae_acts_post"]
+down_patch = down_acts.clone()
+down_patch[:, -1] = 0.0
+fact_attr = checked(attribution_patching)(model, [sae1], prompt, facts.answer_ids[:1], facts.distractor_ids[:1],
+                                          {down_hook: down_patch})[down_hook][0, -1]
 down_latent = fact_attr.argmin().item()
-J = checked(latent_to_latent_gradients)(model, sae0, z_sae1, prompt, pos=-1)
+J = checked(latent_to_latent_gradients)(model, sae0, sae1, prompt, pos=-1)
 print(f"J: {J._nnz()} stored entries instead of {J.shape.numel():,} dense")
-up_name = "blocks.0.hook_resid_post.hook_sae_acts_post"
-up_acts = model.run_with_cache_with_saes(prompt, saes=[sae0], names_filter=up_name)[1][up_name][0]  # [n_pos, d_sae]
+up_acts = model.run_with_cache_with_saes(prompt, saes=[sae0], names_filter=f"{up_hook}.hook_sae_acts_post")[1][f"{up_hook}.hook_sae_acts_post"][0]
 rows = J.indices()[0] == down_latent
 (_, up_pos, up_latent), grads = J.indices()[:, rows], J.values()[rows]
 contribution = grads * up_acts[up_pos, up_latent]  # gradient x activation: each edge's linear share
-print(f"attention latent {down_latent} (attribution {fact_attr[down_latent].item():.3g}) is fed most by:")
+print(f"layer-1 latent {down_latent} (attribution {fact_attr[down_latent].item():.3g}); strongest edges into it:")
 for k in contribution.abs().topk(3).indices.tolist():
-    print(f"  layer-0 latent {up_latent[k].item()} at {words[up_pos[k]]!r}: gradient x activation {contribution[k].item():.3g}")
+    print(f"  layer-0 latent {up_latent[k].item()} at {words[up_pos[k]]!r}: {contribution[k].item():.3g}")
+at_landmark = (up_pos == landmark_pos).nonzero()[:, 0]
+top_edge = at_landmark[contribution[at_landmark].abs().argmax()]
+feeder = up_latent[top_edge].item()
+print(f"strongest edge from {words[landmark_pos]!r}: layer-0 latent {feeder}, {contribution[top_edge].item():.3g}")
 
 # %% [markdown] exercise="latent_to_logit_gradients" title="Compute latent-to-logit gradients (6/8)" difficulty=3 importance=4 minutes=20
 # The other end of the chain: for one prompt, return the sparse tensor $G$ of shape
@@ -490,7 +494,7 @@ def latent_to_logit_gradients(
         ])  # [k, n_active]
     k, n_active = values.shape
     indices = torch.stack([
-        torch.arange(k).repeat_interleave(n_active), where[0].repeat(k), where[1].repeat(k)
+        torch.arange(k, device=values.device).repeat_interleave(n_active), where[0].repeat(k), where[1].repeat(k)
     ])
     return torch.sparse_coo_tensor(indices, values.flatten(), (k, tokens.shape[1], sae.cfg.d_sae), check_invariants=True).coalesce()
     ### END SOLUTION
@@ -501,11 +505,10 @@ def latent_to_logit_gradients(
 # latent) pairs only.
 
 # %%
-G = checked(latent_to_logit_gradients)(model, z_sae1, prompt, torch.stack([facts.answer_ids[0], facts.distractor_ids[0]]))
-last = G.indices()[1] == prompt.shape[1] - 1
-at_latent = last & (G.indices()[2] == down_latent)
+G = checked(latent_to_logit_gradients)(model, sae1, prompt, torch.stack([facts.answer_ids[0], facts.distractor_ids[0]]))
+at_latent = (G.indices()[1] == prompt.shape[1] - 1) & (G.indices()[2] == down_latent)
 answer_grad, distractor_grad = G.values()[at_latent & (G.indices()[0] == 0)], G.values()[at_latent & (G.indices()[0] == 1)]
-print(f"attention latent {down_latent}: d logit({facts.answers[0]}) = {answer_grad.item():.3g}, "
+print(f"layer-1 latent {down_latent}: d logit({facts.answers[0]}) = {answer_grad.item():.3g}, "
       f"d logit({facts.distractors[0]}) = {distractor_grad.item():.3g} per unit of activation")
 
 # %% [markdown] exercise="token_to_latent_gradients" title="Attribute a latent to its input tokens (7/8)" difficulty=3 importance=3 minutes=20
@@ -541,7 +544,7 @@ def token_to_latent_gradients(
             (torch.autograd.grad(latents[i], kept["e"], retain_graph=True)[0][0] * e).sum(-1)[: pos + 1]
             for i in rows.tolist()
         ]).detach()  # [n_active, pos + 1]
-    indices = torch.stack([rows.repeat_interleave(pos + 1), torch.arange(pos + 1).repeat(len(rows))])
+    indices = torch.stack([rows.repeat_interleave(pos + 1), torch.arange(pos + 1, device=rows.device).repeat(len(rows))])
     return torch.sparse_coo_tensor(indices, values.flatten(), (sae.cfg.d_sae, tokens.shape[1]), check_invariants=True).coalesce()
     ### END SOLUTION
 
@@ -552,8 +555,7 @@ def token_to_latent_gradients(
 # multiply by the leaf and sum over `d_model`.
 
 # %%
-top_edge = contribution.abs().argmax()
-feeder, feeder_pos = up_latent[top_edge].item(), up_pos[top_edge].item()
+feeder_pos = landmark_pos
 A = checked(token_to_latent_gradients)(model, sae0, prompt, pos=feeder_pos)
 dense_A = A.to_dense()  # [d_sae, n_pos]: small here (one SAE, a few positions)
 print(f"layer-0 latent {feeder} at {words[feeder_pos]!r}, gradient x input per token:",
@@ -573,9 +575,11 @@ print(f"its explanation: label {row['label']!r} (AUROC {row['auroc']:.3g})")
 # the three inputs per head as `blocks.{L}.hook_q_input` / `hook_k_input` / `hook_v_input`
 # (shape `[batch, pos, n_heads, d_model]`) after `model.set_use_split_qkv_input(True)`.
 #
-# Our target is induction: in *"w1 ... w6 w1 ... w5"* the model predicts *w6*. A layer-1
-# induction head attends from the last *w5* to the token after the first *w5*; to find it,
-# the layer-0 attention must have written "my previous token was *w5*" at that position.
+# Our target is induction: in *"w1 ... w6 w1 ... w5"* the model predicts *w6*. The textbook
+# circuit has a layer-1 head attend from the last *w5* to the token after the first *w5*,
+# which it can find only if layer-0 attention wrote "my previous token was *w5*" there
+# (K-composition). Whether this model reads its layer-0 attention latents through the keys,
+# the queries or the values is a question the three paths below answer.
 
 # %% [markdown] exercise="attn_latent_path_effects" title="Path-patch attention-SAE latents into one head's input (8/8)" difficulty=4 importance=4 minutes=30
 # For each latent in `latents` of `attn_sae` (an SAE on `blocks.{L0}.attn.hook_z`), remove its
@@ -668,8 +672,10 @@ for inp, effects in path.items():
           f"({effects[:, best].mean().item():.3g})")
 
 # %% [markdown]
-# The path that carries the induction signal is the one whose removal hurts most. What does
-# the strongest latent on that path track? The explanation table gives the planted label
+# The input whose removal hurts most carries most of what the head reads from layer-0
+# attention (here all three effects are small next to zeroing the whole head: most of the
+# head's input comes from the embeddings and the MLP). What does the strongest latent on
+# that path track? The explanation table gives the planted label
 # its activation separates best, and how well (AUROC):
 
 # %%
@@ -689,8 +695,10 @@ print(f"input {strongest_input!r}, latent {path_best}: label {row['label']!r}, A
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-try:
-    gpt2 = load_backend("gpt2", device="cuda" if torch.cuda.is_available() else "cpu")
+from utils.backends.gpt2 import load_gpt2
+
+try:  # residual SAEs at two layers only: two downloads of about 150 MB each
+    gpt2 = load_gpt2("cuda" if torch.cuda.is_available() else "cpu", layers=[6, 8], kinds=("resid",))
 except RuntimeError as error:
     print(f"skipped ({error})")
 else:
