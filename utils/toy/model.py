@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 from sae_lens import HookedSAETransformer
 from transformer_lens import HookedTransformerConfig

@@ -150,7 +150,7 @@ def recovery(latents: Float[Tensor, "token d_sae"], labels: dict[str, Bool[Tenso
 
 
 def dictionary_report(model: HookedSAETransformer, sae: SAE, spec: DictionarySpec,
-                      world: World, tokens: Int[Tensor, "batch pos"],
+                      tokens: Int[Tensor, "batch pos"],
                       labels: dict[str, Bool[Tensor, " token"]],
                       batches: dict[str, TaskBatch]) -> dict:
     """Every figure of one dictionary (see the module docstring)."""
@@ -192,7 +192,7 @@ def full_report(model: HookedSAETransformer, dictionaries: dict[str, SAE],
     return {
         "tasks": tasks,
         "dictionaries": {spec.name: dictionary_report(model, dictionaries[spec.name], spec,
-                                                      world, corpus.tokens, labels, batches)
+                                                      corpus.tokens, labels, batches)
                          for spec in specs},
         "eval": {"n_prompts": n_prompts, "n_seqs": n_seqs, "seq_len": seq_len,
                  "seed": EVAL_SEEDS},
