@@ -43,7 +43,7 @@ _ = torch.set_grad_enabled(False)  # this chapter only reads the model: no gradi
 # ## 1. The model organism
 #
 # The default backend, `toy`, is a two-layer transformer trained on a small synthetic
-# language (339 words) with planted tasks: indirect-object identification, induction on
+# language (about 320 words) with planted tasks: indirect-object identification, induction on
 # repeated spans, fact recall, gendered pronouns, greater-than on years, and short
 # biographies. It ships with the repo, loads in seconds, and needs no network. With it come
 # residual-stream SAEs (one per layer), attention-output SAEs, MLP transcoders, the data
