@@ -200,11 +200,14 @@ heatmap(zero_effects, [str(i) for i in active.tolist()], [f"prompt {b}" for b in
 # The forward value is right, but in a backward pass the SAE's output then depends on its
 # input only through the reconstruction: an earlier layer receives
 # $J_{dec} J_{enc}$ where the real model has the identity, and the error node receives no
-# gradient at all. `utils.attribution.splice_for_gradients` repairs both with three hooks per
-# SAE: the latents and the error become leaves that require grad (`hook_sae_acts_post`,
-# `hook_sae_error`), and the output gets an identity path from the input,
-# `out + (x - x.detach())`, whose value is zero. Below, the gradient that reaches the layer-0
-# SAE's latents with and without that repair:
+# gradient at all. (Within SAELens, a hook on `hook_sae_error` returning a leaf that requires
+# grad fixes the second problem but not the first.) `utils.attribution.splice_for_gradients`
+# splices each SAE with one hook of its own that returns
+# $\hat x(f) + e + (x - x_{\text{detached}})$, where the latents $f$ and the error
+# $e = x - \hat x(f)$ are leaves that require grad: the value is $x$ exactly, the latents and
+# the error receive their gradients, and the input receives the identity, as in the real
+# model. Read its ten lines. Below, the gradient that reaches the layer-0 SAE's latents with
+# SAELens's splicing and with this one:
 
 # %%
 def layer0_grads(repair: bool) -> Float[Tensor, "batch pos d_sae"]:
@@ -643,6 +646,7 @@ def attn_latent_path_effects(
 
 # %%
 induction = world.task_batch("induction", n=8, seed=0)
+span = induction.tokens.shape[1] // 2  # tokens: BOS, w1 .. w6, w1 .. w5; w6 sits at position span
 induction_clean = logit_diff(model(induction.tokens), induction.answer_ids, induction.distractor_ids)
 
 
@@ -658,11 +662,16 @@ head_effects = [head_ablation(h) for h in range(model.cfg.n_heads)]
 ind_head = min(range(model.cfg.n_heads), key=lambda h: head_effects[h])
 print("effect of zeroing each layer-1 head:", ", ".join(f"{e:.3g}" for e in head_effects), f"-> head 1.{ind_head}")
 
+# %% [markdown]
+# Which layer-0 attention latents to test? Those that fire where the head has to look: at
+# the first copy's *w6* (position `span`), in most prompts.
+
 # %%
 attn_sae0 = bk.attn_saes["blocks.0.attn.hook_z"]
 z_acts_name = "blocks.0.attn.hook_z.hook_sae_acts_post"
 _, z_cache = model.run_with_cache_with_saes(induction.tokens, saes=[attn_sae0], names_filter=z_acts_name)
-z_active = (z_cache[z_acts_name] > 0).any(1).float().mean(0).topk(12).indices.sort().values  # frequent ones
+at_target = z_cache[z_acts_name][:, span]  # [batch, d_sae]: latents at the first copy's w6
+z_active = (at_target > 0).float().mean(0).topk(12).indices.sort().values
 path = {inp: checked(attn_latent_path_effects)(model, attn_sae0, induction.tokens, induction.answer_ids,
                                                induction.distractor_ids, 1, ind_head, z_active, input=inp)
         for inp in "qkv"}
@@ -673,9 +682,8 @@ for inp, effects in path.items():
 
 # %% [markdown]
 # The input whose removal hurts most carries most of what the head reads from layer-0
-# attention (here all three effects are small next to zeroing the whole head: most of the
-# head's input comes from the embeddings and the MLP). What does the strongest latent on
-# that path track? The explanation table gives the planted label
+# attention (each path's total is smaller than the effect of zeroing the whole head, which
+# also reads the embeddings and the MLPs). What does the strongest latent on that path track? The explanation table gives the planted label
 # its activation separates best, and how well (AUROC):
 
 # %%
