@@ -9,6 +9,8 @@ Prints one JSON object, then readable lines. Figures:
   residual SAE at every position: one forward + one backward pass through
   ``splice_for_gradients``, times ``patched - clean``) over the time of one plain forward
   pass without gradients. Target <= 3.5 (forward + backward is about 3).
+  ``attribution_x_spliced_forward``: the same over a no-grad forward pass with every SAE
+  spliced in (SAELens, with error terms).
 - ``sweep_over_attribution``: a full zero-ablation sweep (one forward pass per latent active
   at the last position of some prompt, for every SAE) over the attribution time.
 - ``agreement``: on the toy model's planted IOI circuit, the ``top_k`` latents (by the size
@@ -81,17 +83,25 @@ def last_position_zero_patch(acts: Float[Tensor, "batch pos d_sae"]) -> Float[Te
 
 def cost(model: HookedSAETransformer, saes: list[SAE], tokens: Tensor, answer_ids: Tensor, distractor_ids: Tensor,
          repeats: int, device: str, sweep: bool) -> dict[str, float]:
-    """Forward, attribution and (optionally) full-sweep times, and attribution's peak memory."""
+    """Forward, attribution and (optionally) full-sweep times, and attribution's peak memory.
+
+    Parameters are frozen first: attribution needs gradients with respect to activations
+    only, and weight gradients would double the backward pass.
+    """
+    for module in [model, *saes]:
+        module.requires_grad_(False)
     clean = clean_latents(model, saes, tokens)
     patched = {hook: last_position_zero_patch(acts) for hook, acts in clean.items()}
     with torch.no_grad():
         forward_s = seconds(lambda: model(tokens), repeats, device)
+        spliced_s = seconds(lambda: model.run_with_saes(tokens, saes=saes, use_error_term=True), repeats, device)
     attribute = lambda: attribution_patching(model, saes, tokens, answer_ids, distractor_ids, patched)
     attribution_s = seconds(attribute, repeats, device)
     with peak_memory(device) as memory:
         attribute()
-    figures = {"forward_s": forward_s, "attribution_s": attribution_s,
-               "attribution_x_forward": attribution_s / forward_s, **memory}
+    figures = {"forward_s": forward_s, "spliced_forward_s": spliced_s, "attribution_s": attribution_s,
+               "attribution_x_forward": attribution_s / forward_s,
+               "attribution_x_spliced_forward": attribution_s / spliced_s, **memory}
     if sweep:
         start = time.perf_counter()
         n_forward = 0
@@ -174,7 +184,8 @@ def readable(report: dict) -> str:
     for name in ("toy", "gpt2_shaped"):
         c = report[name]["cost"]
         line = (f"{name}: attribution over all latents = {c['attribution_x_forward']:.2f}x one forward pass "
-                f"({c['attribution_s'] * 1e3:.1f} ms vs {c['forward_s'] * 1e3:.1f} ms); peak {c['peak_mb']:.0f} MB "
+                f"({c['attribution_s'] * 1e3:.1f} ms vs {c['forward_s'] * 1e3:.1f} ms; "
+                f"{c['attribution_x_spliced_forward']:.2f}x a forward pass with the SAEs spliced in); peak {c['peak_mb']:.0f} MB "
                 f"(+{c['extra_mb']:.0f} MB)")
         if "sweep_over_attribution" in c:
             line += (f"; full ablation sweep ({c['sweep_forward_passes']} forward passes) = "
