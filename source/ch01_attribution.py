@@ -82,10 +82,9 @@ def logit_diff(
 # per row (or index with `final[torch.arange(batch), ids]`).
 
 # %%
-clean_logits = model(ioi.tokens)
-corrupted_logits = model(ioi.corrupted_tokens)
-clean_metric = checked(logit_diff)(clean_logits, ioi.answer_ids, ioi.distractor_ids)
-corrupted_metric = checked(logit_diff)(corrupted_logits, ioi.answer_ids, ioi.distractor_ids)
+metric = checked(logit_diff)  # yours once its check passes, else the reference
+clean_metric = metric(model(ioi.tokens), ioi.answer_ids, ioi.distractor_ids)
+corrupted_metric = metric(model(ioi.corrupted_tokens), ioi.answer_ids, ioi.distractor_ids)
 print(f"mean logit difference: clean {clean_metric.mean().item():.3g}, corrupted {corrupted_metric.mean().item():.3g}")
 
 # %% [markdown]
@@ -216,7 +215,7 @@ def layer0_grads(repair: bool) -> Float[Tensor, "batch pos d_sae"]:
     with torch.enable_grad():
         if repair:
             with splice_for_gradients(model, saes) as nodes:
-                logit_diff(model(ioi.tokens), ioi.answer_ids, ioi.distractor_ids).sum().backward()
+                metric(model(ioi.tokens), ioi.answer_ids, ioi.distractor_ids).sum().backward()
             return nodes["blocks.0.hook_resid_post.latents"].grad
         kept = {}
 
@@ -227,7 +226,7 @@ def layer0_grads(repair: bool) -> Float[Tensor, "batch pos d_sae"]:
             model.add_sae(s, use_error_term=True)
         try:
             logits = model.run_with_hooks(ioi.tokens, fwd_hooks=[("blocks.0.hook_resid_post.hook_sae_acts_post", keep)])
-            logit_diff(logits, ioi.answer_ids, ioi.distractor_ids).sum().backward()
+            metric(logits, ioi.answer_ids, ioi.distractor_ids).sum().backward()
         finally:
             model.reset_saes()
         return kept["acts"].grad
@@ -363,8 +362,8 @@ ig = checked(integrated_gradients)(model, sae, ioi.tokens, ioi.answer_ids, ioi.d
 ig_active = ig[:, -1, active]
 r_ig = torch.corrcoef(torch.stack([ig_active.flatten(), zero_effects.flatten()]))[0, 1]
 model.add_sae(sae, use_error_term=True)
-joint = logit_diff(model.run_with_hooks(ioi.tokens, fwd_hooks=[(acts_name, lambda acts, hook: patched_zero)]),
-                   ioi.answer_ids, ioi.distractor_ids) - clean_metric
+joint = metric(model.run_with_hooks(ioi.tokens, fwd_hooks=[(acts_name, lambda acts, hook: patched_zero)]),
+               ioi.answer_ids, ioi.distractor_ids) - clean_metric
 model.reset_saes()
 print(f"Pearson r with single-latent ablation: attribution {r.item():.3g}, integrated gradients {r_ig.item():.3g}")
 print(f"completeness, mean over prompts: sum of IG {ig.sum((1, 2)).mean().item():.3g}, "
@@ -647,7 +646,7 @@ def attn_latent_path_effects(
 # %%
 induction = world.task_batch("induction", n=8, seed=0)
 span = induction.tokens.shape[1] // 2  # tokens: BOS, w1 .. w6, w1 .. w5; w6 sits at position span
-induction_clean = logit_diff(model(induction.tokens), induction.answer_ids, induction.distractor_ids)
+induction_clean = metric(model(induction.tokens), induction.answer_ids, induction.distractor_ids)
 
 
 def head_ablation(head: int) -> float:
@@ -655,7 +654,7 @@ def head_ablation(head: int) -> float:
         z[:, :, head] = 0.0
         return z
     logits = model.run_with_hooks(induction.tokens, fwd_hooks=[("blocks.1.attn.hook_z", zero_head)])
-    return (logit_diff(logits, induction.answer_ids, induction.distractor_ids) - induction_clean).mean().item()
+    return (metric(logits, induction.answer_ids, induction.distractor_ids) - induction_clean).mean().item()
 
 
 head_effects = [head_ablation(h) for h in range(model.cfg.n_heads)]
