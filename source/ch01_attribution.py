@@ -713,14 +713,14 @@ else:
     g_up, g_down = gpt2.saes["blocks.6.hook_resid_pre"], gpt2.saes["blocks.8.hook_resid_pre"]
     fact = g_model.to_tokens("The Eiffel Tower is located in the city of")
     paris = g_model.to_single_token(" Paris")
-    G_g = latent_to_logit_gradients(g_model, g_down, fact, torch.tensor([paris]))
+    G_g = checked(latent_to_logit_gradients)(g_model, g_down, fact, torch.tensor([paris]))
     acts_g = g_model.run_with_cache_with_saes(fact, saes=[g_down])[1]["blocks.8.hook_resid_pre.hook_sae_acts_post"][0]
     share = G_g.values() * acts_g[G_g.indices()[1], G_g.indices()[2]]
     for k in share.topk(5).indices.tolist():
         p, j = G_g.indices()[1, k].item(), G_g.indices()[2, k].item()
         print(f"layer-8 latent {j} at {g_model.to_string(fact[0, p])!r}: gradient x activation {share[k].item():.3g}")
     word = g_model.to_tokens("The committee discussed antidisestablishmentarianism")
-    J_g = latent_to_latent_gradients(g_model, g_up, g_down, word, pos=-1)
+    J_g = checked(latent_to_latent_gradients)(g_model, g_up, g_down, word, pos=-1)
     print(f"latent-to-latent over {word.shape[1]} tokens: {J_g._nnz()} entries stored of {J_g.shape.numel():,}")
 
 # %% [markdown]
