@@ -59,7 +59,7 @@ ioi = world.task_batch("ioi", n=8, seed=0)
 print(ioi.prompts[0], "->", ioi.answers[0], "| distractor:", ioi.distractors[0])
 print(ioi.corrupted[0])
 
-# %% [markdown] exercise="logit_diff" title="Write the logit-difference metric (1/8)" difficulty=1 importance=5 minutes=5
+# %% [markdown] exercise="logit_diff" title="Write the logit-difference metric" difficulty=1 importance=5 minutes=5
 # Every effect in this chapter is a change in one number per prompt: the logit of the
 # answer minus the logit of the distractor, at the last position (where the answer is
 # predicted). It is positive when the model prefers the right name. Return one value per
@@ -99,7 +99,7 @@ print(f"mean logit difference: clean {clean_metric.mean().item():.3g}, corrupted
 # its mean activation over a corpus (which keeps the average information the latent carries
 # and removes only what is specific to this prompt).
 
-# %% [markdown] exercise="ablation_effects" title="Zero- and mean-ablate latents one at a time (2/8)" difficulty=2 importance=5 minutes=20
+# %% [markdown] exercise="ablation_effects" title="Zero- and mean-ablate latents one at a time" difficulty=2 importance=5 minutes=20
 # For each latent in `latents`, set its activation at position `pos` of every prompt to the
 # baseline (zero, or `baseline[latent]` when a baseline is given), with the SAE spliced with
 # its error term, and return the change in `logit_diff` from the clean run: one column per
@@ -236,7 +236,7 @@ repaired, naive = layer0_grads(True), layer0_grads(False)
 print(f"relative difference of layer-0 latent gradients, SAELens default vs repaired: "
       f"{((naive - repaired).norm() / repaired.norm()).item():.3g}")
 
-# %% [markdown] exercise="attribution_patching" title="Attribute the metric to every latent at once (3/8)" difficulty=3 importance=5 minutes=25
+# %% [markdown] exercise="attribution_patching" title="Attribute the metric to every latent at once" difficulty=3 importance=5 minutes=25
 # Splice every SAE in `saes` with `splice_for_gradients`, run the clean `tokens` forward and
 # backward once (gradients are disabled in this notebook: turn them on for your pass), and
 # return, for each SAE's hook name, the attribution
@@ -303,7 +303,7 @@ print(f"attribution vs zero ablation over {attr_active.numel()} (prompt, latent)
 labels = [f"prompt {b}, latent {i}" for b in range(attr_active.shape[0]) for i in active.tolist()]
 scatter_with_diagonal(zero_effects.flatten(), attr_active.flatten(), labels, "Attribution patching vs zero ablation")
 
-# %% [markdown] exercise="integrated_gradients" title="Close the gap with integrated gradients (4/8)" difficulty=3 importance=4 minutes=20
+# %% [markdown] exercise="integrated_gradients" title="Close the gap with integrated gradients" difficulty=3 importance=4 minutes=20
 # Integrated gradients replace the gradient at the clean point by its average along the
 # straight line from clean to patched latents,
 #
@@ -390,7 +390,7 @@ scatter_with_diagonal(zero_effects.flatten(), ig_active.flatten(), labels, "Inte
 #
 # Our test bed is the planted fact-recall chain: *"the eiffel is in the city of"* → *paris*.
 
-# %% [markdown] exercise="latent_to_latent_gradients" title="Compute latent-to-latent gradients over active latents (5/8)" difficulty=4 importance=5 minutes=30
+# %% [markdown] exercise="latent_to_latent_gradients" title="Compute latent-to-latent gradients over active latents" difficulty=4 importance=5 minutes=30
 # For one prompt (`tokens` of shape `[1, n_pos]`) return the sparse tensor $J$ of shape
 # `[d_sae_down, n_pos, d_sae_up]` with
 # $J[i, p, j] = \partial f^{down}_i(\text{pos}) / \partial f^{up}_j(p)$ for every latent $i$ of
@@ -474,7 +474,7 @@ top_edge = at_landmark[contribution[at_landmark].abs().argmax()]
 feeder = up_latent[top_edge].item()
 print(f"strongest edge from {words[landmark_pos]!r}: layer-0 latent {feeder}, {contribution[top_edge].item():.3g}")
 
-# %% [markdown] exercise="latent_to_logit_gradients" title="Compute latent-to-logit gradients (6/8)" difficulty=3 importance=4 minutes=20
+# %% [markdown] exercise="latent_to_logit_gradients" title="Compute latent-to-logit gradients" difficulty=3 importance=4 minutes=20
 # The other end of the chain: for one prompt, return the sparse tensor $G$ of shape
 # `[k, n_pos, d_sae]` with $G[t, p, j] = \partial\, \mathrm{logits}[0, -1, \text{token\_ids}[t]] / \partial f_j(p)$
 # for every latent $j$ active at position $p$. This is the full gradient through every later
@@ -513,7 +513,7 @@ answer_grad, distractor_grad = G.values()[at_latent & (G.indices()[0] == 0)], G.
 print(f"layer-1 latent {down_latent}: d logit({facts.answers[0]}) = {answer_grad.item():.3g}, "
       f"d logit({facts.distractors[0]}) = {distractor_grad.item():.3g} per unit of activation")
 
-# %% [markdown] exercise="token_to_latent_gradients" title="Attribute a latent to its input tokens (7/8)" difficulty=3 importance=3 minutes=20
+# %% [markdown] exercise="token_to_latent_gradients" title="Attribute a latent to its input tokens" difficulty=3 importance=3 minutes=20
 # The first link: which input tokens make a latent fire? With $e(p)$ the model's input at
 # position $p$ (token plus positional embedding, `blocks.0.hook_resid_pre`), return the
 # sparse tensor $A$ of shape `[d_sae, n_pos]` with
@@ -583,7 +583,7 @@ print(f"its explanation: label {row['label']!r} (AUROC {row['auroc']:.3g})")
 # (K-composition). Whether this model reads its layer-0 attention latents through the keys,
 # the queries or the values is a question the three paths below answer.
 
-# %% [markdown] exercise="attn_latent_path_effects" title="Path-patch attention-SAE latents into one head's input (8/8)" difficulty=4 importance=4 minutes=30
+# %% [markdown] exercise="attn_latent_path_effects" title="Path-patch attention-SAE latents into one head's input" difficulty=4 importance=4 minutes=30
 # For each latent in `latents` of `attn_sae` (an SAE on `blocks.{L0}.attn.hook_z`), remove its
 # contribution $f_j d_j W_O^{(L0)}$, at every position, from the `input` (`"q"`, `"k"` or `"v"`)
 # of head `head` of layer `layer` only, and return the change in `logit_diff` (one column

@@ -72,6 +72,7 @@ def test_stub_and_reference_from_markers():
     "broken,phrase",
     [
         (SOURCE.replace(" minutes=1", ""), "lacks ['minutes']"),
+        (SOURCE.replace('number"', 'number (1/3)"'), "drop the (k/n)"),
         (SOURCE.replace("def double", "def twice"), "must define `def double(`"),
         (SOURCE.replace("    ### BEGIN SOLUTION\n", ""), "has no `### BEGIN SOLUTION` block"),
         (SOURCE + '\n# %% [markdown] hint="triple"\n# no such exercise\n', "hint for unknown"),

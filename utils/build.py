@@ -89,6 +89,8 @@ def find_exercises(nb: NotebookNode, chapter: str) -> dict[str, Exercise]:
             missing = {"title", "difficulty", "importance", "minutes"} - set(meta)
             if missing:
                 raise ValueError(f"{chapter}: exercise {name!r} lacks {sorted(missing)}")
+            if re.search(r"\(\d+/\d+\)", meta["title"]):
+                raise ValueError(f"{chapter}: exercise {name!r}: the build numbers exercises; drop the (k/n) from its title")
             code = cells[i + 1] if i + 1 < len(cells) else None
             if code is None or code.cell_type != "code" or f"def {name}(" not in code.source:
                 raise ValueError(f"{chapter}: the cell after exercise {name!r} must define `def {name}(`")
@@ -286,7 +288,9 @@ def execute(nb: NotebookNode, path: Path) -> NotebookNode:
         nb, timeout=600, kernel_name="python3", record_timing=False,
         resources={"metadata": {"path": str(path.parent)}},
     )
+    metadata = copy.deepcopy(nb.metadata)
     client.execute()
+    nb.metadata = metadata  # the kernel adds its own language_info; keep ours, deterministic
     return nb
 
 
