@@ -16,6 +16,10 @@ def test_generated_files_in_sync(chapter, impl):
     assert not stale, f"run `python -m utils.build {chapter}` and commit: {stale}"
 
 
+def test_readme_chapter_table_in_sync():
+    assert build.readme_in_sync(), "run `python -m utils.build --no-execute` and commit README.md"
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_every_exercise_has_three_mistakes(chapter):
     assert not every_exercise_has_mistakes(chapter), "each exercise needs >= 3 catalogued mistakes"
