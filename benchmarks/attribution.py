@@ -16,7 +16,9 @@ Prints one JSON object, then readable lines. Figures:
 - ``agreement``: on the toy model's planted IOI circuit, the ``top_k`` latents (by the size
   of their true zero- or mean-ablation effect at the last position, mean over prompts) of the SAE with
   the most active latents there: Spearman, sign agreement and Pearson of attribution patching
-  and of integrated gradients against true ablation (targets: Spearman >= 0.9, sign >= 0.95).
+  and of integrated gradients against true ablation (targets: Spearman >= 0.9, sign >= 0.95),
+  both on the mean effect per latent (a ranking of k numbers, fragile where effects are close)
+  and per (prompt, latent) pair where the latent is active (each pair one true ablation).
   Not computed on gpt2-shaped, whose random weights carry no circuit.
 - ``peak_mb`` / ``extra_mb``: peak memory during attribution (CUDA allocator, or sampled
   RSS on the CPU) and its excess over the memory held before.
@@ -143,8 +145,9 @@ def toy_agreement(top_k: int, steps: int) -> dict[str, object]:
     report: dict[str, object] = {"sae": hook, "top_k": top_k, "ig_steps": steps}
     for kind, baseline in baselines.items():
         with torch.no_grad():
-            truth = ablation_effects(model, sae, batch.tokens, batch.answer_ids, batch.distractor_ids, active,
-                                     baseline=None if kind == "zero" else baseline).mean(0)
+            per_prompt = ablation_effects(model, sae, batch.tokens, batch.answer_ids, batch.distractor_ids, active,
+                                          baseline=None if kind == "zero" else baseline)  # [batch, n_active]
+        truth = per_prompt.mean(0)
         top = truth.abs().topk(min(top_k, len(active))).indices
         patched = acts.clone()
         patched[:, -1] = baseline
@@ -155,6 +158,14 @@ def toy_agreement(top_k: int, steps: int) -> dict[str, object]:
             "latents": active[top].tolist(), "ablation": truth[top].tolist(), "attribution": attr_top.tolist(),
             "integrated_gradients": ig_top.tolist(),
             "attribution_vs_ablation": agreement(attr_top, truth[top]), "ig_vs_ablation": agreement(ig_top, truth[top]),
+        }
+        # The same latents, one ablation per (prompt, latent) where the latent is active.
+        on = acts[:, -1, active[top]] > 0
+        pairs = lambda x: x[:, -1, active[top]][on]  # noqa: E731
+        report[kind]["per_prompt"] = {
+            "pairs": int(on.sum()),
+            "attribution_vs_ablation": agreement(pairs(attr[hook]), per_prompt[:, top][on]),
+            "ig_vs_ablation": agreement(pairs(ig), per_prompt[:, top][on]),
         }
     return report
 
@@ -204,7 +215,11 @@ def readable(report: dict) -> str:
                 g = a[kind][f"{method}_vs_ablation"]
                 lines.append(f"toy {a['sae']}, top {a['top_k']} IOI latents, {kind} ablation, {method} vs truth: "
                              f"Spearman {g['spearman']:.3f}, sign agreement {g['sign_agreement']:.3f}, "
-                             f"Pearson {g['pearson']:.3f}")
+                             f"Pearson {g['pearson']:.3f} (mean effect per latent)")
+                p = a[kind]["per_prompt"]
+                g = p[f"{method}_vs_ablation"]
+                lines.append(f"    per (prompt, latent) over {p['pairs']} active pairs: Spearman {g['spearman']:.3f}, "
+                             f"sign agreement {g['sign_agreement']:.3f}, Pearson {g['pearson']:.3f}")
     return "\n".join(lines)
 
 
