@@ -6,7 +6,7 @@
 #   bash course.sh test [ARGS]  set up, then run the test suite (ARGS go to pytest)
 #
 # Setup makes .venv/ with torch 2.13.0 (CPU build) and requirements.txt, and installs this
-# repo in editable mode. It is skipped when requirements.txt and pyproject.toml are unchanged.
+# repo in editable mode. It is skipped while the requirements files and pyproject.toml are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"   # offline by default: no 45 s hub retries
@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"   # offline by default: no 45 s hub
 PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 VENV=.venv
 STAMP="$VENV/.installed"
-want="$(cat requirements.txt pyproject.toml | "$PY" -c 'import hashlib,sys;print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
+want="$(cat requirements.txt requirements-core.txt pyproject.toml | "$PY" -c 'import hashlib,sys;print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
 
 setup() {
   if [ ! -x "$VENV/bin/python" ]; then

@@ -163,7 +163,7 @@ if "google.colab" in sys.modules:
     REPO = "/content/sae-circuits"
     if not os.path.isdir(REPO):
         subprocess.run(["git", "clone", "--depth=1", "{url}", REPO], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", f"{{REPO}}/requirements.txt"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", f"{{REPO}}/requirements-core.txt"], check=True)
     sys.path.insert(0, REPO)
     os.chdir(f"{{REPO}}/chapters")'''
 
