@@ -3,7 +3,8 @@
 #
 #   bash course.sh              set up, then open Jupyter Lab on chapters/
 #   bash course.sh --headless   set up, then execute every chapter offline and write HTML beside it
-#   bash course.sh test [ARGS]  set up, then run the test suite (ARGS go to pytest)
+#   bash course.sh test [ARGS]  set up, then run the test suite: tests/ and the solution
+#                               notebooks under nbval (ARGS go to pytest, e.g. a test file)
 #
 # Setup makes .venv/ with torch 2.13.0 (CPU build) and requirements.txt, and installs this
 # repo in editable mode. It is skipped while the requirements files and pyproject.toml are unchanged.
@@ -39,7 +40,7 @@ setup
 case "${1:-}" in
   test)
     shift
-    exec "$VENV/bin/python" -m pytest tests solutions --nbval --nbval-current-env \
+    exec "$VENV/bin/python" -m pytest --nbval --nbval-current-env \
       --nbval-sanitize-with tests/sanitize.cfg "$@"
     ;;
   --headless)
