@@ -121,7 +121,8 @@ model.add_sae(sae, use_error_term=True)
 with_error = model(ioi.tokens)
 model.reset_saes()
 print(f"max |spliced - clean| logit:    {(spliced - clean).abs().max().item():.3g}")
-print(f"max |with error - clean| logit: {(with_error - clean).abs().max().item():.1g}")
+exact = (with_error - clean).abs().max().item() < 1e-4  # float rounding only
+print(f"with the error term, logits equal the clean ones up to 1e-4: {exact}")
 
 # %% [markdown] exercise="top_k_latents" title="Find the top-k active latents at a position" difficulty=1 importance=5 minutes=10
 # Write a function returning the `k` largest latent activations of `sae` at position `pos`
