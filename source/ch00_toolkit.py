@@ -76,6 +76,14 @@ ioi = world.task_batch("ioi", n=8, seed=0)
 test_prompt(ioi.prompts[0], ioi.answers[0], model, prepend_space_to_answer=False, top_k=5)
 
 # %% [markdown]
+# `model.generate` continues a prompt; greedy decoding (`do_sample=False`) makes it
+# deterministic. The organism finishes the planted sentence, then starts another document.
+
+# %%
+for prompt in ["when mary and john went to the park , john gave a ball to", "the eiffel is in the city of"]:
+    print(model.generate(prompt, max_new_tokens=10, do_sample=False, stop_at_eos=False, verbose=False))
+
+# %% [markdown]
 # The same for every token of a prompt at once: each token coloured by the log-probability
 # the model gave it (hover for its top guesses). Views like this one are written to
 # `_views/` beside the notebook and shown in a frame, which keeps the notebook small.
