@@ -7,6 +7,7 @@ modified. A summary lists, per chapter, the exercises whose checks passed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ from utils.build import ROOT, chapters
 def run_chapter(path: Path) -> tuple[dict[str, bool], int, float]:
     """Execute ``path``; return exercise -> check passed, other failed cells, seconds."""
     nb = nbformat.read(path, as_version=4)
+    # Figures as HTML too (plotly.js inlined once), so the HTML export shows them offline.
+    os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook")
     started = time.perf_counter()
     NotebookClient(
         nb, timeout=600, kernel_name="python3", allow_errors=True,
