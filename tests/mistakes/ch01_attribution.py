@@ -33,9 +33,11 @@ def diff_answer_only(logits, answer_ids, distractor_ids):
 # --- ablation_effects ----------------------------------------------------------------
 
 
-def ablation_without_error_term(model, sae, tokens, answer_ids, distractor_ids, latents, pos=-1, baseline=None):
+def _sweep(model, sae, tokens, answer_ids, distractor_ids, latents, baseline, positions, use_error_term):
+    """The reference's loop with two knobs a learner might get wrong: which positions are
+    ablated, and whether the SAE keeps its error term."""
     name = f"{sae.cfg.metadata.hook_name}.hook_sae_acts_post"
-    model.add_sae(sae)
+    model.add_sae(sae, use_error_term=use_error_term)
     try:
         clean = logit_diff(model(tokens), answer_ids, distractor_ids)
         effects = []
@@ -43,12 +45,16 @@ def ablation_without_error_term(model, sae, tokens, answer_ids, distractor_ids, 
             value = 0.0 if baseline is None else baseline[latent].item()
 
             def ablate(acts, hook):
-                acts[:, pos, latent] = value
+                acts[:, positions, latent] = value
                 return acts
             effects.append(logit_diff(model.run_with_hooks(tokens, fwd_hooks=[(name, ablate)]), answer_ids, distractor_ids) - clean)
     finally:
         model.reset_saes()
     return torch.stack(effects, -1)
+
+
+def ablation_without_error_term(model, sae, tokens, answer_ids, distractor_ids, latents, pos=-1, baseline=None):
+    return _sweep(model, sae, tokens, answer_ids, distractor_ids, latents, baseline, pos, use_error_term=False)
 
 
 def ablation_negated(model, sae, tokens, answer_ids, distractor_ids, latents, pos=-1, baseline=None):
@@ -56,21 +62,7 @@ def ablation_negated(model, sae, tokens, answer_ids, distractor_ids, latents, po
 
 
 def ablation_every_position(model, sae, tokens, answer_ids, distractor_ids, latents, pos=-1, baseline=None):
-    name = f"{sae.cfg.metadata.hook_name}.hook_sae_acts_post"
-    model.add_sae(sae, use_error_term=True)
-    try:
-        clean = logit_diff(model(tokens), answer_ids, distractor_ids)
-        effects = []
-        for latent in latents.tolist():
-            value = 0.0 if baseline is None else baseline[latent].item()
-
-            def ablate(acts, hook):
-                acts[:, :, latent] = value
-                return acts
-            effects.append(logit_diff(model.run_with_hooks(tokens, fwd_hooks=[(name, ablate)]), answer_ids, distractor_ids) - clean)
-    finally:
-        model.reset_saes()
-    return torch.stack(effects, -1)
+    return _sweep(model, sae, tokens, answer_ids, distractor_ids, latents, baseline, slice(None), use_error_term=True)
 
 
 def ablation_ignores_baseline(model, sae, tokens, answer_ids, distractor_ids, latents, pos=-1, baseline=None):
