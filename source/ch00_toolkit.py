@@ -302,15 +302,17 @@ def reconstruction_metrics(
 # was not spliced at all).
 
 # %% [markdown]
-# For both residual SAEs. Zero-ablating the residual stream is so destructive here that
-# CE-loss recovered looks excellent for almost any SAE: read it together with the *added*
-# loss, `ce_spliced - ce_clean`, which is what chapter 02's error nodes account for.
+# For both residual SAEs, with the three losses printed so you can see the scale: zeroing
+# the whole residual stream costs several nats, so even a poor SAE would recover most of
+# that gap. Read CE-loss recovered together with the *added* loss, `ce_spliced - ce_clean`,
+# which is what chapter 02's error nodes account for.
 
 # %%
 eval_tokens = world.corpus(n_seqs=64, seq_len=48, seed=1).tokens
 for name, dictionary in bk.saes.items():
     m = checked(reconstruction_metrics)(model, dictionary, eval_tokens)
     print(f"{name}: L0 {m['l0']:.3g}, explained variance {m['explained_variance']:.3g}, "
+          f"CE clean/spliced/zero {m['ce_clean']:.3g}/{m['ce_spliced']:.3g}/{m['ce_zero']:.3g}, "
           f"CE recovered {m['ce_recovered']:.3g}, added loss {m['ce_spliced'] - m['ce_clean']:.3g} nats")
 
 # %% [markdown] exercise="latent_aurocs" title="Score every latent against a ground-truth label" difficulty=3 importance=4 minutes=25
