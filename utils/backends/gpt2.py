@@ -158,7 +158,8 @@ def load_gpt2(
         loaded = (SAE.from_pretrained(ATTN_RELEASE, sae_id, device) for sae_id in ids)
         attn_saes = keyed_by_hook(loaded, hooks)
     if "transcoder" in kinds:
-        transcoders = {layer: load_dunefsky_transcoder(layer, device) for layer in chosen}
+        loaded_tcs = (load_dunefsky_transcoder(layer, device) for layer in chosen)
+        transcoders = {tc.cfg.metadata.hook_name: tc for tc in loaded_tcs}
     return Backend("gpt2", model, saes, attn_saes, transcoders)
 
 
@@ -259,7 +260,7 @@ def load_gpt2_shaped(
         model,
         saes={hook: made[hook] for kind, _, hook in specs if kind == "resid"},
         attn_saes={hook: made[hook] for kind, _, hook in specs if kind == "attn"},
-        transcoders={layer: made[hook] for kind, layer, hook in specs if kind == "transcoder"},
+        transcoders={hook: made[hook] for kind, _, hook in specs if kind == "transcoder"},
     )
 
 
