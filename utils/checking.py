@@ -116,18 +116,18 @@ def fixture_path(chapter: str, exercise: str) -> Path:
     return FIXTURES / chapter / f"{exercise}.pt"
 
 
-def exercise_check(chapter: str) -> Callable[[Callable[..., None]], Callable[..., bool]]:
+def exercise_check(chapter: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register ``check_<exercise>(fn)`` under (chapter, exercise); load or record its
     known outputs, report the result, and remember a function that passed."""
 
-    def decorate(check: Callable[..., None]) -> Callable[..., bool]:
+    def decorate(check: Callable[..., None]) -> Callable[..., None]:
         exercise = check.__name__.removeprefix("check_")
         key = (chapter, exercise)
         if key in CHECKS and CHECKS[key].__module__ != check.__module__:
             raise ValueError(f"exercise {key} has two checks ({CHECKS[key].__module__}, {check.__module__})")
 
         @functools.wraps(check)
-        def run_check(fn: Any, *args: Any, **kwargs: Any) -> bool:
+        def run_check(fn: Any, *args: Any, **kwargs: Any) -> None:
             _LAST_CHAPTER[:] = [chapter]
             try:
                 _run_check(check, chapter, exercise, fn, *args, **kwargs)
@@ -137,9 +137,8 @@ def exercise_check(chapter: str) -> Callable[[Callable[..., None]], Callable[...
                 if strict():
                     raise failure from None
                 print("\n".join(failure._render_traceback_()), file=sys.stderr)
-                return False
+                return
             PASSED[key] = fn
-            return True
 
         run_check.exercise = exercise  # type: ignore[attr-defined]
         run_check.chapter = chapter  # type: ignore[attr-defined]
@@ -219,17 +218,26 @@ def recording(write: bool = True) -> Iterator[dict[str, Any]]:
         _RECORDING.reset(token)
 
 
-def recheck(check: Callable[..., bool], fn: Any, reference: Callable[..., Any], seed_offset: int) -> bool:
+def recheck(check: Callable[..., None], fn: Any, reference: Callable[..., Any], seed_offset: int) -> None:
     """Check ``fn`` on inputs drawn with shifted seeds, against the reference's outputs on
-    the same inputs computed here (not read from fixtures). Used by the grader."""
-    with check_settings(seed_offset=seed_offset):
-        with recording(write=False) as stores:
-            check(reference)
-        token = _STORE.set(stores[check.exercise])  # type: ignore[attr-defined]
-        try:
-            return check(fn)
-        finally:
-            _STORE.reset(token)
+    the same inputs computed here (not read from fixtures); raises :class:`CheckFailure`
+    when wrong, whatever the strictness. Used by the grader."""
+    saved = os.environ.get(STRICT_ENV)
+    os.environ[STRICT_ENV] = "1"
+    try:
+        with check_settings(seed_offset=seed_offset):
+            with recording(write=False) as stores:
+                check(reference)
+            token = _STORE.set(stores[check.exercise])  # type: ignore[attr-defined]
+            try:
+                check(fn)
+            finally:
+                _STORE.reset(token)
+    finally:
+        if saved is None:
+            os.environ.pop(STRICT_ENV, None)
+        else:
+            os.environ[STRICT_ENV] = saved
 
 
 def checked(fn: Callable[..., Any], chapter: str | None = None) -> Callable[..., Any]:
@@ -480,7 +488,7 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 def _learner_line(error: BaseException) -> str:
     """`` at <file>, line N: <code>`` for the deepest frame of the learner's own code."""
-    ours = (str(ROOT / "utils"), str(ROOT / "tests"), str(ROOT / "solutions"), "site-packages", "<frozen")
+    ours = (str(ROOT / "utils"), str(ROOT / "tests" / "checks"), str(ROOT / "tests" / "harness.py"), "site-packages", "<frozen")
     frames = [f for f in traceback.extract_tb(error.__traceback__) if not any(p in f.filename for p in ours)]
     frames = frames[1:] if frames and frames[0].name == "call" else frames
     if not frames:
