@@ -200,7 +200,7 @@ print("demotes: ", [model.to_string(t) for t in (-effects).topk(8).indices])
 # %% [markdown] exercise="max_activating_contexts" title="Collect a latent's max-activating contexts" difficulty=2 importance=4 minutes=20
 # Over a corpus of token sequences, find the `k` (sequence, position) pairs where a latent
 # is largest. Run the model in batches of `batch_size` sequences (with a progress bar:
-`utils.progress.progress(iterable, desc)` wraps tqdm), and
+# `utils.progress.progress(iterable, desc)` wraps tqdm), and
 # stop the forward pass right after the SAE's layer: nothing later is needed. Return the
 # values, largest first, and a `[k, 2]` tensor of (sequence index, position).
 

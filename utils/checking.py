@@ -70,7 +70,7 @@ class Settings:
     signatures: bool = True
 
 
-_SETTINGS: contextvars.ContextVar[Settings] = contextvars.ContextVar("check_settings", default=Settings())
+_SETTINGS: contextvars.ContextVar[Settings] = contextvars.ContextVar("check_settings", default=Settings())  # noqa: B039 (frozen)
 
 
 @contextlib.contextmanager
