@@ -65,7 +65,7 @@ class Settings:
     generic diagnosis: the meta-tests use it to stay fast)."""
 
     dtype: torch.dtype = torch.float32
-    device: str = "cpu"
+    device: str = "cpu"  # the toy model is tiny: checks run on the CPU wherever the notebook runs
     seed_offset: int = 0
     signatures: bool = True
     tf32_weights: bool = False  # weights rounded to TF32's 10-bit mantissa (a GPU's TF32 matmuls, roughly)
