@@ -3,20 +3,75 @@
 Each learner notebook in ``chapters/`` is executed top to bottom offline, errors allowed (a
 failing check stops nothing), and written as HTML beside it. The notebooks themselves are not
 modified. A summary lists, per chapter, the exercises whose checks passed.
+
+The HTML loads nothing from the network: formulas are converted to MathML (which browsers
+draw natively) instead of loading MathJax from a CDN; plotly.js is inlined once; widgets,
+which need a kernel, show their static summary; large views sit in ``chapters/_views/``.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
 import nbformat
+from jinja2 import DictLoader
+from latex2mathml.converter import convert as tex_to_mathml
 from nbclient import NotebookClient
 from nbconvert import HTMLExporter
+from traitlets.config import Config
 
 from utils.build import ROOT, chapters
+
+# The lab template without the scripts it would fetch from CDNs (require.js, MathJax and the
+# widget manager): nothing in our pages needs them once math is MathML.
+OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+"""
+# Widgets last: without a kernel the static summary beside a widget is what can be shown.
+OUTPUT_PRIORITY = ["application/javascript", "text/html", "text/markdown", "image/svg+xml",
+                   "text/latex", "image/png", "image/jpeg", "text/plain",
+                   "application/vnd.jupyter.widget-view+json"]
+# Code (fenced or inline) is left alone; math is $$...$$ (display) or $...$ (inline).
+CODE_OR_MATH = re.compile(r"(```.*?```|`[^`\n]*`)|\$\$(.+?)\$\$|(?<![\\$])\$([^$\n]+?)\$", re.S)
+
+
+def math_to_mathml(markdown: str) -> tuple[str, dict[str, str]]:
+    """Replace each formula of ``markdown`` by a placeholder word; return the text and the
+    MathML that each placeholder stands for (placeholders pass through markdown untouched)."""
+    found: dict[str, str] = {}
+
+    def swap(match: re.Match) -> str:
+        code, display, inline = match.groups()
+        if code is not None:
+            return code
+        key = f"MATHPLACEHOLDER{len(found)}X{os.getpid()}"
+        found[key] = tex_to_mathml(display or inline, display="block" if display else "inline")
+        return key
+
+    return CODE_OR_MATH.sub(swap, markdown), found
+
+
+def offline_html(nb: nbformat.NotebookNode) -> str:
+    """The notebook as one HTML page that loads nothing from the network."""
+    nb = nbformat.from_dict(nb)  # a copy: placeholders must not reach the notebook
+    mathml: dict[str, str] = {}
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source, found = math_to_mathml(cell.source)
+            mathml.update(found)
+    config = Config({"NbConvertBase": {"display_data_priority": OUTPUT_PRIORITY}})
+    exporter = HTMLExporter(config=config, template_name="lab", template_file="offline.html.j2",
+                            extra_loaders=[DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})])
+    html, _ = exporter.from_notebook_node(nb)
+    for key, math in mathml.items():
+        html = html.replace(key, math)
+    return html
 
 
 def run_chapter(path: Path) -> tuple[dict[str, bool], int, float]:
@@ -26,12 +81,11 @@ def run_chapter(path: Path) -> tuple[dict[str, bool], int, float]:
     os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook")
     started = time.perf_counter()
     NotebookClient(
-        nb, timeout=600, kernel_name="python3", allow_errors=True,
+        nb, timeout=600, kernel_name="python3", allow_errors=True, store_widget_state=False,
         resources={"metadata": {"path": str(path.parent)}},
     ).execute()
     seconds = time.perf_counter() - started
-    html, _ = HTMLExporter().from_notebook_node(nb)
-    path.with_suffix(".html").write_text(html)
+    path.with_suffix(".html").write_text(offline_html(nb), encoding="utf-8")
     failed = lambda c: any(o.get("output_type") == "error" for o in c.get("outputs", []))  # noqa: E731
     code = [c for c in nb.cells if c.cell_type == "code"]
     checks = {c.metadata["check"]: not failed(c) for c in code if "check" in c.metadata}
