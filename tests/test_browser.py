@@ -112,7 +112,10 @@ class Session:
                       body='<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>')
 
     def open(self, notebook: str) -> None:
-        self.page.goto(f"{self.lab.base}/lab/tree/{notebook}?token={self.lab.token}")
+        """Open ``notebook`` alone (``reset``: no other tab), its kernel idle; stop earlier kernels."""
+        if self.page.url.startswith(self.lab.base):
+            self.page.evaluate("() => window.jupyterapp.serviceManager.sessions.shutdownAll()")
+        self.page.goto(f"{self.lab.base}/lab/tree/{notebook}?reset&token={self.lab.token}")
         self.page.wait_for_function(
             "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
             " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
@@ -286,7 +289,7 @@ def inspect_export(context, lab, shots: dict) -> dict:
     markdown = page.locator(".jp-MarkdownOutput")
     out["math"] = page.locator(".jp-MarkdownOutput math").count()
     out["raw_tex"] = [t for t in markdown.all_inner_texts() if "$" in t]
-    formula = page.locator(".jp-MarkdownOutput", has=page.locator("math[display=block]")).first
+    formula = page.locator(".jp-MarkdownOutput:has(math)").nth(1)  # reconstruction metrics
     folder = shots["logprobs"].parent
     shots["export_math"] = folder / "export_math.png"
     formula.screenshot(path=str(shots["export_math"]))
@@ -350,5 +353,5 @@ def test_every_figure_has_titled_axes(seen):
 def test_exported_html_loads_nothing_from_the_network(seen):
     export = seen["export"]
     assert export["requests"] == [] and export["errors"] == [], export
-    assert export["math"] > 20 and export["raw_tex"] == []  # formulas drawn as MathML, no "$...$" left
+    assert export["math"] >= 10 and export["raw_tex"] == []  # formulas drawn as MathML, no "$...$" left
     assert export["figures"] >= 1  # the AUROC histogram, plotly.js inlined once

@@ -5,12 +5,14 @@ failing check stops nothing), and written as HTML beside it. The notebooks thems
 modified. A summary lists, per chapter, the exercises whose checks passed.
 
 The HTML loads nothing from the network: formulas are converted to MathML (which browsers
-draw natively) instead of loading MathJax from a CDN; plotly.js is inlined once; widgets,
-which need a kernel, show their static summary; large views sit in ``chapters/_views/``.
+draw natively) instead of loading MathJax from a CDN; figures are drawn by plotly.js inlined
+once; widgets, which need a kernel, show their static summary; remote images (the Colab badge)
+become their alt text; large views sit in ``chapters/_views/`` beside the page.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import re
 import sys
@@ -38,47 +40,61 @@ OUTPUT_PRIORITY = ["application/javascript", "text/html", "text/markdown", "imag
                    "text/latex", "image/png", "image/jpeg", "text/plain",
                    "application/vnd.jupyter.widget-view+json"]
 # Code (fenced or inline) is left alone; math is $$...$$ (display) or $...$ (inline).
+REMOTE_IMAGE = re.compile(r'<img\b[^>]*\bsrc="https?://[^>]*>')
+ALT = re.compile(r'\balt="([^"]*)"')
+PLOTLY = "application/vnd.plotly.v1+json"
 CODE_OR_MATH = re.compile(r"(```.*?```|`[^`\n]*`)|\$\$(.+?)\$\$|(?<![\\$])\$([^$\n]+?)\$", re.S)
 
 
-def math_to_mathml(markdown: str) -> tuple[str, dict[str, str]]:
-    """Replace each formula of ``markdown`` by a placeholder word; return the text and the
-    MathML that each placeholder stands for (placeholders pass through markdown untouched)."""
-    found: dict[str, str] = {}
+def math_to_mathml(markdown: str, found: dict[str, str]) -> str:
+    """``markdown`` with each formula replaced by a placeholder word, recorded in ``found``
+    with the MathML it stands for (a placeholder passes through markdown untouched)."""
 
     def swap(match: re.Match) -> str:
         code, display, inline = match.groups()
         if code is not None:
             return code
-        key = f"MATHPLACEHOLDER{len(found)}X{os.getpid()}"
+        key = f"MATHPLACEHOLDER{len(found)}X{os.getpid()}X"
         found[key] = tex_to_mathml(display or inline, display="block" if display else "inline")
         return key
 
-    return CODE_OR_MATH.sub(swap, markdown), found
+    return CODE_OR_MATH.sub(swap, markdown)
+
+
+def figures_as_html(nb: nbformat.NotebookNode) -> None:
+    """Give each plotly figure output an HTML form, with plotly.js inlined in the first only."""
+    import plotly.io as pio
+
+    first = True
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if PLOTLY in data and "text/html" not in data:
+                data["text/html"] = pio.to_html(data[PLOTLY], include_plotlyjs=first, full_html=False)
+                first = False
 
 
 def offline_html(nb: nbformat.NotebookNode) -> str:
     """The notebook as one HTML page that loads nothing from the network."""
-    nb = nbformat.from_dict(nb)  # a copy: placeholders must not reach the notebook
+    nb = nbformat.from_dict(copy.deepcopy(nb))  # placeholders must not reach the notebook
     mathml: dict[str, str] = {}
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            cell.source, found = math_to_mathml(cell.source)
-            mathml.update(found)
+            cell.source = math_to_mathml(cell.source, mathml)
+    figures_as_html(nb)
     config = Config({"NbConvertBase": {"display_data_priority": OUTPUT_PRIORITY}})
     exporter = HTMLExporter(config=config, template_name="lab", template_file="offline.html.j2",
                             extra_loaders=[DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})])
     html, _ = exporter.from_notebook_node(nb)
     for key, math in mathml.items():
         html = html.replace(key, math)
-    return html
+    # Remote images (the Colab badge) become their alt text.
+    return REMOTE_IMAGE.sub(lambda m: (ALT.findall(m.group(0)) or ["(image)"])[0], html)
 
 
 def run_chapter(path: Path) -> tuple[dict[str, bool], int, float]:
     """Execute ``path``; return exercise -> check passed, other failed cells, seconds."""
     nb = nbformat.read(path, as_version=4)
-    # Figures as HTML too (plotly.js inlined once), so the HTML export shows them offline.
-    os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook")
     started = time.perf_counter()
     NotebookClient(
         nb, timeout=600, kernel_name="python3", allow_errors=True, store_widget_state=False,
