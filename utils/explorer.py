@@ -189,10 +189,10 @@ class _WithFallback:
     ``VBox(children=...)``.
     """
 
+    NOTE = f"Latent explorer (an interactive widget). {RUN_TO_EXPLORE} What it first shows:"
+
     def __init__(self, widget: widgets.Widget, text: str):
         self.widget, self.text = widget, text
-
-    NOTE = f"Latent explorer (an interactive widget). {RUN_TO_EXPLORE} What it first shows:"
 
     def _repr_mimebundle_(self, **kwargs) -> dict:
         bundle = self.widget._repr_mimebundle_(**kwargs)
