@@ -262,3 +262,28 @@ def test_explorer_reads_the_same_acts_with_the_sae_spliced_in(tiny):
     finally:
         tiny.model.reset_saes()
     torch.testing.assert_close(spliced, clean)
+
+
+# ------------------------------------------------------------------ offline HTML (course.sh --headless)
+def test_offline_html_loads_nothing_and_draws_math_figures_and_fallbacks():
+    import nbformat
+    import plotly.graph_objects as go
+
+    from utils.course import offline_html
+
+    widget = {"application/vnd.jupyter.widget-view+json": {"model_id": "x", "version_major": 2,
+                                                           "version_minor": 0},
+              "text/html": "<p>the static summary</p>", "text/plain": "VBox(...)"}
+    figure = go.Figure(go.Bar(x=["a"], y=[1])).to_plotly_json()
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("Loss $x^2$, code `$HOME`, and\n$$\\sum_i f_i$$\n"
+                                      "[![Open In Colab](https://example.org/badge.svg)](https://example.org)"),
+        nbformat.v4.new_code_cell("w", outputs=[nbformat.v4.new_output("display_data", data=widget)]),
+        nbformat.v4.new_code_cell("f", outputs=[nbformat.v4.new_output(
+            "display_data", data={"application/vnd.plotly.v1+json": figure})]),
+    ])
+    html = offline_html(nb)
+    assert not re.search(r"<(script|link|img)\b[^>]*(src|href)=\"https?://", html)
+    assert html.count("<math") == 2 and 'display="block"' in html and "$HOME" in html
+    assert "Open In Colab" in html and "the static summary" in html and "Plotly.newPlot" in html
+    assert nb.cells[0].source.startswith("Loss $x^2$")  # the notebook itself is left as it was

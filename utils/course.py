@@ -39,10 +39,10 @@ OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 OUTPUT_PRIORITY = ["application/javascript", "text/html", "text/markdown", "image/svg+xml",
                    "text/latex", "image/png", "image/jpeg", "text/plain",
                    "application/vnd.jupyter.widget-view+json"]
-# Code (fenced or inline) is left alone; math is $$...$$ (display) or $...$ (inline).
 REMOTE_IMAGE = re.compile(r'<img\b[^>]*\bsrc="https?://[^>]*>')
 ALT = re.compile(r'\balt="([^"]*)"')
 PLOTLY = "application/vnd.plotly.v1+json"
+# Code (fenced or inline) is left alone; math is $$...$$ (display) or $...$ (inline).
 CODE_OR_MATH = re.compile(r"(```.*?```|`[^`\n]*`)|\$\$(.+?)\$\$|(?<![\\$])\$([^$\n]+?)\$", re.S)
 
 
