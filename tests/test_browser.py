@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -46,24 +47,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def folder(name: str) -> Path:
+    """A fresh temporary folder of our own (pytest's basetemp keeps only its last 3 runs)."""
+    return Path(tempfile.mkdtemp(prefix=f"sae-browser-{name}-"))
+
+
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab():
     """A JupyterLab server over a copy of the solution notebooks; yields its URL and token."""
     if not Path(CHROMIUM).exists():
         message = f"Debian's chromium is not installed at {CHROMIUM} (apt-get install -y chromium)"
         if os.environ.get("CI"):
             pytest.fail(message + ": .ci/run installs it")
         pytest.skip(message)
-    root = tmp_path_factory.mktemp("notebooks")
+    root = folder("notebooks")
     for name in NOTEBOOKS:
         shutil.copy(ROOT / "solutions" / name, root / name)
-    settings = tmp_path_factory.mktemp("lab-settings")
+    settings = folder("lab-settings")
     for name, values in LAB_SETTINGS.items():
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
         (settings / name).write_text(json.dumps(values))
     port, token = free_port(), secrets.token_hex(16)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1", JUPYTERLAB_SETTINGS_DIR=str(settings),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path_factory.mktemp("workspaces")))
+               JUPYTERLAB_WORKSPACES_DIR=str(settings / "workspaces"))
     env.pop("VSCODE_PID", None)
     log = open(root / "server.log", "w")
     server = subprocess.Popen(
@@ -91,6 +97,8 @@ def lab(tmp_path_factory):
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(settings, ignore_errors=True)
 
 
 class Session:
@@ -169,17 +177,17 @@ class Session:
 
 
 @pytest.fixture(scope="module")
-def seen(lab, tmp_path_factory):
+def seen(lab, request):
     """Open, screenshot, run and inspect both notebooks once; the tests below read the record."""
     from playwright.sync_api import sync_playwright
 
-    shots = tmp_path_factory.mktemp("screenshots")
+    shots = folder("screenshots")
     record: dict = {"shots": {}}
     started = time.perf_counter()
     with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, args=FLAGS,
-            headless=True)
+        profile = folder("chromium-profile")  # a fresh user-data-dir
+        context = p.chromium.launch_persistent_context(str(profile), executable_path=CHROMIUM, args=FLAGS,
+                                                       headless=True)
         try:
             s = Session(context, lab, shots)
             s.open("ch00_toolkit.ipynb")  # as committed, not run: the static fallbacks
@@ -199,11 +207,13 @@ def seen(lab, tmp_path_factory):
             record["export"] = inspect_export(context, lab, record["shots"])
         finally:
             context.close()
+            shutil.rmtree(profile, ignore_errors=True)
     record["seconds"] = time.perf_counter() - started
-    print(f"\nbrowser test: {record['seconds']:.0f} s (ch00 ran in {record['ch00_seconds']:.0f} s, "
-          f"ch01 in {record['ch01_seconds']:.0f} s); screenshots:")
+    terminal = request.config.pluginmanager.get_plugin("terminalreporter")  # shown even when captured
+    terminal.write_line(f"\nbrowser test: {record['seconds']:.0f} s (Run All: ch00 {record['ch00_seconds']:.0f} s, "
+                        f"ch01 {record['ch01_seconds']:.0f} s); screenshots:")
     for path in record["shots"].values():
-        print(f"  {path}")
+        terminal.write_line(f"  {path}")
     return record
 
 
@@ -285,11 +295,11 @@ def inspect_export(context, lab, shots: dict) -> dict:
     page.on("console", lambda m: m.type == "error" and out["errors"].append(m.text))
     page.on("pageerror", lambda e: out["errors"].append(str(e)))
     page.set_viewport_size({"width": 1400, "height": 1000})
-    page.goto(path.as_uri())
-    markdown = page.locator(".jp-MarkdownOutput")
-    out["math"] = page.locator(".jp-MarkdownOutput math").count()
-    out["raw_tex"] = [t for t in markdown.all_inner_texts() if "$" in t]
+    page.goto(path.as_uri(), timeout=120_000)  # about 6 MB: plotly.js is inlined
     formula = page.locator(".jp-MarkdownOutput:has(math)").nth(1)  # reconstruction metrics
+    formula.wait_for(timeout=60_000)
+    out["math"] = page.locator(".jp-MarkdownOutput math").count()
+    out["raw_tex"] = [t for t in page.locator(".jp-MarkdownOutput").all_inner_texts() if "$" in t]
     folder = shots["logprobs"].parent
     shots["export_math"] = folder / "export_math.png"
     formula.screenshot(path=str(shots["export_math"]))
