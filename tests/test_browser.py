@@ -38,7 +38,7 @@ LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
                                                                          "checkForUpdates": False},
 }
-RUN_TIMEOUT_MS = 420_000  # per notebook; each runs in under a minute on an idle 2-core machine
+RUN_TIMEOUT_MS = 600_000  # per notebook: each runs in about a minute on an idle 2-core machine
 
 
 def free_port() -> int:
