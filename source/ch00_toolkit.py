@@ -33,9 +33,9 @@ from transformer_lens.utils import test_prompt
 from utils.backends import load_backend
 from utils.checking import checked
 from utils.dashboards import latent_dashboard
-from utils.explorer import explorer_summary, latent_explorer
+from utils.explorer import explorer_summary, latent_explorer, sae_acts
 from utils.memory import free, memory_table
-from utils.views import contexts_table, show_contexts, token_logprob_view
+from utils.views import contexts_table, histogram, show_contexts, token_logprob_view
 
 _ = torch.set_grad_enabled(False)  # this chapter only reads the model: no gradients needed
 
@@ -85,12 +85,13 @@ for prompt in ["when mary and john went to the park , john gave a ball to", "the
 
 # %% [markdown]
 # The same for every token of a prompt at once: each token coloured by the log-probability
-# the model gave it (hover for its top guesses). Views like this one are written to
-# `_views/` beside the notebook and shown in a frame, which keeps the notebook small.
+# the model gave it after the text before it (hover a token for its probability, its rank
+# and the model's top guesses). On an induction prompt the second copy of the span turns
+# white: the model predicts it.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-token_logprob_view(model, world.task_batch("induction", 1, seed=2).prompts[0], "ch00_logprobs")
+token_logprob_view(model, world.task_batch("induction", 1, seed=2).prompts[0])
 
 # %% [markdown]
 # ## 2. Splicing SAEs into the forward pass
@@ -245,11 +246,12 @@ ctx_values, ctx_where = checked(max_activating_contexts)(model, sae, top_latent,
 print(contexts_table(model, corpus.tokens, ctx_values, ctx_where, window=8))
 
 # %% [markdown]
-# The same contexts as a table, each token shaded by how strongly the latent fires on it:
+# The same contexts as a table, each token shaded by how strongly the latent fires on it
+# (hover a token for its activation):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-show_contexts(model, corpus.tokens, ctx_values, ctx_where)
+show_contexts(model, corpus.tokens, ctx_values, ctx_where, acts=sae_acts(model, sae, corpus.tokens)[..., top_latent])
 
 # %% [markdown] exercise="reconstruction_metrics" title="Measure what splicing an SAE costs" difficulty=2 importance=5 minutes=25
 # An SAE is useful when it is sparse *and* faithful. Compute, over `tokens`, excluding the
@@ -360,6 +362,14 @@ print(f"best latent for name_repeated: {best} (AUROC {aurocs[best].item():.3g});
       f"{(aurocs > 0.9).sum().item()} latents above 0.9")
 
 # %% [markdown]
+# How many latents separate the label well? Most sit near 0.5 (chance); a few stand apart:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+histogram(aurocs, f"AUROC of each {hook} latent for name_repeated", "AUROC (0.5 = chance, 1 = perfect)",
+          threshold=0.9)
+
+# %% [markdown]
 # ## 6. The explanation table: an offline Neuronpedia
 #
 # For every latent of every dictionary, the toy backend ships a row: the planted label its
@@ -425,13 +435,15 @@ print("corpus_cache" in globals())
 # %% [markdown]
 # ## 9. A latent explorer
 #
-# Pick a prompt and a layer, see the active latents at each position, and click one to see
-# what it promotes and where it fires hardest. The widget needs a live notebook; below it,
-# the same content as text for one latent.
+# Pick a prompt and a layer, see the active latents at each position (with their labels;
+# faded ones are weak guesses), and click one to see what it promotes and where it fires
+# hardest. It opens on the IOI latent you read above (`top_latent`); below it, the same
+# content as text.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-explorer = latent_explorer(bk, [ioi.prompts[0], world.task_batch("facts", 1).prompts[0], world.task_batch("induction", 1).prompts[0]])
+explorer = latent_explorer(bk, [ioi.prompts[0], world.task_batch("facts", 1).prompts[0], world.task_batch("induction", 1).prompts[0]],
+                           hook=hook, latent=top_latent)
 
 # %%
 print(explorer_summary(bk, ioi.prompts[0], hook, top_latent))

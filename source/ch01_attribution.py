@@ -40,7 +40,7 @@ from utils.progress import progress
 # %%
 from utils.backends import load_backend
 from utils.checking import checked
-from utils.views import heatmap, scatter_with_diagonal
+from utils.views import bar, edge_graph, latent_name, scatter_with_diagonal, top_latents_bar
 
 _ = torch.set_grad_enabled(False)  # off by default; the gradient exercises turn it on where they need it
 
@@ -174,10 +174,15 @@ for name, effects in [("zero", zero_effects), ("mean", mean_effects)]:
     print(f"{name} ablation, largest mean effects:",
           ", ".join(f"latent {active[i].item()}: {effects[:, i].mean().item():.3g}" for i in top))
 
+# %% [markdown]
+# Most of the swept latents barely matter; the figure shows the fifteen with the largest mean
+# effect (bars) and each prompt's effect (dots). Hover for a latent's label.
+
 # %%
 # NBVAL_IGNORE_OUTPUT
-heatmap(zero_effects, [str(i) for i in active.tolist()], [f"prompt {b}" for b in range(len(ioi.prompts))],
-        f"Zero-ablation effect on the logit difference ({hook}, last position)")
+top_latents_bar(zero_effects, [latent_name(bk, hook, i) for i in active.tolist()], 15,
+                f"Zero-ablating one latent of {hook} at the last position",
+                "change in logit difference (nats)")
 
 # %% [markdown]
 # ## 3. Attribution patching
@@ -293,8 +298,10 @@ print(f"attribution vs zero ablation over {attr_active.numel()} (prompt, latent)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-labels = [f"prompt {b}, latent {i}" for b in range(attr_active.shape[0]) for i in active.tolist()]
-scatter_with_diagonal(zero_effects.flatten(), attr_active.flatten(), labels, "Attribution patching vs zero ablation")
+labels = [f"prompt {b}, {latent_name(bk, hook, i)}" for b in range(attr_active.shape[0]) for i in active.tolist()]
+scatter_with_diagonal(zero_effects.flatten(), attr_active.flatten(), labels, "Attribution patching vs zero ablation",
+                      "true effect of zero-ablating the latent (nats of logit difference)",
+                      "attribution patching estimate (nats)")
 
 # %% [markdown] exercise="integrated_gradients" title="Close the gap with integrated gradients" difficulty=3 importance=4 minutes=20
 # Integrated gradients replace the gradient at the clean point by its average along the
@@ -361,7 +368,9 @@ print(f"completeness, mean over prompts: sum of IG {ig.sum((1, 2)).mean().item()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-scatter_with_diagonal(zero_effects.flatten(), ig_active.flatten(), labels, "Integrated gradients vs zero ablation")
+scatter_with_diagonal(zero_effects.flatten(), ig_active.flatten(), labels, "Integrated gradients vs zero ablation",
+                      "true effect of zero-ablating the latent (nats of logit difference)",
+                      "integrated-gradients estimate (nats)")
 
 # %% [markdown]
 # ## 5. Gradients between latents, from tokens, to logits
@@ -555,6 +564,22 @@ row = bk.explanations.lookup("blocks.0.hook_resid_post", feeder)
 print(f"its explanation: label {row['label']!r} (AUROC {row['auroc']:.3g})")
 
 # %% [markdown]
+# The edges into the layer-1 latent as a graph: the strongest layer-0 latents feeding it
+# (gradient × activation), each at the position it fires on. Hover a node for its label.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+edges_in = J.indices()[0] == down_latent
+_, edge_pos, edge_up = J.indices()[:, edges_in]
+edge_weight = J.values()[edges_in] * up_acts[edge_pos, edge_up]  # gradient x activation
+strongest = edge_weight.abs().topk(min(6, len(edge_weight))).indices.tolist()
+edge_graph([[f"{latent_name(bk, up_hook, edge_up[k].item())} at {words[edge_pos[k]]!r}" for k in strongest],
+            [latent_name(bk, down_hook, down_latent)]],
+           [(0, row, 1, 0, edge_weight[k].item()) for row, k in enumerate(strongest)],
+           ["layer-0 latents (at a position)", "layer-1 latent (last position)"],
+           "Strongest edges into the layer-1 latent the answer needs", "gradient × activation")
+
+# %% [markdown]
 # ## 6. Attention-SAE latents and the heads that read them
 #
 # An attention SAE on `hook_z` decomposes the concatenated head outputs *before* $W_O$:
@@ -650,6 +675,11 @@ head_effects = [head_ablation(h) for h in range(model.cfg.n_heads)]
 ind_head = min(range(model.cfg.n_heads), key=lambda h: head_effects[h])
 print("effect of zeroing each layer-1 head:", ", ".join(f"{e:.3g}" for e in head_effects), f"-> head 1.{ind_head}")
 
+# %%
+# NBVAL_IGNORE_OUTPUT
+bar(torch.tensor(head_effects), [f"1.{h}" for h in range(model.cfg.n_heads)], "Zeroing one layer-1 head (induction prompts)",
+    "head (layer.head)", "change in logit difference (nats)")
+
 # %% [markdown]
 # Which layer-0 attention latents to test? Those that fire where the head has to look: at
 # the first copy's *w6* (position `span`), in most prompts.
@@ -667,6 +697,14 @@ for inp, effects in path.items():
     best = effects.mean(0).argmin()
     print(f"{inp}: total {effects.mean(0).sum().item():.3g}; strongest latent {z_active[best].item()} "
           f"({effects[:, best].mean().item():.3g})")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+bar(torch.stack([path[inp].mean(0).sum() for inp in "qkv"]), ["queries", "keys", "values"],
+    f"Removing {len(z_active)} layer-0 attention latents from one input of head 1.{ind_head}",
+    "input of the head the latents are removed from", "total change in logit difference (nats)",
+    hover=[f"{name}: strongest latent {latent_name(bk, 'blocks.0.attn.hook_z', z_active[path[inp].mean(0).argmin()].item())}"
+           for name, inp in zip(["queries", "keys", "values"], "qkv")])
 
 # %% [markdown]
 # The input whose removal hurts most carries most of what the head reads from layer-0
