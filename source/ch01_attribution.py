@@ -470,9 +470,9 @@ heatmap(patched_metric, [w if p != landmark_pos else "{landmark}" for p, w in en
 #   ($-9.61$), and so does patching layer-0 *attention*'s output at *of* alone: layer-0
 #   attention has already copied the landmark's identity into the last position. The
 #   positions in between carry none of it (9.91 or more everywhere).
-# - **Layer 1 works at the last position.** Its attention output at *of* moves only 0.0457 of
+# - **Layer 1 works at the last position.** Its attention output at *of* moves only 0.046 of
 #   the gap (9.08): it hardly reads other positions for this task. Its MLP at *of* moves
-#   0.53 ($-0.533$), and the layer-0 MLP at *of* 0.844 ($-6.78$). (The shares of single
+#   0.530 ($-0.533$), and the layer-0 MLP at *of* 0.844 ($-6.78$). (The shares of single
 #   components need not add up: each patch changes what the later layers compute.)
 #
 # So the fact travels once between positions, in layer-0 attention, from the landmark to
@@ -593,9 +593,10 @@ for name, latent in [(up_hook, feeder), (down_hook, down_latent)]:
           f"precision {row['precision']:.3g}, fires on {row['frequency']:.3g} of tokens")
 
 # %% [markdown]
-# The gradients agree with the patching. The layer-1 latent the answer needs most at *of*
-# takes 0.59 of its summed gradient × activation from layer-0 latents at *of* and 0.0388
-# from the landmark's position, and its three strongest edges all come from *of*. The
+# The gradients agree with the patching. Into the layer-1 latent the answer needs most at
+# *of*, the edges from layer-0 latents at *of* sum to 0.59 in |gradient × activation|,
+# those from the landmark's position to 0.0388, and those from any other position to 0.0814
+# at most; its three strongest edges all come from *of*. The
 # strongest, layer-0 latent 104, and the layer-1 latent 198 are both switched off by the
 # corruption (1.53 → 0 and 0.707 → 0), and across the 64 prompts they fire at *of* mostly
 # for Madrid's two landmarks (bernabeu and prado); latent 104 also fires weakly for the
@@ -702,10 +703,10 @@ print(f"layer-0 latent {feeder} at {words[last]!r}, activation {up_acts[last, fe
       f"largest in size over all {len(words)} tokens {dense_A[feeder, largest].item():.2g} (at {words[largest]!r})")
 
 # %% [markdown]
-# Gradient × input gives the landmark almost nothing, yet the table above showed that the
-# landmark alone switches this latent on and off. The reason is LayerNorm. Gradient × input
-# at position $p$ is the first-order change of the latent when $e(p)$ is scaled by
-# $(1 + \epsilon)$. The landmark reaches *of* only through layer-0 attention, which reads
+# Gradient × input gives the landmark almost nothing, yet changing the landmark alone (the
+# corrupted prompt) switched this latent off. The reason is LayerNorm. Gradient × input at
+# position $p$ is the first-order change of the latent when $e(p)$ is scaled by
+# $(1 + \delta)$. The landmark reaches *of* only through layer-0 attention, which reads
 # $\mathrm{LN}(e(p))$, and LayerNorm ignores scale: $\mathrm{LN}(c\,x) = \mathrm{LN}(x)$ for
 # $c > 0$ (up to its small $\epsilon$). So gradient × input is zero along every path that
 # leaves a position through a LayerNorm, which in this model is every path from another
