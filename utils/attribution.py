@@ -1,4 +1,5 @@
-"""Gradients with respect to SAE latents and error nodes (introduced in chapter 01).
+"""Gradients with respect to SAE latents and error nodes, and how to compare the estimates
+they give with true ablations (introduced in chapter 01).
 
 SAELens splices an SAE with its error term as ``out = decode(f) + e`` with
 ``e = x - decode(encode(x))`` computed under ``torch.no_grad``. The value is the model's own,
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 
 import torch
 from sae_lens import SAE, HookedSAETransformer
+from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
@@ -51,3 +53,15 @@ def splice_for_gradients(model: HookedSAETransformer, saes: Sequence[SAE]) -> It
     fwd_hooks = [(sae.cfg.metadata.hook_name, splice(sae, sae.cfg.metadata.hook_name)) for sae in saes]
     with model.hooks(fwd_hooks=fwd_hooks):
         yield nodes
+
+
+def spearman(x: Float[Tensor, " n"], y: Float[Tensor, " n"]) -> float:
+    """Spearman rank correlation: the Pearson correlation of the ranks of ``x`` and ``y``,
+
+        rho = sum_k (r_k - mean r)(s_k - mean s) / (||r - mean r|| ||s - mean s||),
+
+    ranks 0..n-1 (ties, which continuous effects do not have, broken by order). 1 when the
+    estimate orders the latents as the truth does, whatever the size of its errors."""
+    r, s = (v.flatten().argsort().argsort().double() for v in (x, y))
+    r, s = r - r.mean(), s - s.mean()
+    return float((r * s).sum() / (r.norm() * s.norm()))
