@@ -51,7 +51,7 @@ def promoted_tokens(model: HookedTransformer, sae: SAE, latent: int, k: int = TO
                     ) -> list[tuple[str, float]]:
     """The ``k`` tokens whose logits the latent's decoder direction raises most: ``W_dec[latent] @ W_U``."""
     with torch.no_grad():
-        logits: Float[Tensor, "d_vocab"] = sae.W_dec[latent] @ model.W_U
+        logits: Float[Tensor, " d_vocab"] = sae.W_dec[latent] @ model.W_U
     values, ids = torch.sort(logits, descending=True, stable=True)
     strings = token_strings(model, ids[:k])
     return list(zip(strings, values[:k].tolist()))
@@ -67,7 +67,7 @@ class CorpusContexts:
     acts: Float[Tensor, "d_sae k seq"]
 
     def of(self, latent: int) -> tuple[Int[Tensor, "k seq"], Float[Tensor, "k seq"],
-                                       Float[Tensor, "k"], Int[Tensor, "k 2"]]:
+                                       Float[Tensor, " k"], Int[Tensor, "k 2"]]:
         """The latent's context sequences, its activations on them, and its positive top
         activations with their (row in those sequences, position)."""
         keep = self.values[latent] > 0

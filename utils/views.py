@@ -56,7 +56,7 @@ def in_vscode() -> bool:
     return "VSCODE_PID" in os.environ
 
 
-def token_strings(model: HookedTransformer, tokens: Int[Tensor, "pos"] | Sequence[int]
+def token_strings(model: HookedTransformer, tokens: Int[Tensor, " pos"] | Sequence[int]
                   ) -> list[str]:
     """One string per token id, as the tokenizer has it (``<id>`` when there is none)."""
     ids = [int(t) for t in tokens]
@@ -84,7 +84,7 @@ def tokens_lack_spaces(model: HookedTransformer) -> bool:
     return _SPACED[id(tokenizer)]
 
 
-def display_tokens(model: HookedTransformer, tokens: Int[Tensor, "pos"] | Sequence[int]
+def display_tokens(model: HookedTransformer, tokens: Int[Tensor, " pos"] | Sequence[int]
                    ) -> list[str]:
     """Token strings as a reader should see them side by side: with a leading space
     for word-level tokenizers, as they are for BPE (whose tokens carry their spaces)."""
@@ -213,7 +213,7 @@ def token_logprob_view(model: HookedTransformer, prompt: str, top_k: int = 5) ->
     reads the same live, in a saved notebook and in the exported HTML; the text form lists
     the same numbers to 3 significant figures. Returns the view: a cell's last line shows it.
     """
-    tokens: Int[Tensor, "pos"] = model.to_tokens(prompt)[0]
+    tokens: Int[Tensor, " pos"] = model.to_tokens(prompt)[0]
     with torch.no_grad():
         log_probs: Float[Tensor, "pos d_vocab"] = model(tokens[None])[0].log_softmax(-1)
     shown = display_tokens(model, tokens)
@@ -239,7 +239,7 @@ def token_logprob_view(model: HookedTransformer, prompt: str, top_k: int = 5) ->
 
 
 def top_positions(acts: Float[Tensor, "batch seq"], k: int
-                  ) -> tuple[Float[Tensor, "k"], Int[Tensor, "k 2"]]:
+                  ) -> tuple[Float[Tensor, " k"], Int[Tensor, "k 2"]]:
     """The ``k`` largest entries of ``acts`` and their (sequence, position) indices.
 
     Ties are broken by position in the flattened array (stable sort), so the result is the
@@ -257,7 +257,7 @@ def _window(n_pos: int, pos: int, window: int) -> range:
 
 
 def contexts_table(model: HookedTransformer, tokens: Int[Tensor, "batch seq"],
-                   values: Float[Tensor, "k"], seq_pos: Int[Tensor, "k 2"],
+                   values: Float[Tensor, " k"], seq_pos: Int[Tensor, "k 2"],
                    window: int = 8) -> str:
     """Plain-text max-activating contexts: the form that checked cells print (chapter 00).
 
@@ -275,7 +275,7 @@ def contexts_table(model: HookedTransformer, tokens: Int[Tensor, "batch seq"],
 
 
 def contexts_html(model: HookedTransformer, tokens: Int[Tensor, "batch seq"],
-                  values: Float[Tensor, "k"], seq_pos: Int[Tensor, "k 2"],
+                  values: Float[Tensor, " k"], seq_pos: Int[Tensor, "k 2"],
                   acts: Float[Tensor, "batch seq"], window: int = 8) -> str:
     """HTML max-activating contexts (chapter 00): one row per context.
 
@@ -302,7 +302,7 @@ def contexts_html(model: HookedTransformer, tokens: Int[Tensor, "batch seq"],
 
 
 def show_contexts(model: HookedTransformer, tokens: Int[Tensor, "batch seq"],
-                  values: Float[Tensor, "k"], seq_pos: Int[Tensor, "k 2"],
+                  values: Float[Tensor, " k"], seq_pos: Int[Tensor, "k 2"],
                   acts: Float[Tensor, "batch seq"], window: int = 8) -> None:
     """Display max-activating contexts as a shaded HTML table with a text fallback (chapter 00).
 
@@ -330,7 +330,7 @@ def _style(fig: go.Figure, title: str, x_title: str, y_title: str, height: int) 
     return fig
 
 
-def histogram(values: Float[Tensor, "n"], title: str, x_title: str, threshold: float | None = None,
+def histogram(values: Float[Tensor, " n"], title: str, x_title: str, threshold: float | None = None,
               n_bins: int = 40) -> go.Figure:
     """How many items (e.g. latents) take each value, with an optional threshold line (chapter 00).
 
@@ -347,7 +347,7 @@ def histogram(values: Float[Tensor, "n"], title: str, x_title: str, threshold: f
     return _style(fig, title, x_title, "count", 360)
 
 
-def bar(values: Float[Tensor, "n"], labels: Sequence[str], title: str, x_title: str,
+def bar(values: Float[Tensor, " n"], labels: Sequence[str], title: str, x_title: str,
         y_title: str, hover: Sequence[str] | None = None) -> go.Figure:
     """Vertical bars of ``values`` named by ``labels`` (chapter 01: effect per head, per input).
 
@@ -387,14 +387,14 @@ def top_latents_bar(effects: Float[Tensor, "batch n"], names: Sequence[str], k: 
                        f"{rest} others not shown</sup>", value_title, "latent", 120 + 28 * len(shown))
 
 
-def pearson(x: Float[Tensor, "n"], y: Float[Tensor, "n"]) -> float:
+def pearson(x: Float[Tensor, " n"], y: Float[Tensor, " n"]) -> float:
     """Pearson correlation of ``x`` and ``y`` (0 when either is constant)."""
     x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
     denom = float(x.norm() * y.norm())
     return float((x * y).sum()) / denom if denom > 0 else 0.0
 
 
-def scatter_with_diagonal(x: Float[Tensor, "n"], y: Float[Tensor, "n"], hover: Sequence[str],
+def scatter_with_diagonal(x: Float[Tensor, " n"], y: Float[Tensor, " n"], hover: Sequence[str],
                           title: str, x_title: str, y_title: str) -> go.Figure:
     """Scatter of ``y`` against ``x`` on equal axes with the line y = x (chapter 01).
 
