@@ -38,7 +38,7 @@ from torch import Tensor
 
 from benchmarks.gpt2_shaped import peak_memory
 from solutions.ch01_attribution import ablation_effects, attribution_patching, integrated_gradients
-from utils.attribution import spearman
+from utils.attribution import pearson, spearman
 from utils.backends import load_backend
 from utils.backends.gpt2 import load_gpt2_shaped
 
@@ -119,11 +119,6 @@ def cost(model: HookedSAETransformer, saes: list[SAE], tokens: Tensor, answer_id
         figures.update(sweep_s=time.perf_counter() - start, sweep_forward_passes=n_forward,
                        sweep_over_attribution=(time.perf_counter() - start) / attribution_s)
     return figures
-
-
-def pearson(x: Tensor, y: Tensor) -> float:
-    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
-    return float((x * y).sum() / (x.norm() * y.norm()))
 
 
 def agreement(estimate: Tensor, truth: Tensor) -> dict[str, float]:

@@ -55,6 +55,13 @@ def splice_for_gradients(model: HookedSAETransformer, saes: Sequence[SAE]) -> It
         yield nodes
 
 
+def pearson(x: Float[Tensor, " n"], y: Float[Tensor, " n"]) -> float:
+    """Pearson correlation of ``x`` and ``y`` (0 when either is constant)."""
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    denom = float(x.norm() * y.norm())
+    return float((x * y).sum()) / denom if denom > 0 else 0.0
+
+
 def spearman(x: Float[Tensor, " n"], y: Float[Tensor, " n"]) -> float:
     """Spearman rank correlation: the Pearson correlation of the ranks of ``x`` and ``y``,
 

@@ -31,6 +31,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from utils.attribution import pearson
+
 VIEWS_DIR = "_views"
 RUN_TO_EXPLORE = "Run the cell to explore it."
 WEAK_AUROC = 0.8  # below this, an explanation-table label is shown as a guess (faded)
@@ -100,7 +102,8 @@ def join_tokens(strings: Sequence[str]) -> str:
 
 
 def latent_label(bk, hook: str, latent: int) -> str:
-    """The explanation table's label for a latent, e.g. ``pronoun (AUROC 0.97)``, else ``""``.
+    """The explanation table's label for a latent, e.g. ``pronoun (AUROC 0.97, precision 0.61)``
+    (precision: the share of the latent's activation on label tokens), else ``""``.
 
     Labels below :data:`WEAK_AUROC` are marked as guesses: ``ioi_end? (AUROC 0.656, weak)``.
     Only the toy backend has an explanation table (``bk.explanations.lookup``).
@@ -109,9 +112,10 @@ def latent_label(bk, hook: str, latent: int) -> str:
         row = bk.explanations.lookup(hook, latent)
     except (AttributeError, KeyError):
         return ""
+    precision = f", precision {sig3(row['precision'])}" if "precision" in row else ""
     if row["auroc"] < WEAK_AUROC:
-        return f"{row['label']}? (AUROC {sig3(row['auroc'])}, weak)"
-    return f"{row['label']} (AUROC {sig3(row['auroc'])})"
+        return f"{row['label']}? (AUROC {sig3(row['auroc'])}{precision}, weak)"
+    return f"{row['label']} (AUROC {sig3(row['auroc'])}{precision})"
 
 
 def latent_name(bk, hook: str, latent: int) -> str:
@@ -385,13 +389,6 @@ def top_latents_bar(effects: Float[Tensor, "batch n"], names: Sequence[str], k: 
     rest = len(names) - len(shown)
     return _style(fig, f"{title}<br><sup>top {len(shown)} of {len(names)} latents by |mean|; "
                        f"{rest} others not shown</sup>", value_title, "latent", 120 + 28 * len(shown))
-
-
-def pearson(x: Float[Tensor, " n"], y: Float[Tensor, " n"]) -> float:
-    """Pearson correlation of ``x`` and ``y`` (0 when either is constant)."""
-    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
-    denom = float(x.norm() * y.norm())
-    return float((x * y).sum()) / denom if denom > 0 else 0.0
 
 
 def scatter_with_diagonal(x: Float[Tensor, " n"], y: Float[Tensor, " n"], hover: Sequence[str],
