@@ -204,7 +204,9 @@ def seen(lab, request):
             record["raised"] += s.raised()
             record["figures"] = inspect_figures(s, record["shots"])
             record["errors"], record["outside"] = s.errors, s.outside
-            record["export"] = inspect_export(context, lab, record["shots"])
+            # The export in a browser of its own: opened in the context that ran JupyterLab,
+            # the file:// page came up as an empty 1x1 SVG document.
+            record["export"] = inspect_export(p, lab, record["shots"])
         finally:
             context.close()
             shutil.rmtree(profile, ignore_errors=True)
@@ -265,7 +267,7 @@ def inspect_figures(s: Session, shots: dict) -> list[dict]:
     for i in range(plots.count()):
         plot = plots.nth(i)
         plot.scroll_into_view_if_needed()
-        marks = plot.locator(".barlayer .point, .scatterlayer .point, .scatterlayer .js-line")
+        marks = plot.locator(".barlayer .point, .scatterlayer .point, .scatterlayer .js-line, .heatmaplayer .hm")
         try:
             marks.first.wait_for(timeout=15_000)  # plotly draws after the output is attached
         except PlaywrightTimeout:
@@ -280,7 +282,7 @@ def inspect_figures(s: Session, shots: dict) -> list[dict]:
     return figures
 
 
-def inspect_export(context, lab, shots: dict) -> dict:
+def inspect_export(playwright, lab, shots: dict) -> dict:
     """The committed ch00 solution notebook exported as ``course.sh --headless`` does, opened
     over file:// beside the ``_views/`` that the run above wrote."""
     import nbformat
@@ -289,7 +291,8 @@ def inspect_export(context, lab, shots: dict) -> dict:
 
     path = lab.root / "ch00_toolkit.html"
     path.write_text(offline_html(nbformat.read(ROOT / "solutions" / "ch00_toolkit.ipynb", as_version=4)))
-    page, out = context.new_page(), {"requests": [], "errors": []}
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+    page, out = browser.new_page(), {"requests": [], "errors": []}
     page.on("request", lambda r: r.url.startswith("file://") or r.url.startswith("data:")
             or out["requests"].append(r.url))
     page.on("console", lambda m: m.type == "error" and out["errors"].append(m.text))
@@ -309,7 +312,7 @@ def inspect_export(context, lab, shots: dict) -> dict:
     out["figures"] = page.locator(".jp-OutputArea .js-plotly-plot .main-svg").count()
     shots["export_dashboard"] = folder / "export_dashboard.png"
     frame.screenshot(path=str(shots["export_dashboard"]))
-    page.close()
+    browser.close()
     return out
 
 
