@@ -46,9 +46,11 @@ from plotly.subplots import make_subplots
 
 from utils.backends import load_backend
 from utils.checking import checked
-from utils.circuits import agreement, label_positions, mean_baseline, node_attribution, rank_nodes
+from utils.attribution import agreement
+from utils.circuits import label_positions, mean_baseline, node_attribution, rank_nodes
 from utils.toy.report import auroc
 from utils.toy.training import EVAL_SEEDS
+from utils.views import FIGURE_STYLE, latent_name, scatter_with_diagonal
 
 _ = torch.set_grad_enabled(False)  # off by default; the gradient exercise turns it on where it needs it
 
@@ -171,19 +173,23 @@ for task in tasks:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-figure = make_subplots(rows=1, cols=2, subplot_titles=["accuracy", "mean logit difference"])
-for i, name in enumerate(["clean", *names]):
-    for col in (1, 2):
-        values = [(clean_scores[t] if name == "clean" else spliced_scores[t, name])[col - 1] for t in tasks]
-        figure.add_bar(x=list(tasks), y=values, name=name, legendgroup=name, showlegend=col == 1,
-                       marker_color=f"hsl({45 * i}, 60%, 50%)" if name != "clean" else "grey",
-                       hovertemplate=f"{name}<br>%{{x}}: %{{y:.3g}}<extra></extra>", row=1, col=col)
-figure.update_layout(title="Each dictionary spliced without its error term, per planted task", barmode="group",
-                     legend_title_text="dictionary spliced")
-figure.update_yaxes(title_text="accuracy (share of prompts)", row=1, col=1)
-figure.update_yaxes(title_text="logit difference (nats)", row=1, col=2)
-figure.update_xaxes(title_text="task")
-figure
+def task_cost_figure() -> go.Figure:
+    """Grouped bars: per task, the clean model and each dictionary spliced without its error term."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=["accuracy", "mean logit difference"])
+    for i, name in enumerate(["clean", *names]):
+        for col in (1, 2):
+            values = [(clean_scores[t] if name == "clean" else spliced_scores[t, name])[col - 1] for t in tasks]
+            figure.add_bar(x=list(tasks), y=values, name=name, legendgroup=name, showlegend=col == 1,
+                           marker_color="grey" if name == "clean" else f"hsl({45 * i}, 60%, 50%)",
+                           hovertemplate=f"{name}<br>%{{x}}: %{{y:.3g}}<extra></extra>", row=1, col=col)
+    figure.update_layout(title="Each dictionary spliced without its error term, per planted task", barmode="group",
+                         legend_title_text="dictionary spliced", **FIGURE_STYLE)
+    figure.update_yaxes(title_text="accuracy (share of prompts)", row=1, col=1)
+    figure.update_yaxes(title_text="logit difference (nats)", row=1, col=2)
+    return figure.update_xaxes(title_text="task")
+
+
+task_cost_figure()
 
 # %% [markdown]
 # One entry stands out: induction with the layer-0 attention SAE. The organism's README
@@ -321,29 +327,34 @@ for kind, dictionary in layer0.items():
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-def explanation(kind: str, node: Node) -> str:
-    if node.is_error:
-        return "error node"
-    name = {"resid_sae": "blocks.0.hook_resid_post", "attn_sae": "blocks.0.attn.hook_z", "transcoder": "transcoder.0"}[kind]
-    row = bk.explanations.lookup(name, node.index)
-    return f"latent {node.index}: {row['label']} (AUROC {row['auroc']:.2f})"
+def node_label(node: Node) -> str:
+    """The error node, or a latent's id and explanation-table label (what the hover shows)."""
+    table = {"resid_sae": f"blocks.{node.layer}.hook_resid_post", "attn_sae": f"blocks.{node.layer}.attn.hook_z",
+             "transcoder": f"transcoder.{node.layer}"}[node.kind]
+    return "error node" if node.is_error else latent_name(bk, table, node.index)
 
 
-figure = make_subplots(rows=2, cols=3, subplot_titles=[f"{kind}0, {b} ablation" for b in ("zero", "mean") for kind in layer0],
-                       horizontal_spacing=0.06, vertical_spacing=0.2)
-scale = max(e[b].abs().max().item() for e in effects.values() for b in ("zero", "mean"))
-for row, baseline in enumerate(("zero", "mean"), start=1):
-    for col, kind in enumerate(layer0, start=1):
-        z = effects[kind][baseline].numpy()
-        labels = [explanation(kind, node) for node in columns[kind]]
-        figure.add_heatmap(z=z, x=[str(node.index) for node in columns[kind]], y=[f"prompt {b}" for b in range(len(z))],
-                           zmin=-scale, zmax=scale, colorscale="RdBu", showscale=row == 1 and col == 1,
-                           colorbar=dict(title="Δ logit diff"), customdata=[labels] * len(z),
-                           hovertemplate="%{y}, %{customdata}<br>Δ logit difference %{z:.3g}<extra></extra>", row=row, col=col)
-figure.update_xaxes(title_text="latent (error node last)")
-figure.update_yaxes(autorange="reversed")
-figure.update_layout(title="Ablating one node at the last induction position: latents, then the error node", height=650)
-figure
+def ablation_heatmaps() -> go.Figure:
+    """Prompts x (latents, then the error node) for each layer-0 dictionary, zero and mean."""
+    figure = make_subplots(rows=2, cols=3, horizontal_spacing=0.06, vertical_spacing=0.2,
+                           subplot_titles=[f"{kind}0, {b} ablation" for b in ("zero", "mean") for kind in layer0])
+    scale = max(e[b].abs().max().item() for e in effects.values() for b in ("zero", "mean"))
+    for row, baseline in enumerate(("zero", "mean"), start=1):
+        for col, kind in enumerate(layer0, start=1):
+            z = effects[kind][baseline].numpy()
+            labels = [node_label(node) for node in columns[kind]]
+            figure.add_heatmap(z=z, x=[str(node.index) for node in columns[kind]], y=[f"prompt {b}" for b in range(len(z))],
+                               zmin=-scale, zmax=scale, colorscale="RdBu", showscale=row == 1 and col == 1,
+                               colorbar=dict(title="Δ logit diff"), customdata=[labels] * len(z),
+                               hovertemplate="%{y}, %{customdata}<br>Δ logit difference %{z:.3g}<extra></extra>",
+                               row=row, col=col)
+    figure.update_xaxes(title_text="latent (error node last)", type="category")
+    figure.update_yaxes(autorange="reversed")
+    return figure.update_layout(title="Ablating one node at the last induction position: latents, then the error node",
+                                height=650, **FIGURE_STYLE)
+
+
+ablation_heatmaps()
 
 # %% [markdown]
 # Read the two baselines together. Zero-ablating a latent removes what it says on *every*
@@ -398,7 +409,8 @@ for name, part in (("full output", z), ("SAE reconstruction", z_hat), ("error te
 # %% [markdown]
 # Yet the SAE does see *that* a word is being repeated. Its latent that best separates the
 # planted `induction` label (words of a span's second copy), scored on a corpus: AUROC, and
-# precision (the share of its activation mass that falls on labelled tokens):
+# precision (the share of its activation mass that falls on labelled tokens; a latent firing
+# equally everywhere would score the label's share of tokens):
 
 # %%
 corpus = world.corpus(n_seqs=128, seq_len=48, seed=0)
@@ -408,7 +420,9 @@ label = corpus.labels["induction"][:, 1:].flatten()
 scores = auroc(corpus_acts, label[:, None])[0]  # [d_sae]
 repeat_latent = scores.argmax().item()
 precision = (corpus_acts[:, repeat_latent] * label).sum() / corpus_acts[:, repeat_latent].sum()
-print(f"attn_sae0 latent {repeat_latent}: `induction` AUROC {scores[repeat_latent].item():.3g}, precision {precision.item():.3g}")
+fires = (corpus_acts[:, repeat_latent] > 0).float().mean()
+print(f"attn_sae0 latent {repeat_latent}: `induction` AUROC {scores[repeat_latent].item():.3g}, precision {precision.item():.3g}; "
+      f"it fires on {fires.item():.3g} of tokens, the label covers {label.float().mean().item():.3g}")
 
 # %% [markdown]
 # So the layer-0 attention SAE represents *that* induction is happening (one latent, AUROC
@@ -516,18 +530,11 @@ for key in dictionaries:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-figure = go.Figure()
-for key in dictionaries:
-    text = [f"prompt {b}, position {p} ({ioi.prompts[b].split()[p - 1] if p else '<bos>'!r})"
-            for b in range(len(ioi.prompts)) for p in range(n_pos)]
-    figure.add_scatter(x=truth[key].flatten().numpy(), y=alone[key].flatten().numpy(), mode="markers",
-                       name=f"{key[0]}{key[1]} error", text=text, hovertemplate="%{text}<br>true %{x:.3g}, attribution %{y:.3g}")
-low, high = min(true_effect.min().item(), estimate.min().item()), max(true_effect.max().item(), estimate.max().item())
-figure.add_scatter(x=[low, high], y=[low, high], mode="lines", name="y = x", line=dict(dash="dash", color="grey"))
-figure.update_layout(title="Error nodes: attribution patching vs true zero-ablation (IOI, every position)",
-                     xaxis_title="true effect of zero-ablating the error node (Δ logit diff)",
-                     yaxis_title="attribution ∇e m · (0 − e) (Δ logit diff)", yaxis_scaleanchor="x", height=600)
-figure
+words = [["<bos>", *prompt.split()] for prompt in ioi.prompts]
+hover = [f"{key[0]}{key[1]} error, prompt {b}, position {p} ({words[b][p]!r})"
+         for key in dictionaries for b in range(len(ioi.prompts)) for p in range(n_pos)]
+scatter_with_diagonal(true_effect, estimate, hover, "Error nodes: attribution vs true zero-ablation (IOI, every position)",
+                      "true effect of zero-ablating the error node (Δ logit diff)", "attribution ∇e m · (0 − e) (Δ logit diff)")
 
 # %% [markdown]
 # Good agreement on IOI. The same comparison on the induction prompts of section 2, where one
@@ -674,18 +681,23 @@ for task in ("ioi", "induction"):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-figure = make_subplots(rows=1, cols=2, subplot_titles=["IOI", "induction"])
-for col, task in enumerate(("ioi", "induction"), start=1):
-    for errors, dash in ((True, "solid"), (False, "dot")):
-        for measure, colour in (("faithfulness", "royalblue"), ("completeness", "firebrick")):
-            name = f"{measure}, error nodes {'allowed' if errors else 'excluded'}"
-            figure.add_scatter(x=sizes, y=curves[task, errors][measure], mode="lines+markers", name=name, legendgroup=name,
-                               showlegend=col == 1, line=dict(color=colour, dash=dash),
-                               hovertemplate=f"{name}<br>%{{x}} nodes: %{{y:.3g}}<extra></extra>", row=1, col=col)
-figure.update_xaxes(type="log", title_text="circuit size (nodes, ranked by attribution)")
-figure.update_yaxes(title_text="F (share of the metric recovered)", row=1, col=1)
-figure.update_layout(title="Faithfulness and completeness against circuit size, with and without error nodes", height=500)
-figure
+def curves_figure() -> go.Figure:
+    """Faithfulness and completeness against circuit size, error nodes allowed (solid) or not (dotted)."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=["IOI", "induction"])
+    for col, task in enumerate(("ioi", "induction"), start=1):
+        for errors, dash in ((True, "solid"), (False, "dot")):
+            for measure, colour in (("faithfulness", "royalblue"), ("completeness", "firebrick")):
+                name = f"{measure}, error nodes {'allowed' if errors else 'excluded'}"
+                figure.add_scatter(x=sizes, y=curves[task, errors][measure], mode="lines+markers", name=name,
+                                   legendgroup=name, showlegend=col == 1, line=dict(color=colour, dash=dash),
+                                   hovertemplate=f"{name}<br>%{{x}} nodes: %{{y:.3g}}<extra></extra>", row=1, col=col)
+    figure.update_xaxes(type="log", title_text="circuit size (nodes, ranked by attribution)")
+    figure.update_yaxes(title_text="F (share of the metric recovered)", row=1, col=1)
+    return figure.update_layout(title="Faithfulness and completeness against circuit size, with and without error nodes",
+                                height=500, **FIGURE_STYLE)
+
+
+curves_figure()
 
 # %% [markdown]
 # Two things to read off. With error nodes allowed they crowd the top of the ranking, and
@@ -744,19 +756,23 @@ for task, label_names in ground_truth.items():
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-figure = make_subplots(rows=1, cols=2, subplot_titles=["IOI", "induction"])
-for col, (task, label_names) in enumerate(ground_truth.items(), start=1):
-    batch, _ = batches[task]
-    truth = label_positions(torch.stack([batch.labels[name] for name in label_names]).any(0))
-    counts = torch.bincount(torch.tensor([node.pos for node in circuits[task]]), minlength=len(truth))
-    words = ["<bos>", *batch.prompts[0].split()]
-    figure.add_bar(x=[f"{p} {w}" for p, w in enumerate(words)], y=counts.tolist(), row=1, col=col, showlegend=False,
-                   marker_color=["seagreen" if t else "lightgrey" for t in truth.tolist()],
-                   hovertemplate="position %{x}: %{y} nodes<extra></extra>")
-figure.update_xaxes(title_text="position and token of the first prompt (green: labelled)")
-figure.update_yaxes(title_text="nodes of the F ≥ 0.9 circuit", row=1, col=1)
-figure.update_layout(title="Where the smallest circuit with faithfulness ≥ 0.9 sits", height=450)
-figure
+def positions_figure() -> go.Figure:
+    """Nodes of each F >= 0.9 circuit per position, labelled positions in green."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=["IOI", "induction"])
+    for col, (task, label_names) in enumerate(ground_truth.items(), start=1):
+        batch, _ = batches[task]
+        truth = label_positions(torch.stack([batch.labels[name] for name in label_names]).any(0))
+        counts = torch.bincount(torch.tensor([node.pos for node in circuits[task]]), minlength=len(truth))
+        words = ["<bos>", *batch.prompts[0].split()]
+        figure.add_bar(x=[f"{p} {w}" for p, w in enumerate(words)], y=counts.tolist(), row=1, col=col, showlegend=False,
+                       marker_color=["seagreen" if t else "lightgrey" for t in truth.tolist()],
+                       hovertemplate="position %{x}: %{y} nodes<extra></extra>")
+    figure.update_xaxes(title_text="position and token of the first prompt (green: labelled)", type="category")
+    figure.update_yaxes(title_text="nodes of the F ≥ 0.9 circuit", row=1, col=1)
+    return figure.update_layout(title="Where the smallest circuit with faithfulness ≥ 0.9 sits", height=450, **FIGURE_STYLE)
+
+
+positions_figure()
 
 # %% [markdown]
 # The IOI circuit does not sit where the labels say, and the reason is instructive. No node

@@ -28,7 +28,7 @@ __all__ = ["Mistake", "chapter_tests", "checks_of", "mistakes_of", "stub_module"
 
 def checks_of(chapter: str) -> dict[str, Callable[..., Any]]:
     module = importlib.import_module(f"tests.checks.{chapter}")
-    found = {getattr(f, "exercise"): f for f in vars(module).values()
+    found = {f.exercise: f for f in vars(module).values()
              if hasattr(f, "exercise") and getattr(f, "chapter", None) == chapter}
     exercises = build.find_exercises(build.read_source(chapter), chapter)
     missing = sorted(set(exercises) - set(found))

@@ -7,8 +7,8 @@ import torch
 from solutions.ch01_attribution import logit_diff
 from utils.attribution import splice_for_gradients
 from utils.backends import load_backend
+from utils.attribution import agreement
 from utils.circuits import (
-    agreement,
     dictionary_key,
     mean_baseline,
     node_attribution,

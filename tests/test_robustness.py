@@ -1,6 +1,7 @@
 """Correct code passes anywhere: every check passes on the reference computed in float64
-(model and dictionaries cast), with one and with three threads, and with float32-sized noise added to its
-result; and in float64 every catalogued mistake still fails with its diagnosis.
+(model and dictionaries cast), with one and with three threads, with float32-sized noise added to its result,
+and with every weight rounded to TF32's 10-bit mantissa (what a GPU's TF32 matmuls do to
+one operand: the learner's model may run there); and in float64 every catalogued mistake still fails with its diagnosis.
 
 Each test prints the check's margin (largest deviation as a share of the tolerance); run
 with ``-s`` to read them, e.g. ``pytest tests/test_robustness.py -s -q``.
@@ -60,7 +61,7 @@ def _margin(output: str) -> str:
     return line.rpartition("(")[2].rstrip(")")
 
 
-@pytest.mark.parametrize("variant", ["float64", "one_thread", "three_threads", "noise"])
+@pytest.mark.parametrize("variant", ["float64", "one_thread", "three_threads", "noise", "tf32_weights"])
 @pytest.mark.parametrize("chapter,exercise", CASES, ids=[f"{c}-{e}" for c, e in CASES])
 def test_reference_passes_anywhere(chapter: str, exercise: str, variant: str, meta_tests: None, capsys: Any) -> None:
     check, reference = checks_of(chapter)[exercise], _reference(chapter, exercise)
@@ -74,6 +75,9 @@ def test_reference_passes_anywhere(chapter: str, exercise: str, variant: str, me
             check(reference)
         finally:
             torch.set_num_threads(threads)
+    elif variant == "tf32_weights":
+        with check_settings(tf32_weights=True):
+            check(reference)
     else:
         check(noisy(reference))
     with capsys.disabled():

@@ -1,5 +1,5 @@
-"""Gradients with respect to SAE latents and error nodes (introduced in chapter 01; chapter 02
-adds transcoders).
+"""Gradients with respect to SAE latents and error nodes, and how to compare the estimates
+they give with true ablations (introduced in chapter 01; chapter 02 adds transcoders).
 
 SAELens splices an SAE with its error term as ``out = decode(f) + e`` with
 ``e = x - decode(encode(x))`` computed under ``torch.no_grad``. The value is the model's own,
@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import torch
 from sae_lens import SAE, HookedSAETransformer
+from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
@@ -69,3 +70,25 @@ def splice_for_gradients(model: HookedSAETransformer, saes: Sequence[SAE]) -> It
         fwd_hooks.append((written, splice(sae, name)))
     with model.hooks(fwd_hooks=fwd_hooks):
         yield nodes
+
+
+def spearman(x: Float[Tensor, " n"], y: Float[Tensor, " n"]) -> float:
+    """Spearman rank correlation: the Pearson correlation of the ranks of ``x`` and ``y``,
+
+        rho = sum_k (r_k - mean r)(s_k - mean s) / (||r - mean r|| ||s - mean s||),
+
+    ranks 0..n-1 (ties, which continuous effects do not have, broken by order). 1 when the
+    estimate orders the latents as the truth does, whatever the size of its errors."""
+    r, s = (v.flatten().argsort().argsort().double() for v in (x, y))
+    r, s = r - r.mean(), s - s.mean()
+    return float((r * s).sum() / (r.norm() * s.norm()))
+
+
+def agreement(estimate: Float[Tensor, " n"], truth: Float[Tensor, " n"]) -> dict[str, float]:
+    """How well estimated effects (attribution) match true ones (ablation): Spearman
+    (:func:`spearman`), Pearson, and the share of pairs whose signs agree (chapter 02)."""
+    from utils.views import pearson
+
+    estimate, truth = estimate.detach().flatten().cpu(), truth.detach().flatten().cpu()
+    return {"spearman": spearman(estimate, truth), "pearson": pearson(estimate, truth),
+            "sign_agreement": float((estimate.sign() == truth.sign()).double().mean())}

@@ -65,12 +65,13 @@ class Settings:
     generic diagnosis: the meta-tests use it to stay fast)."""
 
     dtype: torch.dtype = torch.float32
-    device: str = "cpu"
+    device: str = "cpu"  # the toy model is tiny: checks run on the CPU wherever the notebook runs
     seed_offset: int = 0
     signatures: bool = True
+    tf32_weights: bool = False  # weights rounded to TF32's 10-bit mantissa (a GPU's TF32 matmuls, roughly)
 
 
-_SETTINGS: contextvars.ContextVar[Settings] = contextvars.ContextVar("check_settings", default=Settings())
+_SETTINGS: contextvars.ContextVar[Settings] = contextvars.ContextVar("check_settings", default=Settings())  # noqa: B039 (frozen)
 
 
 @contextlib.contextmanager
@@ -294,7 +295,7 @@ class _Pristine:
     flags: dict[str, tuple[Any, str, Any]]  # description -> (object, attribute, value)
 
 
-_BACKENDS: dict[tuple[str, torch.dtype, str], _Pristine] = {}
+_BACKENDS: dict[tuple[str, torch.dtype, str, bool], _Pristine] = {}
 _IN_USE: list[_Pristine] = []
 _CFG_FLAGS = ("use_split_qkv_input", "use_attn_result", "use_hook_mlp_in", "use_attn_in", "use_hook_tokens")
 
@@ -303,17 +304,30 @@ def backend(name: str = "toy") -> Any:
     """The checks' own copy of backend ``name`` in the current settings, restored to its
     pristine state (no hooks, no SAEs, original weights and flags)."""
     settings = _SETTINGS.get()
-    key = (name, settings.dtype, settings.device)
+    key = (name, settings.dtype, settings.device, settings.tf32_weights)
     if key not in _BACKENDS:
         from utils.backends import load_backend
 
         bk = load_backend(name, device=settings.device, fresh=True, dtype=settings.dtype)
+        if settings.tf32_weights:
+            with torch.no_grad():
+                for tensor in _parameters(bk).values():
+                    tensor.copy_(_round_to_tf32(tensor))
         _BACKENDS[key] = _Pristine(bk, _parameters(bk, clone=True), _flags(bk))
     pristine = _BACKENDS[key]
     _restore(pristine)
     if pristine not in _IN_USE:
         _IN_USE.append(pristine)
     return pristine.backend
+
+
+def _round_to_tf32(x: Tensor) -> Tensor:
+    """``x`` (float32) rounded to the nearest value with a 10-bit mantissa, as TF32 reads it."""
+    if x.dtype != torch.float32:
+        return x
+    bits = x.view(torch.int32)
+    rounded = (bits + (1 << 12)) & ~((1 << 13) - 1)  # round half up at bit 13 of the mantissa
+    return rounded.view(torch.float32)
 
 
 def _modules(bk: Any) -> dict[str, torch.nn.Module]:

@@ -12,7 +12,7 @@ column: ``[..., pos, d_sae + 1]``, latents ``0 .. d_sae - 1`` then the error.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,8 +22,7 @@ from torch import Tensor
 
 from utils.attribution import splice_for_gradients
 from utils.nodes import ERROR, DictionaryKind, Node, layer_of
-
-Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, " batch"]]
+from utils.patching import Metric
 
 
 # ---------------------------------------------------------------------------------------
@@ -200,18 +199,3 @@ def label_positions(labels: Bool[Tensor, "batch pos"], share: float = 0.5) -> Bo
     a label at the same positions)."""
     return labels.float().mean(0) >= share
 
-
-def agreement(estimate: Float[Tensor, " n"], truth: Float[Tensor, " n"]) -> dict[str, float]:
-    """How well estimated effects (e.g. attribution) match true ones (e.g. ablation):
-    Spearman (Pearson of average ranks), Pearson, and the share of pairs with the same sign."""
-    from scipy.stats import rankdata
-
-    def pearson(x: Tensor, y: Tensor) -> float:
-        x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
-        denominator = float(x.norm() * y.norm())
-        return float((x * y).sum()) / denominator if denominator > 0 else 0.0
-
-    estimate, truth = estimate.detach().cpu().flatten(), truth.detach().cpu().flatten()
-    ranks = [torch.from_numpy(rankdata(t.double().numpy())) for t in (estimate, truth)]
-    return {"spearman": pearson(*ranks), "pearson": pearson(estimate, truth),
-            "sign_agreement": float((estimate.sign() == truth.sign()).double().mean())}
