@@ -88,10 +88,11 @@ def check_spliced_task_scores(spliced_task_scores: Any) -> None:
 # 2. ablate_nodes
 
 
-def _top_latents(bk: Any, dictionary: SAE, tokens: Tensor, pos: int, k: int) -> list[int]:
-    """The k latents with the largest mean activation at ``pos`` (a choice made from the backend)."""
+def _top_latents(bk: Any, dictionary: SAE, tokens: Tensor, pos: int, k: int, key: str) -> list[int]:
+    """The k latents with the largest mean activation at ``pos``: chosen from the backend when
+    known outputs are recorded, then stored, so float noise elsewhere cannot change the choice."""
     acts, _ = dictionary_values(bk.model, [dictionary], tokens)[dictionary.cfg.metadata.hook_name]
-    return acts[:, pos].mean(0).topk(k).indices.tolist()
+    return known(key, acts[:, pos].mean(0).topk(k).indices.tolist())
 
 
 def _baseline(bk: Any, dictionaries: list[SAE], task: str, draw: int) -> NodeBaseline:
@@ -99,14 +100,17 @@ def _baseline(bk: Any, dictionaries: list[SAE], task: str, draw: int) -> NodeBas
     return mean_baseline(bk.model, dictionaries, bk.world.task_batch(task, 16, seed=draw).tokens)
 
 
-def _ranked(bk: Any, dictionaries: list[SAE], batch: Any, baseline: NodeBaseline, k: int, errors: bool = True) -> list[Node]:
-    """The k nodes with the largest mean attribution (a circuit drawn from the backend)."""
+def _ranked(bk: Any, dictionaries: list[SAE], batch: Any, baseline: NodeBaseline, k: int, key: str,
+            errors: bool = True) -> list[Node]:
+    """The k nodes with the largest mean attribution: a circuit drawn from the backend when known
+    outputs are recorded, then stored, so near-ties cannot reorder it on another machine."""
     from solutions.ch01_attribution import logit_diff
 
     with torch.no_grad():
         attribution = node_attribution(bk.model, dictionaries, batch.tokens,
                                        lambda logits: logit_diff(logits, batch.answer_ids, batch.distractor_ids), baseline)
-    return rank_nodes({hook: a.mean(0) for hook, a in attribution.items()}, dictionaries, errors=errors, k=k)
+    ranked = rank_nodes({hook: a.mean(0) for hook, a in attribution.items()}, dictionaries, errors=errors, k=k)
+    return [Node.parse(text) for text in known(key, [str(node) for node in ranked])]
 
 
 @exercise_check(CHAPTER)
@@ -117,15 +121,16 @@ def check_ablate_nodes(ablate_nodes: Any) -> None:
     # 1. one residual SAE, zero: three latents and the error node at the last position (pos -1)
     batch = bk.world.task_batch("ioi", 4, seed=seed(20))
     resid0 = bk.dictionary("resid_sae", 0)
-    nodes = [Node("resid_sae", 0, -1, i) for i in _top_latents(bk, resid0, batch.tokens, -1, 3)] + [Node("resid_sae", 0, -1, "error")]
+    nodes = [Node("resid_sae", 0, -1, i) for i in _top_latents(bk, resid0, batch.tokens, -1, 3, "latents_0")]
+    nodes.append(Node("resid_sae", 0, -1, "error"))
     cases = [(batch, [resid0], nodes, None, False, "resid_sae0, zero, latents and error at pos -1")]
     # 2. an attention SAE and a transcoder, zero: latents at a middle position, the error at every position
     batch = bk.world.task_batch("induction", 3, seed=seed(21))
     attn0, tc1 = bk.dictionary("attn_sae", 0), bk.dictionary("transcoder", 1)
     middle = batch.tokens.shape[1] // 2
-    nodes = ([Node("attn_sae", 0, middle, i) for i in _top_latents(bk, attn0, batch.tokens, middle, 4)]
+    nodes = ([Node("attn_sae", 0, middle, i) for i in _top_latents(bk, attn0, batch.tokens, middle, 4, "latents_1")]
              + [Node("transcoder", 1, p, "error") for p in range(batch.tokens.shape[1])]
-             + [Node("transcoder", 1, -1, i) for i in _top_latents(bk, tc1, batch.tokens, -1, 2)])
+             + [Node("transcoder", 1, -1, i) for i in _top_latents(bk, tc1, batch.tokens, -1, 2, "latents_2")])
     cases.append((batch, [attn0, tc1], nodes, None, False, "attn_sae0 + transcoder1, zero"))
     # 3. the same dictionaries with a mean baseline
     cases.append((batch, [attn0, tc1], nodes, _baseline(bk, [attn0, tc1], "induction", seed(22)), False,
@@ -133,7 +138,7 @@ def check_ablate_nodes(ablate_nodes: Any) -> None:
     # 4. all six dictionaries, mean, every node *outside* a small circuit ablated (one prompt)
     batch = bk.world.task_batch("ioi", 2, seed=seed(23))
     means = _baseline(bk, every, "ioi", seed(24))
-    circuit = _ranked(bk, every, batch, means, 60)
+    circuit = _ranked(bk, every, batch, means, 60, "circuit")
     cases.append((bk.world.task_batch("ioi", 1, seed=seed(25)), every, circuit, means, True, "all six, mean, complement"))
     for i, (batch, dictionaries, nodes, baseline, complement, what) in enumerate(cases):
         args = (model, dictionaries, batch.tokens, batch.answer_ids, batch.distractor_ids, nodes)
@@ -172,14 +177,14 @@ def _circuit_cases(bk: Any, offset: int) -> list[tuple[Any, list[SAE], list[list
     every = [bk.dictionary(kind, layer) for kind in KINDS for layer in (0, 1)]
     batch = bk.world.task_batch("ioi", 4, seed=seed(offset))
     means = _baseline(bk, every, "ioi", seed(offset + 1))
-    ranked = _ranked(bk, every, batch, means, 400)
+    ranked = _ranked(bk, every, batch, means, 400, "circuit_0")
     cases = [(batch, every, [ranked[:10], ranked[:400]], means, "IOI, all six dictionaries, mean")]
     pair = [bk.dictionary("attn_sae", 0), bk.dictionary("resid_sae", 1)]
     batch = bk.world.task_batch("induction", 2, seed=seed(offset + 2))
     n_pos = batch.tokens.shape[1]
     pair_means = _baseline(bk, pair, "induction", seed(offset + 3))
-    ranked = _ranked(bk, pair, batch, pair_means, 20)
-    latents_only = _ranked(bk, pair, batch, pair_means, 80, errors=False)
+    ranked = _ranked(bk, pair, batch, pair_means, 20, "circuit_1")
+    latents_only = _ranked(bk, pair, batch, pair_means, 80, "circuit_2", errors=False)
     negative = [Node(n.kind, n.layer, n.pos - n_pos, n.index) for n in ranked]  # the same nodes, counted from the end
     cases.append((batch, pair, [negative, latents_only], None, "induction, attn_sae0 + resid_sae1, zero"))
     return cases
