@@ -209,9 +209,9 @@ fig.show()
 # What does a transcoder latent read? Its pre-activation is a linear function of the
 # residual stream $x$ *except for the normalisation*. TransformerLens's `ln2.hook_normalized`
 # holds $n(x) = Px / s(x)$, the residual stream with its mean removed ($P$, a projection) and
-# divided by its scale $s(x) = \sqrt{\mathrm{mean}((Px)^2) + \epsilon}$; the LayerNorm's own
-# weight and bias are applied *after* that hook, inside the MLP's input, and the transcoder
-# never sees them. So
+# divided by its scale $s(x) = \sqrt{\mathrm{mean}((Px)^2) + \epsilon}$. The LayerNorm's own
+# weight and bias are applied *after* that hook, on the way into the MLP; the transcoder
+# reads the vector before them (whatever they do, it had to learn into its own encoder). So
 #
 # $$a_i(x) = \frac{(Px)\cdot W_{enc}[:, i]}{s(x)} + b_{enc}[i].$$
 #
@@ -452,10 +452,11 @@ print(f"median r over {int(live1.sum())} layer-1 latents: direct {sig3(median_r(
 # ## 3. Pullbacks: connections you can read off the weights
 #
 # Upstream latent $k$ of transcoder 0 adds $f_k\, d_k$ to the residual stream, with
-# $d_k = W^{0}_{dec}[k]$. Nothing between the layer-0 MLP and the layer-1 MLP's input
-# changes that vector on its way *at the same position* except the layer-1 attention block,
-# which adds its own output rather than transforming ours. So through the residual stream
-# (the direct path), one unit of $k$ changes the pre-activation of downstream latent $j$ by
+# $d_k = W^{0}_{dec}[k]$. The residual stream only adds: the layer-1 attention block reads
+# that vector and adds an output of its own (which can carry it to other positions: section
+# 5), but the vector itself arrives unchanged at the layer-1 MLP's input *at the same
+# position*. So through this direct path, one unit of $k$ changes the pre-activation of
+# downstream latent $j$ by
 #
 # $$p_k = \frac{(P d_k)\cdot W^{1}_{enc}[:, j]}{s}.$$
 #
@@ -520,9 +521,10 @@ print(f"pullback entries above 0.1 in size: {int((p.abs() > 0.1).sum())} of {p.n
 #
 # $$c_k = f_k(p)\; \frac{(P d_k)\cdot W^{1}_{enc}[:, j]}{s(p)},$$
 #
-# the pullback times the activation, with the frozen scale replaced by the actual one.
-# Summed over $k$ (plus the other writers: embeddings, attention, error), these add up to the
-# pre-activation exactly, on this prompt.
+# the pullback times the activation, with the frozen scale replaced by the actual one: on
+# this prompt, exactly the part of the pre-activation that arrives from transcoder 0's
+# latents at the same position (the rest comes from the embeddings, attention, the
+# decoder bias and the error term, and $b_{enc}$).
 
 # %% [markdown] exercise="input_dependent_connections" title="Weight the pullback by upstream activations on a prompt" difficulty=2 importance=4 minutes=15
 # For every prompt of `tokens`, return $c_k$ for every upstream latent $k$ at position `pos`
@@ -904,9 +906,9 @@ for latent, truth in truths.items():
 # ## 7. Scale-up: GPT-2 small
 #
 # The same tools on GPT-2 small with the public MLP transcoders of Dunefsky, Chlenski and
-# Nanda (2024), layers 7 and 8 (two downloads of about 150 MB). GPT-2 as TransformerLens
-# loads it folds each LayerNorm's weight into the next layer, so `ln2.hook_normalized` is
-# again $Px / s(x)$ and every function of this chapter applies unchanged. We take the
+# Nanda (2024), layers 7 and 8 (two downloads of about 150 MB). In TransformerLens,
+# GPT-2's `ln2.hook_normalized` is again $Px / s(x)$ (its LayerNorm weights are folded into
+# the next layer when it loads), so the chapter's functions apply unchanged. We take the
 # layer-8 latent most active at the end of a prompt, its de-embedding over GPT-2's 50,257
 # tokens, and its pullback from layer 7. This needs the Hugging Face hub (Colab); offline it
 # prints one line and skips.

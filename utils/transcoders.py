@@ -34,6 +34,7 @@ latent)``; chapter 05 builds its local replacement model on these functions.
 from __future__ import annotations
 
 import random
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -45,6 +46,7 @@ from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
 from utils.nodes import layer_of
+from utils.toy.generator import Corpus
 
 # ---------------------------------------------------------------------------------------
 # Normalisation.
@@ -346,15 +348,24 @@ class _Hidden:
         return self.__getattr__("iter")
 
 
+_TEXT: "weakref.WeakKeyDictionary[Any, dict[tuple[int, int, int], Tensor]]" = weakref.WeakKeyDictionary()
+
+
 class BlindWorld:
-    """The generator without its labels: the same text, with ``labels`` hidden."""
+    """The generator without its labels: the same text, with ``labels`` hidden. Corpus text
+    is remembered per world (generating it is slow, and a case study asks for the same
+    corpus many times); each call returns a fresh copy of the tokens."""
 
     def __init__(self, world: Any):
         self._world = world
         self.tasks, self.label_names, self.vocab = world.tasks, world.label_names, world.vocab
 
     def corpus(self, n_seqs: int, seq_len: int, seed: int = 0) -> Any:
-        return replace(self._world.corpus(n_seqs, seq_len, seed), labels=_Hidden("the corpus labels"))
+        texts = _TEXT.setdefault(self._world, {})
+        key = (n_seqs, seq_len, seed)
+        if key not in texts:
+            texts[key] = self._world.corpus(n_seqs, seq_len, seed).tokens
+        return Corpus(texts[key].clone(), _Hidden("the corpus labels"))
 
     def task_batch(self, task: str, n: int, seed: int = 0) -> Any:
         return replace(self._world.task_batch(task, n, seed), labels=_Hidden("the task labels"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import einops
 import torch
 from jaxtyping import Float
 from sae_lens import HookedSAETransformer, Transcoder
@@ -20,6 +21,7 @@ from utils.transcoders import (
     blind,
     blind_case_latents,
     blind_case_truths,
+    pullbacks,
     upstream_ablations,
     upstream_contributions,
 )
@@ -56,7 +58,7 @@ def _vector(out: Any) -> Tensor | None:
 @exercise_check(CHAPTER)
 def check_transcoder_metrics(transcoder_metrics: Any) -> None:
     bk = backend()
-    tokens = bk.world.corpus(n_seqs=12, seq_len=20, seed=seed(1)).tokens
+    tokens = bk.world.corpus(n_seqs=8, seq_len=20, seed=seed(1)).tokens
     for i, hook in enumerate(reversed(TC)):
         tc = bk.transcoders[hook]
         try:
@@ -169,15 +171,16 @@ def _feeders(bk: Any, tokens: Tensor, latent: int, pos: int, k: int) -> Tensor:
 
 
 def _fragile(bk: Any, tokens: Tensor, pos: int) -> int:
-    """A transcoder-1 latent active at ``pos`` that one upstream latent can switch off
-    (its largest linearised feeder exceeds its pre-activation), so that measuring the
-    activation instead of the pre-activation shows."""
-    pre = _preacts(bk.model, bk.transcoders[TC[1]], tokens)[:, pos].mean(0)  # [d_sae]
-    active = (pre > 0.2).nonzero()[:, 0]
-    positions = torch.full((tokens.shape[0],), pos % tokens.shape[1])
-    ratio = torch.stack([upstream_contributions(bk.model, bk.transcoders[TC[0]], bk.transcoders[TC[1]], int(j), tokens,
-                                                positions).mean(0).max() / pre[j] for j in active])
-    return int(active[ratio.argmax()])
+    """A transcoder-1 latent active at ``pos`` that one upstream latent's direct connection
+    could switch off (it exceeds the pre-activation), so that measuring the activation
+    instead of the pre-activation shows."""
+    up, down = bk.transcoders[TC[0]], bk.transcoders[TC[1]]
+    with torch.no_grad():
+        _, cache = bk.model.run_with_cache(tokens, names_filter=[TC[0], TC[1], "blocks.1.ln2.hook_scale"])
+        pre = (cache[TC[1]][:, pos] @ down.W_enc + down.b_enc).mean(0)  # [d_sae]
+        up_acts = up.encode(cache[TC[0]][:, pos]) / cache["blocks.1.ln2.hook_scale"][:, pos]  # [batch, d_up]
+        strongest = einops.einsum(up_acts, pullbacks(bk.model, up, down, 1.0), "b k, k j -> b k j").amax(1).mean(0)
+    return int(torch.where(pre > 0.2, strongest / pre, -1.0).argmax())
 
 
 @exercise_check(CHAPTER)
