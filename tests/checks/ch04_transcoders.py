@@ -197,6 +197,14 @@ def check_upstream_ablation_effects(upstream_ablation_effects: Any) -> None:
                       dims="batch n_up", mistakes=signatures(MISTAKES["upstream_ablation_effects"], *args))
 
 
+def _attention_feeder(bk: Any, tokens: Tensor, latent: int, pos: int) -> int:
+    """The upstream latent whose attention paths (all heads) into ``latent`` are largest."""
+    positions = torch.full((tokens.shape[0],), pos % tokens.shape[1])
+    args = (bk.model, bk.transcoders[TC[0]], bk.transcoders[TC[1]], latent, tokens, positions)
+    through_attention = upstream_contributions(*args) - upstream_contributions(*args, attention=False)
+    return int(through_attention.abs().mean(0).argmax())
+
+
 @exercise_check(CHAPTER)
 def check_attention_path_contributions(attention_path_contributions: Any) -> None:
     bk = backend()
@@ -204,7 +212,7 @@ def check_attention_path_contributions(attention_path_contributions: Any) -> Non
     for i, (task, n, pos, head) in enumerate([("pronouns", 2, -1, 1), ("greater_than", 1, 7, bk.model.cfg.n_heads - 1)]):
         tokens = bk.world.task_batch(task, n, seed=seed(60 + i)).tokens
         latent = _most_active(bk, tokens, pos)
-        up_latent = int(_feeders(bk, tokens, latent, pos, 1)[0])
+        up_latent = _attention_feeder(bk, tokens, latent, pos)
         args = (bk.model, up, down, latent, up_latent, head, tokens, pos)
         got = run(attention_path_contributions, bk, *args)
         expect_tensor(got, known(f"paths_{i}", got), name=f"paths of latent {up_latent} into latent {latent} via head 1.{head}",
