@@ -58,7 +58,6 @@ from utils.transcoders import (
     BLIND_CASE_LAYER,
     BLIND_CASE_POOL,
     auroc_and_precision,
-    blind,
     blind_case_latents,
     de_embeddings,
     blind_case_truths,

@@ -13,7 +13,6 @@ from solutions.ch04_transcoders import (
     blind_case_study,
     de_embedding,
     extended_de_embedding,
-    input_dependent_connections,
     pullback,
     transcoder_metrics,
     upstream_ablation_effects,
