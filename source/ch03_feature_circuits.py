@@ -60,7 +60,7 @@ from utils.checking import checked
 from utils.circuits import dictionary_key, label_positions, mean_baseline, node_attribution, rank_nodes
 from utils.graphs import Graph, Tracer, direct_change, graph_figure
 from utils.toy.report import auroc
-from utils.views import FIGURE_STYLE, latent_label, sig3
+from utils.views import FIGURE_STYLE, latent_label
 
 _ = torch.set_grad_enabled(False)  # off by default; the gradient exercises turn it on where they need it
 
@@ -108,7 +108,7 @@ print("prompt 0:", " ".join(f"{p}:{w}" for p, w in enumerate(words)))
 # Attribution is a first-order estimate. Chapter 01's integrated gradients average the
 # gradient along the straight path from the clean latents to the baseline; for the layer-1
 # residual SAE (the last dictionary, whose effect on the logits runs only through the final
-# LayerNorm), we compare the two on the 30 latent nodes with the largest attribution, and
+# LayerNorm), we compare the two on the 20 latent nodes with the largest attribution, and
 # both with the true effect of mean-ablating each node alone (chapter 02's `ablate_nodes`,
 # every dictionary spliced with its error term).
 
@@ -119,7 +119,7 @@ resid1 = bk.dictionary("resid_sae", 1)
 hook1 = resid1.cfg.metadata.hook_name
 clean_m = ablate(model, dictionaries, *ioi_args, [], ioi_means)  # [batch]
 top_resid1 = rank_nodes({h: (s if h == hook1 else torch.zeros_like(s)) for h, s in node_scores.items()},
-                        dictionaries, errors=False, k=30)
+                        dictionaries, errors=False, k=20)
 patched = ioi_means.latents[hook1].expand(len(ioi.prompts), -1, -1)  # every position mean-ablated
 ig = integrate(model, resid1, *ioi_args, patched, steps=8).mean(0)  # [pos, d_sae]
 estimates = {"attribution": torch.tensor([node_scores[hook1][n.pos, n.index].item() for n in top_resid1]),
@@ -127,7 +127,7 @@ estimates = {"attribution": torch.tensor([node_scores[hook1][n.pos, n.index].ite
 truth = torch.tensor([(ablate(model, dictionaries, *ioi_args, [n], ioi_means) - clean_m).mean().item() for n in top_resid1])
 for name, estimate in estimates.items():
     fit = agreement(estimate, truth)
-    print(f"resid_sae1, 30 top nodes, {name} vs mean ablation: Spearman {fit['spearman']:.3g}, "
+    print(f"resid_sae1, 20 top nodes, {name} vs mean ablation: Spearman {fit['spearman']:.3g}, "
           f"Pearson {fit['pearson']:.3g}, sign agreement {fit['sign_agreement']:.3g}")
 
 # %% [markdown]
@@ -137,16 +137,22 @@ for name, estimate in estimates.items():
 
 # %%
 all_nodes = rank_nodes(node_scores, dictionaries)  # every node, largest |effect| first
+hook_of = {key: d.cfg.metadata.hook_name for key, d in bk.dictionaries.items()}
 
 
 def effect_of(node: Node) -> float:
     """The mean attribution of one node (from the table above)."""
-    return node_scores[bk.dictionary(node.kind, node.layer).cfg.metadata.hook_name][node.pos, -1 if node.is_error else node.index].item()
+    return node_scores[hook_of[node.kind, node.layer]][node.pos, -1 if node.is_error else node.index].item()
+
+
+def above(tau: float) -> list[Node]:
+    """The nodes with |mean attribution| >= tau: a prefix of the ranking."""
+    return all_nodes[:sum(int((s.abs() >= tau).sum()) for s in node_scores.values())]
 
 
 thresholds = [0.3, 0.1, 0.03, 0.01]
 for tau in thresholds:
-    kept = [n for n in all_nodes if abs(effect_of(n)) >= tau]
+    kept = above(tau)
     print(f"tau_n = {tau}: {len(kept)} nodes, {sum(n.is_error for n in kept)} of them error nodes")
 
 # %% [markdown]
@@ -181,7 +187,8 @@ node_mass_figure()
 # %% [markdown]
 # The effect concentrates at three positions: the comma (where layer-0 attention collects
 # the two names, as chapter 02 found), the repeated name, and the final *to*, where the
-# answer is written. Error nodes take a large share at several of them.
+# answer is written. The error node's share reaches 0.37 (transcoder0 at the repeated name)
+# and 0.43 (transcoder1 at the final *to*).
 
 # %% [markdown]
 # ## 2. Edge effects
@@ -280,7 +287,7 @@ def edge_effects(
 # baseline, holds every other dictionary at its clean output (so only the direct path
 # moves), and reads how far the downstream node moves; multiplied by $\nabla_d m$ this is the
 # metric change through that edge. We take the layer-1 residual SAE's five strongest nodes as
-# targets, and for each the six strongest edges from the layer-0 residual SAE and six from the
+# targets, and for each the four strongest edges from the layer-0 residual SAE and four from the
 # layer-1 transcoder (`utils.graphs.direct_change` does the ablation).
 
 # %%
@@ -293,7 +300,7 @@ for upstream, downstream in pairs:
     up_hook = upstream.cfg.metadata.hook_name
     edges = edges_fn(model, dictionaries, upstream, downstream, ioi.tokens, ioi_metric, targets, ioi_means)
     for t, target in enumerate(targets):
-        for flat in edges[t].abs().flatten().topk(6).indices.tolist():
+        for flat in edges[t].abs().flatten().topk(4).indices.tolist():
             p, j = divmod(flat, edges.shape[-1])
             source = Node(*dictionary_key(upstream), p, "error" if j == upstream.cfg.d_sae else j)
             value = ioi_means.errors[up_hook][p] if source.is_error else ioi_means.latents[up_hook][p, j]
@@ -332,7 +339,7 @@ edge_scatter()
 
 # %%
 tau_node, tau_edge = 0.1, 0.02
-kept = [n for n in all_nodes if abs(effect_of(n)) >= tau_node]
+kept = above(tau_node)
 consecutive = [(("attn_sae", 0), ("transcoder", 0)), (("attn_sae", 0), ("resid_sae", 0)), (("transcoder", 0), ("resid_sae", 0)),
                (("resid_sae", 0), ("attn_sae", 1)), (("resid_sae", 0), ("transcoder", 1)), (("resid_sae", 0), ("resid_sae", 1)),
                (("attn_sae", 1), ("transcoder", 1)), (("attn_sae", 1), ("resid_sae", 1)), (("transcoder", 1), ("resid_sae", 1))]
@@ -371,7 +378,7 @@ for (u, d), w in strongest:
 circuit = list(circuit_graph.nodes)
 joint = (ablate(model, dictionaries, *ioi_args, circuit, ioi_means) - clean_m).mean().item()
 summed = sum(circuit_graph.nodes.values())
-active = [n for n in all_nodes if n.is_error or ioi_means.latents[bk.dictionary(n.kind, n.layer).cfg.metadata.hook_name][n.pos, n.index] > 0]
+active = [n for n in all_nodes if n.is_error or ioi_means.latents[hook_of[n.kind, n.layer]][n.pos, n.index] > 0]
 rng = random.Random(0)
 random_joint = [(ablate(model, dictionaries, *ioi_args, rng.sample(active, len(circuit)), ioi_means) - clean_m).mean().item()
                 for _ in range(5)]
@@ -395,7 +402,7 @@ print(f"5 random circuits of {len(circuit)} active nodes (of {len(active)}): joi
 faithful, complete = checked(faithfulness), checked(completeness)
 validation = []
 for tau in thresholds:
-    nodes_tau = [n for n in all_nodes if abs(effect_of(n)) >= tau]
+    nodes_tau = above(tau)
     drawn = rng.sample(active, len(nodes_tau))
     row = (tau, len(nodes_tau), faithful(model, dictionaries, nodes_tau, *ioi_args, ioi_means),
            complete(model, dictionaries, nodes_tau, *ioi_args, ioi_means), faithful(model, dictionaries, drawn, *ioi_args, ioi_means))
@@ -496,7 +503,7 @@ for task, (scores, means, batch, labels, answer_labels) in studies.items():
 # probability (planted / active latent nodes):
 
 # %%
-for task, (scores, means, batch, labels, answer_labels) in studies.items():
+for task, (_, means, batch, labels, answer_labels) in studies.items():
     planted = planted_nodes(batch, labels, answer_labels, means)
     n_active = sum(int((means.latents[h] > 0).sum()) for h in hooks)
     print(f"{task}: chance precision {len(planted) / n_active:.3g} ({len(planted)} planted of {n_active} active latent nodes)")
@@ -860,14 +867,12 @@ for name, (profession, gender, worst) in shift_table.items():
 # removed without the other cue:
 
 # %%
-_, last_cache = model.run_with_cache(train_bios.tokens, names_filter=hook1)
-last_latents = shift_sae.encode(last_cache[hook1][:, -1])
-x_last, _ = model.run_with_cache(test_bios.tokens, names_filter=hook1)
-w_last, c_last = train_probe(last_cache[hook1][:, -1], train_bios.profession)
-last_scores = shift_scores(w_last, c_last, x_last[hook1][:, -1], test_bios)
-live = (last_latents > 0).any(0).nonzero()[:, 0].tolist()
-test_last = shift_sae.encode(x_last[hook1][:, -1])
-last_separation = auroc(test_last, torch.stack([test_bios.gender.bool(), test_bios.profession.bool()], dim=1))
+x_train_last = model.run_with_cache(train_bios.tokens, names_filter=hook1)[1][hook1][:, -1]  # [batch, d_model]
+x_test_last = model.run_with_cache(test_bios.tokens, names_filter=hook1)[1][hook1][:, -1]
+w_last, c_last = train_probe(x_train_last, train_bios.profession)
+last_scores = shift_scores(w_last, c_last, x_test_last, test_bios)
+live = (shift_sae.encode(x_train_last) > 0).any(0).nonzero()[:, 0].tolist()
+last_separation = auroc(shift_sae.encode(x_test_last), torch.stack([test_bios.gender.bool(), test_bios.profession.bool()], dim=1))
 print("last-position probe: profession {:.3g}, gender {:.3g}, worst group {:.3g}".format(*last_scores))
 print(f"latents active at the last position of any training bio: {len(live)}; "
       + "; ".join(f"{i}: gender AUROC {last_separation[0, i].item():.3g}, profession AUROC {last_separation[1, i].item():.3g}" for i in live))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from solutions.ch03_feature_circuits import ablation_edges, edge_effects, gender_latents, probe_latent_effects
+from solutions.ch03_feature_circuits import ablation_edges, edge_effects, probe_latent_effects
 from utils.checking import Mistake
 from utils.circuits import output_hook
 from utils.graphs import node_gradients, splice_for_edges
