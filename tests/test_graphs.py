@@ -1,0 +1,72 @@
+"""``utils.graphs``: direct-edge splices, edge ablation, the graph structure and its exports."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from solutions.ch01_attribution import logit_diff
+from solutions.ch03_feature_circuits import edge_effects
+from utils.backends import load_backend
+from utils.circuits import NodeBaseline, dictionary_values
+from utils.graphs import Graph, Tracer, direct_change, graph_figure, node_gradients, splice_for_edges
+from utils.nodes import Node
+
+
+@pytest.fixture(scope="module")
+def bk():
+    return load_backend("toy")
+
+
+def test_splice_for_edges_keeps_the_model_and_exposes_direct_paths(bk) -> None:
+    model, tokens = bk.model, bk.world.task_batch("ioi", 2, seed=0).tokens
+    every = list(bk.dictionaries.values())
+    up, down = bk.dictionary("resid_sae", 0), bk.dictionary("resid_sae", 1)
+    with torch.no_grad():
+        clean = model(tokens)
+    with splice_for_edges(model, every, up, down) as nodes, torch.enable_grad():
+        logits = model(tokens)
+        torch.testing.assert_close(logits, clean, atol=1e-4, rtol=1e-4)
+        # resid0 -> resid1 is the skip path alone: the error's Jacobian is the identity
+        grad = torch.autograd.grad(nodes["down.error"][:, -1].sum() + nodes["down.latents"][:, -1].sum(), nodes["up.error"])[0]
+    assert grad[:, :-1].abs().max() == 0  # attention and MLP of layer 1 are held fixed: no other position matters
+    assert not model.hook_dict["blocks.1.hook_resid_post"].fwd_hooks  # hooks removed on exit
+
+
+def test_edge_attribution_matches_ablation_for_a_small_step(bk) -> None:
+    """Ablating to a value close to the clean one, edge ablation times the downstream gradient
+    is the vector-Jacobian estimate (one prompt, so a baseline can hold its own values)."""
+    model, batch = bk.model, bk.world.task_batch("ioi", 1, seed=1)
+    every = list(bk.dictionaries.values())
+    up, down = bk.dictionary("transcoder", 1), bk.dictionary("resid_sae", 1)
+    values = dictionary_values(model, every, batch.tokens)
+    up_acts, up_error = values[up.cfg.metadata.hook_name]
+    latent = int(up_acts[0, -1].argmax())
+    near = up_acts[0].clone()
+    near[-1, latent] *= 0.99
+    baseline = NodeBaseline({h: v[0][0] for h, v in values.items()}, {h: v[1][0] for h, v in values.items()})
+    baseline.latents[up.cfg.metadata.hook_name] = near
+    d_latents, _ = direct_change(model, every, up, down, batch.tokens, Node("transcoder", 1, -1, latent), near[-1, latent])
+    target = int(d_latents[0, -1].abs().argmax())
+    assert d_latents[0, -1, target].abs() > 0
+    metric = lambda logits: logit_diff(logits, batch.answer_ids, batch.distractor_ids)  # noqa: E731
+    grads = node_gradients(model, every, batch.tokens, metric)
+    truth = grads[f"{down.cfg.metadata.hook_name}.latents"].grad[0, -1, target] * d_latents[0, -1, target]
+    edges = edge_effects(model, every, up, down, batch.tokens, metric, [Node("resid_sae", 1, -1, target)], baseline)
+    assert edges.shape == (1, batch.tokens.shape[1], up.cfg.d_sae + 1)
+    torch.testing.assert_close(edges[0, -1, latent], truth, rtol=0.02, atol=1e-6)
+    others = torch.cat([edges[0, :-1].flatten(), edges[0, -1, :latent], edges[0, -1, latent + 1:]])
+    assert others.abs().max() < 1e-3 * edges[0, -1, latent].abs()  # only the changed node has an edge (up to float noise)
+
+
+def test_graph_threshold_exports_and_tracing() -> None:
+    a, b, c = Node("resid_sae", 0, 1, 3), Node("attn_sae", 1, 2, "error"), Node("resid_sae", 1, 2, 7)
+    graph = Graph({a: 0.5, b: -0.2, c: 0.05}, {(a, b): 0.3, (b, c): -0.01, (a, c): 0.02}, labels={a: "name"})
+    kept = graph.thresholded(0.1, 0.05)
+    assert set(kept.nodes) == {a, b} and set(kept.edges) == {(a, b)} and kept.labels == {a: "name"}
+    dot = graph.to_dot("test")
+    assert dot.count(" -> ") == 3 and '"resid_sae0@1:3"' in dot and "style=dashed" in dot
+    svg = graph.to_svg("test")
+    assert svg.count("<circle") == 3 and svg.count("<line") == 3
+    assert len(graph_figure(graph, "test").data) == 5  # three edges, their hover points, the nodes
+    tracer = Tracer(lambda node: {c: 1.0} if node == a else {}, [a])
+    assert tracer.step() == 1 and tracer.step() == 0 and set(tracer.graph.nodes) == {a, c}
