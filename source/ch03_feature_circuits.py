@@ -642,7 +642,7 @@ def describe(graph: Graph) -> None:
         row = bk.explanations.lookup(table_name(node), node.index)
         effects = logit_effects(node)
         up, down = effects.topk(5).indices.tolist(), (-effects).topk(5).indices.tolist()
-        graph.labels[node] = row["label"] if row["auroc"] >= 0.8 else f"{row['label']}?"
+        graph.labels[node] = f"{row['label']}{'' if row['auroc'] >= 0.8 else '?'} ({row['auroc']:.2f})"  # label (AUROC)
         graph.hover[node] = (f"{latent_label(bk, table_name(node), node.index)}<br>"
                              + "<br>".join(c.replace("[[", "<b>").replace("]]", "</b>") for c in row["top_contexts"][:3])
                              + f"<br>promotes: {' '.join(vocab[i] for i in up)}<br>suppresses: {' '.join(vocab[i] for i in down)}")
@@ -656,7 +656,8 @@ for node in sorted(tracer.graph.nodes)[:3]:
 # ## 6. Drawing and exporting graphs
 #
 # `utils.graphs.graph_figure` draws a graph with nodes at (position, layer and dictionary),
-# labelled `kind layer.latent@pos` and the explanation label; hover a node for its contexts
+# labelled `kind layer.latent@pos` with the explanation label and its AUROC (a `?` marks a
+# weak label, below 0.8); hover a node for its contexts
 # and logits. Edges are blue when positive, red when negative, wider and more opaque when
 # larger. First the cognition graph grown above (edge weights are activation changes):
 
