@@ -700,7 +700,7 @@ print(f"input {strongest_input!r}, latent {path_best}: label {row['label']!r}, A
 # GPT-2 splits into several tokens. This needs the Hugging Face hub (Colab); offline it
 # prints one line and skips.
 
-# %%
+# %% tags=["scaleup"]
 # NBVAL_IGNORE_OUTPUT
 from utils.backends.gpt2 import load_gpt2
 
