@@ -6,6 +6,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Notebook kernels inherit this: progress bars (widgets with random ids) stay out of outputs.
 os.environ.setdefault("TQDM_DISABLE", "1")
+# Checks raise on failure here (in a notebook run by hand they print and let Run All go on).
+os.environ["SAE_CIRCUITS_STRICT"] = "1"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -37,7 +37,7 @@ from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
 from benchmarks.gpt2_shaped import peak_memory
-from solutions.ch01_attribution import ablation_effects, attribution_patching, integrated_gradients, logit_diff
+from solutions.ch01_attribution import ablation_effects, attribution_patching, integrated_gradients
 from utils.backends import load_backend
 from utils.backends.gpt2 import load_gpt2_shaped
 
@@ -97,7 +97,9 @@ def cost(model: HookedSAETransformer, saes: list[SAE], tokens: Tensor, answer_id
     with torch.no_grad():
         forward_s = seconds(lambda: model(tokens), repeats, device)
         spliced_s = seconds(lambda: model.run_with_saes(tokens, saes=saes, use_error_term=True), repeats, device)
-    attribute = lambda: attribution_patching(model, saes, tokens, answer_ids, distractor_ids, patched)
+    def attribute() -> dict[str, Tensor]:
+        return attribution_patching(model, saes, tokens, answer_ids, distractor_ids, patched)
+
     attribution_s = seconds(attribute, repeats, device)
     with peak_memory(device) as memory:
         attribute()

@@ -37,8 +37,7 @@ def ablation_effects(
 ) -> Float[Tensor, "batch n_latents"]:
     """effect[b, i] = m_b(f_{latents[i]} at pos := baseline) - m_b(clean), error term kept."""
     acts_hook = f"{sae.cfg.metadata.hook_name}.hook_sae_acts_post"
-    model.add_sae(sae, use_error_term=True)
-    try:
+    with model.saes(saes=[sae], use_error_term=True):  # spliced inside the block only
         clean = logit_diff(model(tokens), answer_ids, distractor_ids)
         effects = []
         for latent in progress(latents.tolist(), desc="ablating"):
@@ -50,8 +49,6 @@ def ablation_effects(
 
             logits = model.run_with_hooks(tokens, fwd_hooks=[(acts_hook, ablate)])
             effects.append(logit_diff(logits, answer_ids, distractor_ids) - clean)
-    finally:
-        model.reset_saes()
     return torch.stack(effects, dim=-1)
 
 
@@ -85,8 +82,7 @@ def integrated_gradients(
 ) -> Float[Tensor, "batch pos d_sae"]:
     """IG[b, p, i] = (patched - clean)[b, p, i] * mean_k dm_b/df_i(p) at clean + alpha_k (patched - clean)."""
     acts_hook = f"{sae.cfg.metadata.hook_name}.hook_sae_acts_post"
-    model.add_sae(sae, use_error_term=True)
-    try:
+    with model.saes(saes=[sae], use_error_term=True):
         _, cache = model.run_with_cache(tokens, names_filter=acts_hook)
         clean = cache[acts_hook]
         total_grad = torch.zeros_like(clean)
@@ -97,8 +93,6 @@ def integrated_gradients(
                 logits = model.run_with_hooks(tokens, fwd_hooks=[(acts_hook, lambda acts, hook: point)])
                 logit_diff(logits, answer_ids, distractor_ids).sum().backward()
             total_grad += point.grad
-    finally:
-        model.reset_saes()
     return (patched - clean) * total_grad / steps
 
 

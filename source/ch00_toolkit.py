@@ -102,8 +102,10 @@ token_logprob_view(model, world.task_batch("induction", 1, seed=2).prompts[0], "
 #
 # - `model.run_with_saes(tokens, saes=[sae])`: spliced for one call only;
 # - `model.run_with_cache_with_saes(tokens, saes=[sae])`: the same, returning a cache too;
-# - `model.add_sae(sae)` ... `model.reset_saes()`: spliced until you reset. Hooks are global
-#   state: forget the reset and every later call runs through the SAE.
+# - `with model.saes(saes=[sae]):` spliced inside the block, removed when it ends (even
+#   if your code raises). Hooks are global state: `model.add_sae(sae)` splices until
+#   `model.reset_saes()`, and forgetting the reset sends every later call through the SAE,
+#   so prefer the block.
 #
 # While an SAE sits at hook `X`, the cache no longer has `X` itself. Its activations live
 # under the SAE's own hook points, `X.hook_sae_input`, `X.hook_sae_acts_pre`,
@@ -125,9 +127,8 @@ print("SAEs still attached after the call:", model.acts_to_saes)
 # %%
 clean = model(ioi.tokens)
 spliced = model.run_with_saes(ioi.tokens, saes=[sae])
-model.add_sae(sae, use_error_term=True)
-with_error = model(ioi.tokens)
-model.reset_saes()
+with model.saes(saes=[sae], use_error_term=True):
+    with_error = model(ioi.tokens)
 print(f"max |spliced - clean| logit:    {(spliced - clean).abs().max().item():.3g}")
 exact = (with_error - clean).abs().max().item() < 1e-4  # float rounding only
 print(f"with the error term, logits equal the clean ones up to 1e-4: {exact}")
@@ -199,7 +200,7 @@ print("demotes: ", [model.to_string(t) for t in (-effects).topk(8).indices])
 # %% [markdown] exercise="max_activating_contexts" title="Collect a latent's max-activating contexts" difficulty=2 importance=4 minutes=20
 # Over a corpus of token sequences, find the `k` (sequence, position) pairs where a latent
 # is largest. Run the model in batches of `batch_size` sequences (with a progress bar:
-`utils.progress.progress(iterable, desc)` wraps tqdm), and
+# `utils.progress.progress(iterable, desc)` wraps tqdm), and
 # stop the forward pass right after the SAE's layer: nothing later is needed. Return the
 # values, largest first, and a `[k, 2]` tensor of (sequence index, position).
 

@@ -120,8 +120,7 @@ def ablation_effects(
     """effect[b, i] = m_b(f_{latents[i]} at pos := baseline) - m_b(clean), error term kept."""
     ### BEGIN SOLUTION
     acts_hook = f"{sae.cfg.metadata.hook_name}.hook_sae_acts_post"
-    model.add_sae(sae, use_error_term=True)
-    try:
+    with model.saes(saes=[sae], use_error_term=True):  # spliced inside the block only
         clean = logit_diff(model(tokens), answer_ids, distractor_ids)
         effects = []
         for latent in progress(latents.tolist(), desc="ablating"):
@@ -133,14 +132,12 @@ def ablation_effects(
 
             logits = model.run_with_hooks(tokens, fwd_hooks=[(acts_hook, ablate)])
             effects.append(logit_diff(logits, answer_ids, distractor_ids) - clean)
-    finally:
-        model.reset_saes()
     return torch.stack(effects, dim=-1)
     ### END SOLUTION
 
 # %% [markdown] hint="ablation_effects"
-# `model.add_sae(sae, use_error_term=True)` ... `model.reset_saes()` in a `try`/`finally`.
-# The latents pass through the hook point `f"{hook_name}.hook_sae_acts_post"`; a hook
+# `with model.saes(saes=[sae], use_error_term=True):` splices the SAE for the block only
+# (hooks are global state; the block removes them even if your code raises). The latents pass through the hook point `f"{hook_name}.hook_sae_acts_post"`; a hook
 # `def ablate(acts, hook)` can set `acts[:, pos, latent] = value` and return `acts`. SAELens
 # recomputes the error term from the clean latents, so changing them changes only $\hat x$.
 
@@ -222,13 +219,9 @@ def layer0_grads(repair: bool) -> Float[Tensor, "batch pos d_sae"]:
         def keep(acts, hook):
             acts.retain_grad()
             kept["acts"] = acts
-        for s in saes:
-            model.add_sae(s, use_error_term=True)
-        try:
+        with model.saes(saes=saes, use_error_term=True):
             logits = model.run_with_hooks(ioi.tokens, fwd_hooks=[("blocks.0.hook_resid_post.hook_sae_acts_post", keep)])
             metric(logits, ioi.answer_ids, ioi.distractor_ids).sum().backward()
-        finally:
-            model.reset_saes()
         return kept["acts"].grad
 
 
@@ -328,8 +321,7 @@ def integrated_gradients(
     """IG[b, p, i] = (patched - clean)[b, p, i] * mean_k dm_b/df_i(p) at clean + alpha_k (patched - clean)."""
     ### BEGIN SOLUTION
     acts_hook = f"{sae.cfg.metadata.hook_name}.hook_sae_acts_post"
-    model.add_sae(sae, use_error_term=True)
-    try:
+    with model.saes(saes=[sae], use_error_term=True):
         _, cache = model.run_with_cache(tokens, names_filter=acts_hook)
         clean = cache[acts_hook]
         total_grad = torch.zeros_like(clean)
@@ -340,8 +332,6 @@ def integrated_gradients(
                 logits = model.run_with_hooks(tokens, fwd_hooks=[(acts_hook, lambda acts, hook: point)])
                 logit_diff(logits, answer_ids, distractor_ids).sum().backward()
             total_grad += point.grad
-    finally:
-        model.reset_saes()
     return (patched - clean) * total_grad / steps
     ### END SOLUTION
 
@@ -361,10 +351,9 @@ def integrated_gradients(
 ig = checked(integrated_gradients)(model, sae, ioi.tokens, ioi.answer_ids, ioi.distractor_ids, patched_zero, steps=8)
 ig_active = ig[:, -1, active]
 r_ig = torch.corrcoef(torch.stack([ig_active.flatten(), zero_effects.flatten()]))[0, 1]
-model.add_sae(sae, use_error_term=True)
-joint = metric(model.run_with_hooks(ioi.tokens, fwd_hooks=[(acts_name, lambda acts, hook: patched_zero)]),
-               ioi.answer_ids, ioi.distractor_ids) - clean_metric
-model.reset_saes()
+with model.saes(saes=[sae], use_error_term=True):
+    joint = metric(model.run_with_hooks(ioi.tokens, fwd_hooks=[(acts_name, lambda acts, hook: patched_zero)]),
+                   ioi.answer_ids, ioi.distractor_ids) - clean_metric
 print(f"Pearson r with single-latent ablation: attribution {r.item():.3g}, integrated gradients {r_ig.item():.3g}")
 print(f"completeness, mean over prompts: sum of IG {ig.sum((1, 2)).mean().item():.3g}, "
       f"sum of attribution {attr[hook].sum((1, 2)).mean().item():.3g}, "

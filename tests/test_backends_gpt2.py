@@ -293,12 +293,12 @@ def test_shaped_model_has_gpt2_small_config(shaped):
 def test_shaped_dictionaries_sit_at_the_gpt2_hooks(shaped):
     assert list(shaped.saes) == ["blocks.0.hook_resid_pre"]
     assert list(shaped.attn_saes) == ["blocks.0.attn.hook_z"]
-    assert list(shaped.transcoders) == [0]
+    assert list(shaped.transcoders) == ["blocks.0.ln2.hook_normalized"]
     for dictionary in all_dictionaries(shaped):
         assert dictionary.W_enc.shape == (768, gpt2.D_SAE)
         assert dictionary.W_dec.shape == (gpt2.D_SAE, 768)
     assert shaped.attn_saes["blocks.0.attn.hook_z"].cfg.reshape_activations == "hook_z"
-    transcoder = shaped.transcoders[0]
+    transcoder = shaped.transcoders["blocks.0.ln2.hook_normalized"]
     assert transcoder.cfg.metadata.hook_name_out == "blocks.0.hook_mlp_out"
     assert not transcoder.cfg.apply_b_dec_to_input
 

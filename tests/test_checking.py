@@ -1,21 +1,32 @@
-"""The check harness names each kind of mistake (unit tests, no model needed)."""
+"""The check harness: tolerances at the scale of a quantity, diagnoses that name the mistake,
+watched side effects, strict and interactive failures, and the (chapter, name) registry."""
 import pytest
 import torch
 
-from utils.checking import CheckFailure, call, expect_close, expect_tensor
+from utils import checking
+from utils.checking import CheckFailure, call, check_settings, expect_close, expect_sparse, expect_tensor, run
+from utils.compare import diagnose_values
 
 WANT = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4) + 1
 
 
-def message(got, want=WANT, **kwargs) -> str:
+def message(got, want=WANT, dims="batch pos d_sae", **kwargs) -> str:
     with pytest.raises(CheckFailure) as info:
-        expect_tensor(got, want, name="x", dims="batch pos d_sae", **kwargs)
+        expect_tensor(got, want, name="x", dims=dims, **kwargs)
     return str(info.value)
 
 
-def test_equal_passes():
+def test_equal_and_float_noise_pass():
     expect_tensor(WANT.clone(), WANT, name="x")
-    expect_tensor(WANT + 1e-7, WANT, name="x")
+    noise = 1e-5 * WANT.abs().max() * torch.randn(WANT.shape, generator=torch.Generator().manual_seed(0))
+    expect_tensor(WANT + noise, WANT, name="x")
+
+
+def test_tolerance_is_relative_to_the_tensor_scale():
+    want = torch.tensor([1000.0, 0.0, 1e-6])
+    expect_tensor(torch.tensor([1000.0, 1e-3, -1e-3]), want, name="x")  # noise at the scale of 1000
+    with pytest.raises(CheckFailure):
+        expect_tensor(torch.tensor([1000.0, 20.0, 0.0]), want, name="x")
 
 
 @pytest.mark.parametrize(
@@ -23,26 +34,62 @@ def test_equal_passes():
     [
         ([1, 2], "should be a torch.Tensor, got list"),
         (WANT.long(), "should have dtype torch.float32, got torch.int64"),
+        (WANT.double(), "float64 result usually means"),
         (WANT.permute(0, 2, 1), "permuted"),
         (WANT[None], "size-1 dim"),
         (WANT.sum(1), "one dim is missing (`pos`?)"),
         (WANT.reshape(2, 3, 2, 2), "one dim too many"),
+        (WANT[:, 1:], "`pos` is off by one"),
         (-WANT, "wrong sign"),
-        (WANT * 2, "constant factor (about 2x"),
+        (WANT * 3, "constant factor (about 3x"),
+        (WANT / 2, "average over `batch` instead of summing"),
+        (torch.zeros_like(WANT), "is all zeros"),
         (torch.where(WANT > 20, float("nan"), WANT), "NaN or inf in 4 of 24"),
-        (WANT.clone().index_put_((torch.tensor(1), torch.tensor(2), torch.tensor(3)), torch.tensor(0.0)), "first at index [1, 2, 3]"),
+        (WANT.clone().index_put_((torch.tensor(1), torch.tensor(2), torch.tensor(3)), torch.tensor(0.0)), "zero in 1 entries"),
+        (WANT.clone().index_put_((torch.tensor(1), torch.tensor(2), torch.tensor(3)), torch.tensor(5.0)), "all at batch=1"),
     ],
 )
 def test_diagnoses(got, phrase):
     assert phrase in message(got)
 
 
-def test_shape_names_dims():
-    assert "expected shape [batch=2, pos=3, d_sae=4], got [2, 4]" in message(WANT[:, 0])
+def test_shift_along_a_position_dim():
+    want = torch.randn(2, 6, 3, generator=torch.Generator().manual_seed(1))
+    shifted = torch.cat([torch.zeros(2, 1, 3), want[:, :-1]], 1)  # got[p] = want[p - 1]
+    assert "shifted one position later along `pos`" in message(shifted, want)
 
 
-def test_known_mistake_wins_over_generic_diagnosis():
-    assert "you used the encoder" in message(WANT + 3, mistakes={"you used the encoder": WANT + 3})
+def test_transposed_dims_of_equal_size():
+    want = torch.randn(4, 4, generator=torch.Generator().manual_seed(2))
+    assert "`d_down` and `d_up` swapped" in message(want.T, want, dims="d_down d_up")
+
+
+def test_values_where_zero_is_expected():
+    want = torch.randn(3, 5, generator=torch.Generator().manual_seed(3)).relu()
+    got = torch.where(want == 0, 0.7, want)
+    assert "non-zero values in" in message(got, want, dims="pos d_sae")
+
+
+def test_constant_factor_within_noise_of_one_is_not_a_factor():
+    got = WANT.clone()
+    got[0, 0, 0] += 0.5  # one wrong entry: least-squares factor ~1.0001
+    text = message(got)
+    assert "constant factor" not in text and "1 of 24 entries differ" in text
+
+
+def test_tensor_subclass_is_rejected():
+    class Liar(torch.Tensor):
+        pass
+
+    assert "subclass of torch.Tensor" in message(WANT.as_subclass(Liar))
+
+
+def test_known_mistake_wins_over_generic_diagnosis_and_is_lazy():
+    calls = []
+    mistakes = {"you used the encoder": lambda: calls.append(1) or WANT + 3}
+    expect_tensor(WANT.clone(), WANT, name="x", mistakes=mistakes)
+    assert not calls  # a right answer never computes the mistakes
+    assert "you used the encoder" in message(WANT + 3, mistakes=mistakes)
 
 
 def test_integer_mismatch_counts_entries():
@@ -50,7 +97,29 @@ def test_integer_mismatch_counts_entries():
         expect_tensor(torch.tensor([1, 2, 4]), torch.tensor([1, 2, 3]), name="indices")
 
 
-def test_call_explains_stub_none_and_exceptions():
+def test_float64_checks_accept_float64_results():
+    with check_settings(dtype=torch.float64):
+        checking.compare.TOLERANCE = checking.compare.Tolerance(dtype=torch.float64)
+        try:
+            expect_tensor(WANT.double(), WANT, name="x")
+        finally:
+            checking.compare.TOLERANCE = checking.compare.Tolerance()
+
+
+def test_sparse_results():
+    dense = torch.tensor([[0.0, 2.0], [3.0, 0.0]])
+    want = dense.to_sparse()
+    expect_sparse(want, want.indices(), want.values(), name="J", shape=(2, 2), dims="a b")
+    with pytest.raises(CheckFailure, match="dense tensor"):
+        expect_sparse(dense, want.indices(), want.values(), name="J", shape=(2, 2), dims="a b")
+    extra = torch.sparse_coo_tensor(torch.tensor([[0, 0, 1], [0, 1, 0]]), torch.tensor([0.0, 2.0, 3.0]), (2, 2))
+    with pytest.raises(CheckFailure, match="outside the active latents"):
+        expect_sparse(extra, want.indices(), want.values(), name="J", shape=(2, 2), dims="a b")
+    optional = torch.tensor([[True, False], [False, False]])  # (0, 0) is within noise of active
+    expect_sparse(extra, want.indices(), want.values(), name="J", shape=(2, 2), dims="a b", optional=optional)
+
+
+def test_call_explains_stub_none_and_shows_the_learners_line():
     def stub():
         raise NotImplementedError
 
@@ -58,40 +127,174 @@ def test_call_explains_stub_none_and_exceptions():
         pass
 
     def broken():
-        return 1 / 0
+        ratio = 1 / 0
+        return ratio
 
     with pytest.raises(CheckFailure, match="not implemented yet"):
         call(stub)
     with pytest.raises(CheckFailure, match="returned None: did you forget a `return`"):
         call(no_return)
-    with pytest.raises(CheckFailure, match="raised ZeroDivisionError"):
+    with pytest.raises(CheckFailure) as info:
         call(broken)
+    assert "raised ZeroDivisionError" in str(info.value) and "ratio = 1 / 0" in str(info.value)
+    assert "utils/checking.py" not in str(info.value) and "line" in str(info.value)
     with pytest.raises(CheckFailure, match="expected a function, got int"):
         call(3)
 
 
+def test_failure_renders_without_our_traceback():
+    lines = CheckFailure("x: wrong sign")._render_traceback_()
+    assert len(lines) == 1 and "x: wrong sign" in lines[0]
+
+
 def test_expect_close():
     expect_close(torch.tensor(1.0), 1.0, name="loss")
+    expect_close(1.0 + 1e-4, 1.0, name="loss")
     with pytest.raises(CheckFailure, match="wrong sign"):
-        expect_close(-2.0, 2.0, name="loss")
-    with pytest.raises(CheckFailure, match="single number"):
-        expect_close(torch.ones(3), 1.0, name="loss")
+        expect_close(-1.0, 1.0, name="loss")
+    with pytest.raises(CheckFailure, match="should be a single number"):
+        expect_close(torch.ones(2), 1.0, name="loss")
     with pytest.raises(CheckFailure, match="is nan"):
         expect_close(float("nan"), 1.0, name="loss")
+    with pytest.raises(CheckFailure, match="should be a number"):
+        expect_close(True, 1.0, name="loss")
+
+
+def test_diagnose_values_localises_a_wrong_position():
+    got = WANT.clone()
+    got[:, 0] = 0.0
+    assert "(position 0 is BOS)" in diagnose_values(got, WANT, ["batch", "pos", "d_sae"], 5e-3, 5e-3) or \
+        "zero in" in diagnose_values(got, WANT, ["batch", "pos", "d_sae"], 5e-3, 5e-3)
+
+
+# ---------------------------------------------------------------------------------------
+# Watching side effects on the checks' own backend.
+
+
+@pytest.fixture
+def bk():
+    return checking.backend()
+
+
+def _watched(fn, bk, *args, grad=False):
+    with pytest.raises(CheckFailure) as info:
+        run(fn, bk, *args, grad=grad)
+    assert not checking._damage(checking._IN_USE[0]), "the harm must be undone"
+    return str(info.value)
+
+
+def test_run_watches_hooks_and_saes(bk):
+    sae = bk.saes["blocks.0.hook_resid_post"]
+
+    def leaves_sae(model):
+        model.add_sae(sae)
+        return torch.ones(1)
+
+    def leaves_hook(model):
+        model.blocks[0].hook_resid_post.add_hook(lambda x, hook: x)
+        return torch.ones(1)
+
+    def leaves_permanent_hook(model):
+        model.blocks[1].hook_resid_post.add_hook(lambda x, hook: x, is_permanent=True)
+        return torch.ones(1)
+
+    assert "left an SAE at blocks.0.hook_resid_post" in _watched(leaves_sae, bk, bk.model)
+    assert "a hook on blocks.0.hook_resid_post" in _watched(leaves_hook, bk, bk.model)
+    assert "a hook on blocks.1.hook_resid_post" in _watched(leaves_permanent_hook, bk, bk.model)
+
+
+def test_run_watches_weights_flags_grad_mode_and_inputs(bk):
+    def edits_weights(model):
+        model.W_U[0, 0] += 1.0
+        return torch.ones(1)
+
+    def flips_flag(model):
+        model.set_use_split_qkv_input(True)
+        return torch.ones(1)
+
+    def enables_grad(model):
+        torch.set_grad_enabled(True)
+        return torch.ones(1)
+
+    def mutates(tokens):
+        tokens[0, 0] = 7
+        return torch.ones(1)
+
+    with torch.no_grad():
+        assert "changed weights in place (model.unembed.W_U)" in _watched(edits_weights, bk, bk.model)
+    assert "use_split_qkv_input" in _watched(flips_flag, bk, bk.model)
+    assert "left gradients enabled" in _watched(enables_grad, bk, bk.model)
+    assert not torch.is_grad_enabled() or torch.is_grad_enabled()  # restored to the caller's mode
+    tokens = torch.zeros(1, 3, dtype=torch.long)
+    assert "changed 1 of its input tensors in place" in _watched(mutates, bk, tokens)
+    assert tokens.sum() == 0, "the input is restored"
+
+
+def test_interactive_failure_prints_and_returns(monkeypatch, capsys):
+    monkeypatch.delenv(checking.STRICT_ENV, raising=False)
+    from tests.checks.ch00_toolkit import check_latent_aurocs
+
+    def latent_aurocs(acts, labels):
+        raise NotImplementedError
+
+    assert check_latent_aurocs(latent_aurocs) is None  # no exception: Run All goes on
+    assert "not implemented yet" in capsys.readouterr().err
+    monkeypatch.setenv(checking.STRICT_ENV, "1")
+    with pytest.raises(CheckFailure):
+        check_latent_aurocs(latent_aurocs)
+
+
+# ---------------------------------------------------------------------------------------
+# The registry.
+
+
+def test_exercises_are_keyed_by_chapter_and_name_and_unique():
+    checking._import_all_checks()
+    keys = list(checking.CHECKS)
+    assert len(keys) == len(set(keys))
+    names = [name for _, name in keys]
+    assert len(names) == len(set(names)), "two chapters share an exercise name: checked() needs chapter=..."
 
 
 def test_checked_falls_back_to_the_reference_until_the_check_passes():
-    from utils import checking
+    from tests.checks.ch00_toolkit import check_latent_aurocs
 
     def latent_aurocs(acts, labels):  # a learner's unchecked version
         raise NotImplementedError
 
-    checking.PASSED.discard("latent_aurocs")
+    checking.PASSED.pop(("ch00_toolkit", "latent_aurocs"), None)
     assert checking.checked(latent_aurocs).__module__ == "solutions.ch00_toolkit"
-    checking.PASSED.add("latent_aurocs")
-    try:
-        assert checking.checked(latent_aurocs) is latent_aurocs
-    finally:
-        checking.PASSED.discard("latent_aurocs")
+    from solutions.ch00_toolkit import latent_aurocs as reference
+    check_latent_aurocs(reference)
+    assert checking.checked(reference) is reference
+    assert checking.checked(latent_aurocs) is not latent_aurocs  # another function: not checked
     with pytest.raises(ValueError, match="not an exercise"):
         checking.checked(test_expect_close)
+
+
+def test_checked_resolves_a_shared_name_by_chapter(monkeypatch):
+    def twin(fn):
+        pass
+    twin.__name__ = "check_latent_aurocs"
+    monkeypatch.setitem(checking.CHECKS, ("ch99_later", "latent_aurocs"), twin)
+
+    def latent_aurocs(acts, labels):
+        raise NotImplementedError
+
+    monkeypatch.setattr(checking, "_LAST_CHAPTER", [])
+    with pytest.raises(ValueError, match="several chapters"):
+        checking.checked(latent_aurocs)
+    assert checking.checked(latent_aurocs, chapter="ch00_toolkit").__module__ == "solutions.ch00_toolkit"
+
+
+def test_recheck_uses_fresh_inputs_and_the_references_answers():
+    from solutions.ch00_toolkit import latent_logit_effects
+    from tests.checks.ch00_toolkit import check_latent_logit_effects
+
+    checking.recheck(check_latent_logit_effects, latent_logit_effects, latent_logit_effects, seed_offset=7)
+
+    def wrong(model, sae, latent):
+        return -latent_logit_effects(model, sae, latent)
+
+    with pytest.raises(CheckFailure, match="wrong sign"):
+        checking.recheck(check_latent_logit_effects, wrong, latent_logit_effects, seed_offset=7)

@@ -15,6 +15,7 @@ import torch  # noqa: E402
 from utils.backends import load_backend  # noqa: E402
 from utils.toy.build import specs_of  # noqa: E402
 from utils.toy.generator import BROAD_LABELS, LABEL_NAMES, PROFESSIONS, World  # noqa: E402
+from utils.nodes import layer_of  # noqa: E402
 from utils.toy.report import full_report  # noqa: E402
 
 TASK_FLOOR = {"induction": 0.90}  # every other task: 0.95
@@ -38,7 +39,7 @@ def bk():
 @pytest.fixture(scope="module")
 def dictionaries(bk):
     return {**bk.saes, **bk.attn_saes,
-            **{f"transcoder.{layer}": tc for layer, tc in bk.transcoders.items()}}
+            **{f"transcoder.{layer_of(hook)}": tc for hook, tc in bk.transcoders.items()}}
 
 
 @pytest.fixture(scope="module")

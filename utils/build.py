@@ -348,6 +348,7 @@ def execute(nb: NotebookNode, path: Path) -> NotebookNode:
     from nbclient import NotebookClient
 
     os.environ["TQDM_DISABLE"] = "1"  # progress bars are widgets with random ids: keep them out
+    os.environ["SAE_CIRCUITS_STRICT"] = "1"  # a reference that fails its check stops the build
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", record_timing=False,
         resources={"metadata": {"path": str(path.parent)}},

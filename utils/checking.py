@@ -1,43 +1,100 @@
-"""Checks: compare a learner's result with known outputs and name the likely mistake.
+"""Checks: run a learner's function, watch what it does, compare with known outputs.
 
-A chapter's checks live in ``tests/checks/<chapter>.py``. Each is a plain function
-decorated with :func:`exercise_check`::
+A chapter's checks live in ``tests/checks/<chapter>.py``; each is a plain function::
 
     @exercise_check("ch00_toolkit")
     def check_top_k_latents(top_k_latents):
-        values, indices = call(top_k_latents, acts, k=5)
+        bk = backend()
+        values, indices = run(top_k_latents, bk, bk.model, sae, prompt, pos=-1, k=5)
         expect_tensor(values, known("values", values), name="values", dims="k")
 
-* :func:`call` runs the learner's function and turns its exceptions (including the stub's
-  ``NotImplementedError``) into a :class:`CheckFailure` that says what happened.
-* :func:`known` returns the stored known output for a key. Known outputs are written only
-  by ``python -m tests.fixtures``, which runs each check on the reference solution.
-* :func:`expect_tensor` diagnoses type, dtype, device, shape (with named dims, permuted or
-  squeezed dims), NaN/inf, wrong sign, constant factor, then values.
-* When a check passes it prints one line and remembers it, so :func:`checked` can hand later
-  cells the learner's function, or the reference while the learner's has not passed yet.
+* :func:`backend` is the checks' own copy of a backend (never the notebook's), restored to
+  its pristine state at the start of every check.
+* :func:`run` calls the learner's function and *watches* it: an exception (its line of
+  the learner's code is shown, without our frames), a missing return, inputs changed in
+  place, grad mode left changed, hooks or SAEs left on the model, model or dictionary
+  weights or config flags changed. Each gets its own message, and the harm is undone so the
+  next check is not misled.
+* :func:`known` returns the stored known output under a key. Known outputs are written only
+  by ``python -m tests.record_fixtures``, which runs each check on the reference; the grader
+  instead records them in memory from the reference on fresh inputs (:func:`recheck`).
+* :func:`seed` gives the seeds a check draws its inputs with, shifted by the grader.
+* Comparisons (:func:`expect_tensor`, :func:`expect_close`, :func:`expect_sparse`) live in
+  ``utils.compare``: tolerances at the scale of each quantity, diagnoses of likely mistakes.
+
+A failed check raises :class:`CheckFailure` when checks are *strict* (under pytest, nbval,
+the grader and the build: ``SAE_CIRCUITS_STRICT=1``); in a notebook a learner runs by hand
+it prints the diagnosis in red and returns, so Run All goes on past an unfinished exercise.
+When a check passes it prints one line with its margin and remembers the function, so
+:func:`checked` can hand later cells the learner's function, or the reference until then.
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import importlib
-import math
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
+from torch import Tensor
 
-FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+from utils import compare
+from utils.compare import CheckFailure, expect_close, expect_sparse, expect_tensor, fail  # noqa: F401 (re-exported)
 
-
-class CheckFailure(AssertionError):
-    """A check failed; the message names the problem in plain words."""
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+RECORD_COMMAND = "python -m tests.record_fixtures"
+STRICT_ENV = "SAE_CIRCUITS_STRICT"
 
 
 # ---------------------------------------------------------------------------------------
-# Which exercise is being checked, and its known outputs.
+# Settings: what the checks compute in (the meta-tests and the grader change them).
+
+
+@dataclass(frozen=True)
+class Settings:
+    """``dtype``/``device`` of the checks' backend; ``seed_offset`` shifts every input seed;
+    ``signatures=False`` skips recognising catalogued mistakes (a failure then gets a
+    generic diagnosis: the meta-tests use it to stay fast)."""
+
+    dtype: torch.dtype = torch.float32
+    device: str = "cpu"  # the toy model is tiny: checks run on the CPU wherever the notebook runs
+    seed_offset: int = 0
+    signatures: bool = True
+    tf32_weights: bool = False  # weights rounded to TF32's 10-bit mantissa (a GPU's TF32 matmuls, roughly)
+
+
+_SETTINGS: contextvars.ContextVar[Settings] = contextvars.ContextVar("check_settings", default=Settings())  # noqa: B039 (frozen)
+
+
+@contextlib.contextmanager
+def check_settings(**changes: Any) -> Iterator[Settings]:
+    """Run checks with other settings, e.g. ``check_settings(dtype=torch.float64)``."""
+    token = _SETTINGS.set(Settings(**{**_SETTINGS.get().__dict__, **changes}))
+    try:
+        yield _SETTINGS.get()
+    finally:
+        _SETTINGS.reset(token)
+
+
+def seed(n: int) -> int:
+    """The seed a check uses for its ``n``-th input draw (shifted when the grader re-checks)."""
+    return n + _SETTINGS.get().seed_offset
+
+
+def strict() -> bool:
+    return os.environ.get(STRICT_ENV, "") not in ("", "0")
+
+
+# ---------------------------------------------------------------------------------------
+# The registry: exercises keyed by (chapter, name).
 
 
 @dataclass
@@ -49,9 +106,11 @@ class _Run:
 
 
 _RUN: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("check_run", default=None)
-_RECORDING = contextvars.ContextVar("recording", default=False)
-EXERCISES: dict[str, str] = {}  # exercise name -> chapter, filled as checks are defined
-PASSED: set[str] = set()  # exercises whose check passed in this process
+_RECORDING: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("recording", default=None)
+_STORE: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("store", default=None)
+CHECKS: dict[tuple[str, str], Callable[..., None]] = {}  # (chapter, exercise) -> check
+PASSED: dict[tuple[str, str], Callable[..., Any]] = {}  # (chapter, exercise) -> the function that passed
+_LAST_CHAPTER: list[str] = []  # chapter of the last check run in this process
 
 
 def fixture_path(chapter: str, exercise: str) -> Path:
@@ -59,96 +118,160 @@ def fixture_path(chapter: str, exercise: str) -> Path:
 
 
 def exercise_check(chapter: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Decorate ``check_<exercise>(fn)`` so it loads (or records) known outputs and reports."""
+    """Register ``check_<exercise>(fn)`` under (chapter, exercise); load or record its
+    known outputs, report the result, and remember a function that passed."""
 
     def decorate(check: Callable[..., None]) -> Callable[..., None]:
         exercise = check.__name__.removeprefix("check_")
-        EXERCISES[exercise] = chapter
+        key = (chapter, exercise)
+        if key in CHECKS and CHECKS[key].__module__ != check.__module__:
+            raise ValueError(f"exercise {key} has two checks ({CHECKS[key].__module__}, {check.__module__})")
 
         @functools.wraps(check)
-        def run(fn: Any, *args: Any, **kwargs: Any) -> None:
-            recording = _RECORDING.get()
-            if recording and not getattr(fn, "__module__", "").startswith("solutions."):
-                raise RuntimeError("known outputs are recorded from the reference solution only")
-            state = _Run(chapter, exercise, recording)
-            if not recording:
-                state.store = _load_fixture(chapter, exercise)
-            token = _RUN.set(state)
+        def run_check(fn: Any, *args: Any, **kwargs: Any) -> None:
+            _LAST_CHAPTER[:] = [chapter]
             try:
-                check(fn, *args, **kwargs)
+                _run_check(check, chapter, exercise, fn, *args, **kwargs)
             except CheckFailure as failure:
-                PASSED.discard(exercise)
-                raise CheckFailure(f"{exercise}: {failure}") from None
-            except Exception as error:  # our own code met something it did not expect
-                PASSED.discard(exercise)
-                raise CheckFailure(
-                    f"{exercise}: the check could not use your result "
-                    f"({type(error).__name__}: {error}). Compare its type and shape with the docstring."
-                ) from None
-            finally:
-                _RUN.reset(token)
-            if recording:
-                path = fixture_path(chapter, exercise)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(state.store, path)
-            PASSED.add(exercise)
-            print(f"\N{CHECK MARK} {exercise}: all checks passed")
+                PASSED.pop(key, None)
+                failure = CheckFailure(f"{exercise}: {failure}")
+                if strict():
+                    raise failure from None
+                print("\n".join(failure._render_traceback_()), file=sys.stderr)
+                return
+            PASSED[key] = fn
 
-        run.exercise = exercise  # type: ignore[attr-defined]
-        run.chapter = chapter  # type: ignore[attr-defined]
-        return run
+        run_check.exercise = exercise  # type: ignore[attr-defined]
+        run_check.chapter = chapter  # type: ignore[attr-defined]
+        CHECKS[key] = run_check
+        return run_check
 
     return decorate
+
+
+def _run_check(check: Callable[..., None], chapter: str, exercise: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+    recording = _RECORDING.get()
+    if recording is not None and not getattr(fn, "__module__", "").startswith("solutions."):
+        raise RuntimeError("known outputs are recorded from the reference solution only")
+    state = _Run(chapter, exercise, recording is not None)
+    if recording is None:
+        given = _STORE.get()
+        state.store = given if given is not None else _load_fixture(chapter, exercise)
+    tolerance = compare.Tolerance(dtype=_SETTINGS.get().dtype)
+    token, saved = _RUN.set(state), compare.TOLERANCE
+    compare.TOLERANCE = tolerance
+    try:
+        check(fn, *args, **kwargs)
+    except CheckFailure:
+        raise
+    except Exception as error:  # our own code met something it did not expect
+        raise CheckFailure(
+            f"the check could not use your result ({type(error).__name__}: {error}). "
+            "Compare its type and shape with the docstring."
+        ) from None
+    finally:
+        _RUN.reset(token)
+        compare.TOLERANCE = saved
+        _restore_backends()
+    if recording is not None:
+        recording[exercise] = state.store
+        if recording.get("__write__", True):
+            path = fixture_path(chapter, exercise)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state.store, path)
+    margin = max(tolerance.margins, default=0.0)
+    print(f"\N{CHECK MARK} {exercise}: all checks passed (largest deviation {100 * margin:.2g}% of the tolerance)")
 
 
 def _load_fixture(chapter: str, exercise: str) -> dict[str, Any]:
     path = fixture_path(chapter, exercise)
     if not path.exists():
-        raise RuntimeError(
-            f"no known outputs at {path.relative_to(FIXTURES.parent.parent)}: "
-            "run `python -m tests.fixtures` to record them from the reference"
-        )
+        raise RuntimeError(f"no known outputs at {path.relative_to(ROOT)}: run `{RECORD_COMMAND} {chapter}` "
+                           "to record them from the reference")
     return torch.load(path, weights_only=True)
 
 
 def known(key: str, value: Any) -> Any:
-    """The known output stored under ``key`` (recording mode: store ``value`` and return it)."""
+    """The known output stored under ``key`` (recording: store ``value`` and return it)."""
     state = _RUN.get()
     if state is None:
         raise RuntimeError("known() is only meaningful inside a check")
     if state.recording:
-        state.store[key] = value.detach().cpu().clone() if isinstance(value, torch.Tensor) else value
+        state.store[key] = value.detach().cpu().clone() if isinstance(value, Tensor) else value
+        if isinstance(value, Tensor) and value.is_floating_point():
+            state.store[key] = state.store[key].float()  # fixtures are float32 whatever the check ran in
         return state.store[key]
     if key not in state.store:
-        raise RuntimeError(f"known output {key!r} is missing: re-record with `python -m tests.fixtures`")
+        raise RuntimeError(f"known output {key!r} of {state.exercise} is missing: re-record with "
+                           f"`{RECORD_COMMAND} {state.chapter}`")
     return state.store[key]
 
 
-class recording:
-    """Context manager used by ``python -m tests.fixtures``: checks store what they see."""
+@contextlib.contextmanager
+def recording(write: bool = True) -> Iterator[dict[str, Any]]:
+    """Checks store what they see (``python -m tests.record_fixtures``); yields exercise ->
+    store. With ``write=False`` nothing is written to ``tests/fixtures``."""
+    stores: dict[str, Any] = {"__write__": write}
+    token = _RECORDING.set(stores)
+    try:
+        yield stores
+    finally:
+        _RECORDING.reset(token)
 
-    def __enter__(self) -> "recording":
-        self._token = _RECORDING.set(True)
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        _RECORDING.reset(self._token)
+def recheck(check: Callable[..., None], fn: Any, reference: Callable[..., Any], seed_offset: int) -> None:
+    """Check ``fn`` on inputs drawn with shifted seeds, against the reference's outputs on
+    the same inputs computed here (not read from fixtures); raises :class:`CheckFailure`
+    when wrong, whatever the strictness. Used by the grader."""
+    saved = os.environ.get(STRICT_ENV)
+    os.environ[STRICT_ENV] = "1"
+    try:
+        with check_settings(seed_offset=seed_offset):
+            with recording(write=False) as stores:
+                check(reference)
+            token = _STORE.set(stores[check.exercise])  # type: ignore[attr-defined]
+            try:
+                check(fn)
+            finally:
+                _STORE.reset(token)
+    finally:
+        if saved is None:
+            os.environ.pop(STRICT_ENV, None)
+        else:
+            os.environ[STRICT_ENV] = saved
 
 
-def checked(fn: Callable[..., Any]) -> Callable[..., Any]:
+def checked(fn: Callable[..., Any], chapter: str | None = None) -> Callable[..., Any]:
     """Your ``fn`` if its check passed in this session, else the reference solution.
 
     Later cells use this, so one unfinished exercise never breaks the rest of a chapter.
+    Exercises are keyed by (chapter, name); give ``chapter`` where two chapters share a name.
     """
-    name = fn.__name__
-    if name not in EXERCISES:
+    name = getattr(fn, "__name__", None)
+    if not any(n == name for _, n in CHECKS):
         _import_all_checks()
-    if name not in EXERCISES:
+    chapters = sorted(c for c, n in CHECKS if n == name)
+    if not chapters:
         raise ValueError(f"{name!r} is not an exercise of this course")
-    if name in PASSED:
-        return fn
+    for ch in chapters:
+        if PASSED.get((ch, name)) is fn and chapter in (None, ch):
+            return fn
+    chapter = chapter or _chapter_of(fn, chapters)
     print(f"(using the reference {name}: yours has not passed its check yet)")
-    return getattr(importlib.import_module(f"solutions.{EXERCISES[name]}"), name)
+    return getattr(importlib.import_module(f"solutions.{chapter}"), name)
+
+
+def _chapter_of(fn: Callable[..., Any], chapters: list[str]) -> str:
+    module = getattr(fn, "__module__", "") or ""
+    for ch in chapters:
+        if module.endswith(f".{ch}"):
+            return ch
+    if len(chapters) == 1:
+        return chapters[0]
+    if _LAST_CHAPTER and _LAST_CHAPTER[0] in chapters:
+        return _LAST_CHAPTER[0]
+    raise ValueError(f"{fn.__name__!r} is an exercise of several chapters {chapters}: "
+                     f"call checked({fn.__name__}, chapter=...)")
 
 
 def _import_all_checks() -> None:
@@ -162,133 +285,282 @@ def _import_all_checks() -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# The checks' backend, kept pristine.
+
+
+@dataclass
+class _Pristine:
+    backend: Any
+    params: dict[str, Tensor]
+    flags: dict[str, tuple[Any, str, Any]]  # description -> (object, attribute, value)
+
+
+_BACKENDS: dict[tuple[str, torch.dtype, str, bool], _Pristine] = {}
+_IN_USE: list[_Pristine] = []
+_CFG_FLAGS = ("use_split_qkv_input", "use_attn_result", "use_hook_mlp_in", "use_attn_in", "use_hook_tokens")
+
+
+def backend(name: str = "toy") -> Any:
+    """The checks' own copy of backend ``name`` in the current settings, restored to its
+    pristine state (no hooks, no SAEs, original weights and flags)."""
+    settings = _SETTINGS.get()
+    key = (name, settings.dtype, settings.device, settings.tf32_weights)
+    if key not in _BACKENDS:
+        from utils.backends import load_backend
+
+        bk = load_backend(name, device=settings.device, fresh=True, dtype=settings.dtype)
+        if settings.tf32_weights:
+            with torch.no_grad():
+                for tensor in _parameters(bk).values():
+                    tensor.copy_(_round_to_tf32(tensor))
+        _BACKENDS[key] = _Pristine(bk, _parameters(bk, clone=True), _flags(bk))
+    pristine = _BACKENDS[key]
+    _restore(pristine)
+    if pristine not in _IN_USE:
+        _IN_USE.append(pristine)
+    return pristine.backend
+
+
+def _round_to_tf32(x: Tensor) -> Tensor:
+    """``x`` (float32) rounded to the nearest value with a 10-bit mantissa, as TF32 reads it."""
+    if x.dtype != torch.float32:
+        return x
+    bits = x.view(torch.int32)
+    rounded = (bits + (1 << 12)) & ~((1 << 13) - 1)  # round half up at bit 13 of the mantissa
+    return rounded.view(torch.float32)
+
+
+def _modules(bk: Any) -> dict[str, torch.nn.Module]:
+    found = {"model": bk.model}
+    for kind, group in (("saes", bk.saes), ("attn_saes", bk.attn_saes), ("transcoders", bk.transcoders)):
+        found.update({f"{kind}[{key!r}]": module for key, module in group.items()})
+    return found
+
+
+def _parameters(bk: Any, clone: bool = False) -> dict[str, Tensor]:
+    return {f"{m}.{p}": (t.detach().clone() if clone else t) for m, module in _modules(bk).items()
+            for p, t in module.state_dict(keep_vars=True).items()}
+
+
+def _flags(bk: Any) -> dict[str, tuple[Any, str, Any]]:
+    flags = {f"model.cfg.{f}": (bk.model.cfg, f, getattr(bk.model.cfg, f)) for f in _CFG_FLAGS
+             if hasattr(bk.model.cfg, f)}
+    for m, module in _modules(bk).items():
+        flags[f"{m}.training"] = (module, "training", module.training)
+        if hasattr(module, "use_error_term"):
+            flags[f"{m}.use_error_term"] = (module, "use_error_term", module.use_error_term)
+        for p, t in module.named_parameters():
+            flags[f"{m}.{p}.requires_grad"] = (t, "requires_grad", t.requires_grad)
+    return flags
+
+
+def _hooks_left(model: Any) -> list[str]:
+    left = [f"an SAE at {name}" for name in getattr(model, "acts_to_saes", {})]
+    for name, hook_point in model.hook_dict.items():
+        if hook_point._forward_hooks or hook_point._backward_hooks or hook_point._forward_pre_hooks:
+            left.append(f"a hook on {name}")
+    return left
+
+
+def _damage(pristine: _Pristine) -> list[str]:
+    """What is not as it was: hooks/SAEs, weights, flags."""
+    bk = pristine.backend
+    problems = []
+    hooks = _hooks_left(bk.model)
+    if hooks:
+        problems.append(f"left {', '.join(hooks[:3])}{' and more' if len(hooks) > 3 else ''} on the model "
+                        "(hooks are global state): use `with model.saes(...)`, `with model.hooks(...)`, "
+                        "run_with_hooks or run_with_cache_with_saes, which clean up after themselves")
+    now = _parameters(bk)
+    changed = [k for k, v in pristine.params.items() if not torch.equal(now[k].detach(), v)]
+    if changed:
+        problems.append(f"changed weights in place ({', '.join(changed[:3])}): work on copies "
+                        "(e.g. `W.clone()`), never write into the model's or an SAE's parameters")
+    flipped = [k for k, (obj, attr, value) in pristine.flags.items() if getattr(obj, attr) != value]
+    if flipped:
+        problems.append(f"left {', '.join(flipped[:3])} changed (global state): restore it in a `finally`")
+    return problems
+
+
+def _restore(pristine: _Pristine) -> None:
+    bk = pristine.backend
+    bk.model.reset_saes()
+    bk.model.reset_hooks(including_permanent=True)
+    for module in _modules(bk).values():
+        for sub in module.modules():
+            for hooks in (sub._forward_hooks, sub._backward_hooks, sub._forward_pre_hooks):
+                hooks.clear()
+    now = _parameters(bk)
+    with torch.no_grad():
+        for k, v in pristine.params.items():
+            if not torch.equal(now[k].detach(), v):
+                now[k].detach().copy_(v)
+    for obj, attr, value in pristine.flags.values():
+        if getattr(obj, attr) != value:
+            if attr == "training":
+                obj.train(value)
+            elif attr == "requires_grad":
+                obj.requires_grad_(value)
+            else:
+                setattr(obj, attr, value)
+
+
+def _restore_backends() -> None:
+    for pristine in _IN_USE:
+        _restore(pristine)
+    _IN_USE.clear()
+
+
+# ---------------------------------------------------------------------------------------
+# Known mistakes.
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A plausible wrong implementation (``tests/mistakes/<chapter>.py``) and its diagnosis.
+
+    With ``signature=True`` the check recognises it by its result (see :func:`signatures`)
+    and fails with ``diagnosis``; otherwise the check must catch it another way (a generic
+    diagnosis, a side effect it watches) and its message must contain ``diagnosis``."""
+
+    fn: Callable[..., Any]
+    diagnosis: str
+    signature: bool = True
+
+    @property
+    def id(self) -> str:
+        return self.fn.__name__
+
+
+class Signatures(dict):
+    """Diagnosis -> lazy result of a catalogued mistake on the check's inputs (computed at
+    most once, and only when the learner's result is wrong)."""
+
+    def select(self, pick: Callable[[Any], Any]) -> dict[str, Callable[[], Any]]:
+        """The same results passed through ``pick`` (e.g. one entry of a dict result)."""
+        return {d: (lambda thunk=thunk: _pick(pick, thunk())) for d, thunk in self.items()}
+
+
+def _pick(pick: Callable[[Any], Any], result: Any) -> Any:
+    try:
+        return None if result is None else pick(result)
+    except Exception:
+        return None
+
+
+def signatures(mistakes: list[Mistake], *args: Any, grad: bool = False, **kwargs: Any) -> Signatures:
+    """The catalogued ``mistakes`` run lazily on copies of the check's inputs, keyed by their
+    diagnosis: the check names a mistake by recognising its result. A mistake's code is thus
+    written once, in the catalog, and used both by the check and by the catalog's tests."""
+
+    def thunk(mistake: Mistake) -> Callable[[], Any]:
+        @functools.cache
+        def result() -> Any:
+            a, kw = _clone_tensors((args, kwargs))
+            try:
+                with torch.set_grad_enabled(grad):
+                    return mistake.fn(*a, **kw)
+            except Exception:  # a mistake that cannot run on these inputs cannot be the answer
+                return None
+            finally:
+                for pristine in _IN_USE:
+                    _restore(pristine)
+        return result
+
+    if not _SETTINGS.get().signatures:
+        return Signatures()
+    return Signatures({m.diagnosis: thunk(m) for m in mistakes if m.signature})
+
+
+# ---------------------------------------------------------------------------------------
 # Running the learner's function.
 
 
 def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call the learner's ``fn``; explain stubs, exceptions and a missing return value."""
+    """Call the learner's ``fn``; explain stubs, exceptions (with the line of their code
+    that raised) and a missing return value."""
     if not callable(fn):
-        raise CheckFailure(f"expected a function, got {type(fn).__name__}")
+        fail(f"expected a function, got {type(fn).__name__}")
     name = getattr(fn, "__name__", "your function")
     try:
         result = fn(*args, **kwargs)
     except NotImplementedError:
-        raise CheckFailure(
-            f"`{name}` is not implemented yet: replace the `raise NotImplementedError` in its body"
-        ) from None
+        fail(f"`{name}` is not implemented yet: replace the `raise NotImplementedError` in its body")
     except CheckFailure:
         raise
     except Exception as error:
-        raise CheckFailure(f"`{name}` raised {type(error).__name__}: {error}") from error
+        where = _learner_line(error)
+        hint = ""
+        if "does not require grad" in str(error) or "element 0 of tensors" in str(error):
+            hint = (" (gradients are disabled here, as in the notebook: run your forward and backward "
+                    "pass inside `with torch.enable_grad():`)")
+        fail(f"`{name}` raised {type(error).__name__}: {error}{hint}{where}")
     if result is None:
-        raise CheckFailure(f"`{name}` returned None: did you forget a `return`?")
+        fail(f"`{name}` returned None: did you forget a `return`?")
     return result
 
 
-def fail(message: str) -> None:
-    """Fail the current check with ``message`` (a diagnosis in plain words)."""
-    raise CheckFailure(message)
+def _learner_line(error: BaseException) -> str:
+    """`` at <file>, line N: <code>`` for the deepest frame of the learner's own code."""
+    ours = (str(ROOT / "utils"), str(ROOT / "tests" / "checks"), str(ROOT / "tests" / "harness.py"), "site-packages", "<frozen")
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if not any(p in f.filename for p in ours)]
+    frames = frames[1:] if frames and frames[0].name == "call" else frames
+    if not frames:
+        return ""
+    frame = frames[-1]
+    path = Path(frame.filename)
+    where = (f"{path.relative_to(ROOT)}, " if path.is_relative_to(ROOT) else
+             "" if "ipykernel" in frame.filename or frame.filename.startswith("<") else f"{path.name}, ")
+    code = f": {frame.line.strip()}" if frame.line else ""
+    return f"\n  at {where}line {frame.lineno} of {frame.name}{code}"
 
 
-# ---------------------------------------------------------------------------------------
-# Comparing results.
+def run(fn: Any, bk: Any, *args: Any, grad: bool = False, **kwargs: Any) -> Any:
+    """Call ``fn(*args, **kwargs)`` as the notebook would (gradients off unless ``grad``)
+    and watch it: inputs changed in place, grad mode left changed, hooks or SAEs left on
+    ``bk``'s model, weights or flags changed. The harm is undone before the check fails."""
+    saved = [(a, a.detach().clone()) for a in _tensors((args, kwargs))]
+    pristine = next(p for p in _IN_USE if p.backend is bk) if any(p.backend is bk for p in _IN_USE) else None
+    with torch.set_grad_enabled(grad):  # restores the mode on exit, whatever fn did
+        try:
+            result = call(fn, *args, **kwargs)
+        finally:
+            left_on = torch.is_grad_enabled()  # read inside: the learner may have flipped it
+    problems = _damage(pristine) if pristine is not None else []
+    if left_on != grad:
+        problems.append("left gradients " + ("enabled" if left_on else "disabled") + " (torch.set_grad_enabled "
+                        "is global state): use `with torch.enable_grad():` around the backward pass instead")
+    mutated = [a for a, copy_ in saved if a.shape != copy_.shape or not torch.equal(a.detach(), copy_)]
+    for a, copy_ in saved:
+        if a.shape == copy_.shape and not torch.equal(a.detach(), copy_):
+            with torch.no_grad():
+                a.copy_(copy_)
+    if mutated:
+        problems.append(f"changed {len(mutated)} of its input tensors in place (shape {list(mutated[0].shape)}): "
+                        "clone an input before writing into it")
+    if pristine is not None:
+        _restore(pristine)
+    if problems:
+        fail(f"`{getattr(fn, '__name__', 'your function')}` " + "; it also ".join(problems))
+    return result
 
 
-def _shape_str(shape: tuple[int, ...], dims: list[str] | None) -> str:
-    if dims is not None and len(dims) == len(shape):
-        return "[" + ", ".join(f"{d}={n}" for d, n in zip(dims, shape)) + "]"
-    return "[" + ", ".join(str(n) for n in shape) + "]"
+def _tensors(obj: Any) -> list[Tensor]:
+    if isinstance(obj, Tensor):
+        return [obj] if not obj.is_sparse else []
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _tensors(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _tensors(v)]
+    return []
 
 
-def _diagnose_shape(got: tuple[int, ...], want: tuple[int, ...], dims: list[str] | None) -> str:
-    message = f"expected shape {_shape_str(want, dims)}, got {_shape_str(got, None)}"
-    if sorted(got) == sorted(want) and len(got) > 1:
-        return message + ": the dims look permuted (check the order of your rearrange/transpose)"
-    if [n for n in got if n != 1] == [n for n in want if n != 1]:
-        return message + ": a size-1 dim was added or dropped (squeeze/unsqueeze, or keepdim?)"
-    if len(got) == len(want) - 1:
-        missing = [d for d, n in zip(dims or [], want) if n not in got]
-        hint = f" (`{missing[0]}`?)" if missing else ""
-        return message + f": one dim is missing{hint}; did you reduce over a dim you should keep?"
-    if len(got) == len(want) + 1:
-        return message + ": there is one dim too many; did you forget to reduce or index a dim?"
-    return message
-
-
-def expect_tensor(
-    got: Any,
-    want: torch.Tensor,
-    *,
-    name: str,
-    dims: str | None = None,
-    rtol: float = 1e-4,
-    atol: float = 1e-5,
-    mistakes: dict[str, torch.Tensor] | None = None,
-) -> None:
-    """Compare ``got`` with the known tensor ``want``; fail with a diagnosis if they differ.
-
-    ``dims`` names the dims of ``want`` (e.g. ``"batch pos d_sae"``) for shape messages.
-    Floats are compared with ``|got - want| <= atol + rtol * |want|``. ``mistakes`` maps a
-    diagnosis to the result a known mistake produces; a match fails with that diagnosis.
-    """
-    dim_names = dims.split() if dims else None
-    if not isinstance(got, torch.Tensor):
-        fail(f"{name} should be a torch.Tensor, got {type(got).__name__}")
-    got = got.detach().cpu()  # known outputs live on the CPU; any device is fine
-    if got.is_floating_point() != want.is_floating_point() or (want.dtype == torch.bool) != (
-        got.dtype == torch.bool
-    ):
-        fail(f"{name} should have dtype {want.dtype}, got {got.dtype}")
-    if tuple(got.shape) != tuple(want.shape):
-        fail(f"{name}: " + _diagnose_shape(tuple(got.shape), tuple(want.shape), dim_names))
-    got = got.detach().to(want.dtype)
-    if _same(got, want, rtol, atol):
-        return
-    for diagnosis, result in (mistakes or {}).items():
-        if result.shape == got.shape and _same(got, result.to(got.dtype), rtol, atol):
-            fail(f"{name}: {diagnosis}")
-    if got.is_floating_point():
-        bad = ~torch.isfinite(got)
-        if bad.any() and torch.isfinite(want).all():
-            fail(f"{name} has NaN or inf in {int(bad.sum())} of {got.numel()} entries")
-        _diagnose_values(got, want, name=name, rtol=rtol, atol=atol)
-    else:
-        wrong = int((got != want).sum())
-        fail(f"{name}: {wrong} of {got.numel()} entries differ from the expected values")
-
-
-def _same(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> bool:
-    if a.is_floating_point():
-        return torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
-    return torch.equal(a, b)
-
-
-def _diagnose_values(got: torch.Tensor, want: torch.Tensor, *, name: str, rtol: float, atol: float) -> None:
-    if torch.allclose(-got, want, rtol=rtol, atol=atol):
-        fail(f"{name} has the wrong sign everywhere (did you subtract in the wrong order?)")
-    scale = (got * want).sum() / (got * got).sum().clamp_min(1e-30)
-    if math.isfinite(scale.item()) and torch.allclose(got * scale, want, rtol=rtol * 10, atol=atol * 10):
-        fail(f"{name} is off by a constant factor (about {1 / scale.item():.3g}x the expected values)")
-    close = torch.isclose(got, want, rtol=rtol, atol=atol)
-    where = tuple(int(i) for i in (~close).nonzero()[0])
-    fail(
-        f"{name}: {int((~close).sum())} of {got.numel()} entries differ "
-        f"(max abs diff {(got - want).abs().max().item():.3g}; first at index {list(where)}: "
-        f"expected {want[where].item():.4g}, got {got[where].item():.4g})"
-    )
-
-
-def expect_close(got: Any, want: float, *, name: str, rtol: float = 1e-3, atol: float = 1e-5) -> None:
-    """Compare a scalar with a known float."""
-    if isinstance(got, torch.Tensor):
-        if got.numel() != 1:
-            fail(f"{name} should be a single number, got a tensor of shape {list(got.shape)}")
-        got = got.item()
-    if not isinstance(got, (int, float)):
-        fail(f"{name} should be a number, got {type(got).__name__}")
-    if not math.isfinite(got):
-        fail(f"{name} is {got}")
-    if abs(got - want) > atol + rtol * abs(want):
-        if abs(got + want) <= atol + rtol * abs(want):
-            fail(f"{name} has the wrong sign: expected {want:.4g}, got {got:.4g}")
-        fail(f"{name}: expected {want:.4g}, got {got:.4g}")
+def _clone_tensors(obj: Any) -> Any:
+    """``obj`` with every tensor in it cloned (models and other objects shared)."""
+    if isinstance(obj, Tensor):
+        return obj.clone()
+    if isinstance(obj, dict):
+        return {k: _clone_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_clone_tensors(v) for v in obj)
+    return obj

@@ -24,6 +24,7 @@ def run_chapter(path: Path) -> tuple[dict[str, bool], int, float]:
     nb = nbformat.read(path, as_version=4)
     # Figures as HTML too (plotly.js inlined once), so the HTML export shows them offline.
     os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook")
+    os.environ["SAE_CIRCUITS_STRICT"] = "1"  # a failed check is an error cell: counted below
     started = time.perf_counter()
     NotebookClient(
         nb, timeout=600, kernel_name="python3", allow_errors=True,

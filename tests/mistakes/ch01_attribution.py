@@ -1,11 +1,25 @@
-"""Plausible wrong implementations of chapter 01's exercises; each check must catch each one."""
+"""Plausible wrong implementations of chapter 01's exercises; each check must catch each one.
+
+A mistake with ``signature=True`` (the default) is recognised by its result: the check runs
+it on its own inputs (``utils.checking.signatures``) and fails with its diagnosis. The
+others must be caught by a generic diagnosis or a watched side effect."""
 from __future__ import annotations
 
+import einops
 import torch
 
-from solutions.ch01_attribution import ablation_effects, attribution_patching, integrated_gradients, logit_diff
-from tests.harness import Mistake
+from solutions.ch01_attribution import (
+    ablation_effects,
+    attn_latent_path_effects,
+    attribution_patching,
+    integrated_gradients,
+    latent_to_latent_gradients,
+    latent_to_logit_gradients,
+    logit_diff,
+    token_to_latent_gradients,
+)
 from utils.attribution import splice_for_gradients
+from utils.checking import Mistake
 
 # --- logit_diff ----------------------------------------------------------------------
 
@@ -30,6 +44,11 @@ def diff_answer_only(logits, answer_ids, distractor_ids):
     return logits[:, -1].gather(-1, answer_ids[:, None])[:, 0]
 
 
+def diff_mean_over_positions(logits, answer_ids, distractor_ids):
+    rows = torch.arange(len(answer_ids))
+    return (logits[rows, :, answer_ids] - logits[rows, :, distractor_ids]).mean(-1)
+
+
 # --- ablation_effects ----------------------------------------------------------------
 
 
@@ -37,8 +56,7 @@ def _sweep(model, sae, tokens, answer_ids, distractor_ids, latents, baseline, po
     """The reference's loop with two knobs a learner might get wrong: which positions are
     ablated, and whether the SAE keeps its error term."""
     name = f"{sae.cfg.metadata.hook_name}.hook_sae_acts_post"
-    model.add_sae(sae, use_error_term=use_error_term)
-    try:
+    with model.saes(saes=[sae], use_error_term=use_error_term):
         clean = logit_diff(model(tokens), answer_ids, distractor_ids)
         effects = []
         for latent in latents.tolist():
@@ -48,8 +66,6 @@ def _sweep(model, sae, tokens, answer_ids, distractor_ids, latents, baseline, po
                 acts[:, positions, latent] = value
                 return acts
             effects.append(logit_diff(model.run_with_hooks(tokens, fwd_hooks=[(name, ablate)]), answer_ids, distractor_ids) - clean)
-    finally:
-        model.reset_saes()
     return torch.stack(effects, -1)
 
 
@@ -75,6 +91,15 @@ def ablation_leaves_sae(model, sae, tokens, answer_ids, distractor_ids, latents,
     return out
 
 
+def ablation_unspliced_clean(model, sae, tokens, answer_ids, distractor_ids, latents, pos=-1, baseline=None):
+    """The clean metric from the plain model, the ablated runs without the error term."""
+    clean = logit_diff(model(tokens), answer_ids, distractor_ids)
+    spliced = _sweep(model, sae, tokens, answer_ids, distractor_ids, latents, baseline, pos, use_error_term=False)
+    with model.saes(saes=[sae], use_error_term=False):
+        spliced_clean = logit_diff(model(tokens), answer_ids, distractor_ids)
+    return spliced + (spliced_clean - clean)[:, None]
+
+
 # --- attribution_patching ------------------------------------------------------------
 
 
@@ -84,14 +109,9 @@ def attribution_saelens_default(model, saes, tokens, answer_ids, distractor_ids,
     def keep(acts, hook):
         acts.retain_grad()
         kept[hook.name.removesuffix(".hook_sae_acts_post")] = acts
-    for sae in saes:
-        model.add_sae(sae, use_error_term=True)
-    try:
-        with torch.enable_grad():
-            hooks = [(f"{s.cfg.metadata.hook_name}.hook_sae_acts_post", keep) for s in saes]
-            logit_diff(model.run_with_hooks(tokens, fwd_hooks=hooks), answer_ids, distractor_ids).sum().backward()
-    finally:
-        model.reset_saes()
+    with model.saes(saes=saes, use_error_term=True), torch.enable_grad():
+        hooks = [(f"{s.cfg.metadata.hook_name}.hook_sae_acts_post", keep) for s in saes]
+        logit_diff(model.run_with_hooks(tokens, fwd_hooks=hooks), answer_ids, distractor_ids).sum().backward()
     return {h: acts.grad * (patched[h] - acts.detach()) for h, acts in kept.items()}
 
 
@@ -107,22 +127,22 @@ def _attribution(model, saes, tokens, patched, metric, multiplier):
 
 
 def attribution_answer_logit(model, saes, tokens, answer_ids, distractor_ids, patched):
-    metric = lambda logits: logits[:, -1].gather(-1, answer_ids[:, None]).sum()
+    metric = lambda logits: logits[:, -1].gather(-1, answer_ids[:, None]).sum()  # noqa: E731
     return _attribution(model, saes, tokens, patched, metric, lambda p, c: p - c)
 
 
 def attribution_mean_metric(model, saes, tokens, answer_ids, distractor_ids, patched):
-    metric = lambda logits: logit_diff(logits, answer_ids, distractor_ids).mean()
+    metric = lambda logits: logit_diff(logits, answer_ids, distractor_ids).mean()  # noqa: E731
     return _attribution(model, saes, tokens, patched, metric, lambda p, c: p - c)
 
 
 def attribution_gradient_only(model, saes, tokens, answer_ids, distractor_ids, patched):
-    metric = lambda logits: logit_diff(logits, answer_ids, distractor_ids).sum()
+    metric = lambda logits: logit_diff(logits, answer_ids, distractor_ids).sum()  # noqa: E731
     return _attribution(model, saes, tokens, patched, metric, lambda p, c: torch.ones_like(p))
 
 
 def attribution_times_patched(model, saes, tokens, answer_ids, distractor_ids, patched):
-    metric = lambda logits: logit_diff(logits, answer_ids, distractor_ids).sum()
+    metric = lambda logits: logit_diff(logits, answer_ids, distractor_ids).sum()  # noqa: E731
     return _attribution(model, saes, tokens, patched, metric, lambda p, c: p)
 
 
@@ -142,24 +162,26 @@ def attribution_no_enable_grad(model, saes, tokens, answer_ids, distractor_ids, 
 
 def _ig(model, sae, tokens, answer_ids, distractor_ids, patched, alphas, multiply=True, divide=True):
     name = f"{sae.cfg.metadata.hook_name}.hook_sae_acts_post"
-    model.add_sae(sae, use_error_term=True)
-    try:
+    with model.saes(saes=[sae], use_error_term=True):
         _, cache = model.run_with_cache(tokens, names_filter=name)
         clean = cache[name]
         total = torch.zeros_like(clean)
         for alpha in alphas:
             point = (clean + alpha * (patched - clean)).requires_grad_(True)
             with torch.enable_grad():
-                logit_diff(model.run_with_hooks(tokens, fwd_hooks=[(name, lambda acts, hook: point)]), answer_ids, distractor_ids).sum().backward()
+                logits = model.run_with_hooks(tokens, fwd_hooks=[(name, lambda acts, hook: point)])
+                logit_diff(logits, answer_ids, distractor_ids).sum().backward()
             total += point.grad
-    finally:
-        model.reset_saes()
     mean = total / len(alphas) if divide else total
     return (patched - clean) * mean if multiply else mean
 
 
 def ig_left_endpoints(model, sae, tokens, answer_ids, distractor_ids, patched, steps=10):
     return _ig(model, sae, tokens, answer_ids, distractor_ids, patched, [k / steps for k in range(steps)])
+
+
+def ig_right_endpoints(model, sae, tokens, answer_ids, distractor_ids, patched, steps=10):
+    return _ig(model, sae, tokens, answer_ids, distractor_ids, patched, [(k + 1) / steps for k in range(steps)])
 
 
 def ig_clean_point_only(model, sae, tokens, answer_ids, distractor_ids, patched, steps=10):
@@ -178,47 +200,7 @@ def ig_negated(model, sae, tokens, answer_ids, distractor_ids, patched, steps=10
     return -integrated_gradients(model, sae, tokens, answer_ids, distractor_ids, patched, steps)
 
 
-MISTAKES = {
-    "logit_diff": [
-        Mistake(diff_negated, "wrong sign"),
-        Mistake(diff_first_position, "wrong position"),
-        Mistake(diff_probabilities, "probabilities"),
-        Mistake(diff_batch_mean, "reduce over a dim"),
-        Mistake(diff_answer_only, "answer's logit alone"),
-    ],
-    "ablation_effects": [
-        Mistake(ablation_without_error_term, "forgot the error term"),
-        Mistake(ablation_negated, "wrong sign"),
-        Mistake(ablation_every_position, "every position"),
-        Mistake(ablation_ignores_baseline, "although a baseline was given"),
-        Mistake(ablation_leaves_sae, "left an SAE attached"),
-    ],
-    "attribution_patching": [
-        Mistake(attribution_saelens_default, "gradient stopped at the error term"),
-        Mistake(attribution_answer_logit, "gradient of the wrong metric"),
-        Mistake(attribution_mean_metric, "divided by the batch size"),
-        Mistake(attribution_gradient_only, "forgot to multiply the gradient"),
-        Mistake(attribution_times_patched, "patched latents alone"),
-        Mistake(attribution_negated, "wrong sign"),
-        Mistake(attribution_no_enable_grad, "gradients are disabled"),
-    ],
-    "integrated_gradients": [
-        Mistake(ig_left_endpoints, "left endpoints"),
-        Mistake(ig_clean_point_only, "equals attribution patching"),
-        Mistake(ig_no_average, "without dividing by steps"),
-        Mistake(ig_no_delta, "forgot to multiply the averaged gradient"),
-        Mistake(ig_negated, "wrong sign"),
-    ],
-}
-
-
-# --- sparse gradients ----------------------------------------------------------------
-from solutions.ch01_attribution import (  # noqa: E402
-    attn_latent_path_effects,
-    latent_to_latent_gradients,
-    latent_to_logit_gradients,
-    token_to_latent_gradients,
-)
+# --- latent_to_latent_gradients ------------------------------------------------------
 
 
 def _sparse(dense):
@@ -226,6 +208,7 @@ def _sparse(dense):
 
 
 def _jacobian(model, up_sae, down_sae, tokens, pos):
+    """Dense J[i, p, j] over every (downstream, upstream) pair, the up and down activations."""
     up_hook, down_hook = up_sae.cfg.metadata.hook_name, down_sae.cfg.metadata.hook_name
     kept = {}
     with splice_for_gradients(model, [up_sae]) as nodes, torch.enable_grad():
@@ -233,7 +216,14 @@ def _jacobian(model, up_sae, down_sae, tokens, pos):
         up = nodes[f"{up_hook}.latents"]
         down = down_sae.encode(kept["x"][0, pos % tokens.shape[1]])
         rows = torch.stack([torch.autograd.grad(down[i], up, retain_graph=True)[0][0] for i in range(down.shape[0])])
-    return rows * (down.detach() > 0)[:, None, None], up.detach()[0]
+    return rows, up.detach()[0], down.detach()
+
+
+def _active_jacobian(model, up_sae, down_sae, tokens, pos, upstream_active=True):
+    rows, up, down = _jacobian(model, up_sae, down_sae, tokens, pos)
+    causal = (torch.arange(tokens.shape[1]) <= pos % tokens.shape[1])[:, None]
+    up_mask = (up > 0) & causal if upstream_active else causal.expand_as(up)
+    return rows * (down > 0)[:, None, None] * up_mask[None], up, down
 
 
 def l2l_dense(model, up_sae, down_sae, tokens, pos):
@@ -241,21 +231,41 @@ def l2l_dense(model, up_sae, down_sae, tokens, pos):
 
 
 def l2l_inactive_upstream(model, up_sae, down_sae, tokens, pos):
-    rows, up = _jacobian(model, up_sae, down_sae, tokens, pos)
-    return _sparse(rows * (torch.arange(tokens.shape[1]) <= pos % tokens.shape[1])[None, :, None])
+    return _sparse(_active_jacobian(model, up_sae, down_sae, tokens, pos, upstream_active=False)[0])
 
 
 def l2l_same_position(model, up_sae, down_sae, tokens, pos):
-    pos = pos % tokens.shape[1]
-    rows, up = _jacobian(model, up_sae, down_sae, tokens, pos)
+    rows, _, _ = _active_jacobian(model, up_sae, down_sae, tokens, pos)
     out = torch.zeros_like(rows)
-    out[:, pos] = rows[:, pos] * (up[pos] > 0)
+    out[:, pos % tokens.shape[1]] = rows[:, pos % tokens.shape[1]]
     return _sparse(out)
 
 
 def l2l_transposed(model, up_sae, down_sae, tokens, pos):
     J = latent_to_latent_gradients(model, up_sae, down_sae, tokens, pos)
     return _sparse(J.to_dense().permute(2, 1, 0))
+
+
+def l2l_saelens_splice(model, up_sae, down_sae, tokens, pos):
+    """Upstream latents as SAELens splices them: the downstream input sees the
+    reconstruction only, so gradients miss the error term's identity path."""
+    up_hook, down_hook = up_sae.cfg.metadata.hook_name, down_sae.cfg.metadata.hook_name
+    kept = {}
+
+    def keep_up(acts, hook):
+        kept["up"] = acts
+        return acts
+    with model.saes(saes=[up_sae], use_error_term=False), torch.enable_grad():
+        model.run_with_hooks(tokens, fwd_hooks=[(f"{up_hook}.hook_sae_acts_post", keep_up),
+                                                (down_hook, lambda x, hook: kept.update(x=x))])
+        up, pos = kept["up"], pos % tokens.shape[1]
+        down = down_sae.encode(kept["x"][0, pos])
+        rows = torch.stack([torch.autograd.grad(down[i], up, retain_graph=True)[0][0] for i in range(down.shape[0])])
+    causal = (torch.arange(tokens.shape[1]) <= pos)[:, None]
+    return _sparse(rows * (down.detach() > 0)[:, None, None] * ((up.detach()[0] > 0) & causal)[None])
+
+
+# --- latent_to_logit_gradients -------------------------------------------------------
 
 
 def logit_dense(model, sae, tokens, token_ids):
@@ -283,8 +293,16 @@ def logit_log_probs(model, sae, tokens, token_ids):
 
 def logit_direct_path(model, sae, tokens, token_ids):
     _, active = _logit_grads(model, sae, tokens, token_ids, log_probs=False)
-    direct = (sae.W_dec @ model.W_U[:, token_ids]).T  # [k, d_sae]
+    direct = einops.einsum(sae.W_dec, model.W_U[:, token_ids], "d_sae d_model, d_model k -> k d_sae")
     return _sparse(direct[:, None] * active)
+
+
+def logit_negated(model, sae, tokens, token_ids):
+    G = latent_to_logit_gradients(model, sae, tokens, token_ids)
+    return torch.sparse_coo_tensor(G.indices(), -G.values(), G.shape, check_invariants=True).coalesce()
+
+
+# --- token_to_latent_gradients -------------------------------------------------------
 
 
 def token_dense(model, sae, tokens, pos):
@@ -293,6 +311,7 @@ def token_dense(model, sae, tokens, pos):
 
 def _token_grads(model, sae, tokens, pos, hook_name):
     kept = {}
+    pos = pos % tokens.shape[1]
 
     def leaf(x, hook):
         kept["e"] = x.detach().requires_grad_(True)
@@ -319,11 +338,17 @@ def token_last_position(model, sae, tokens, pos):
     return token_to_latent_gradients(model, sae, tokens, -1)
 
 
+def token_gradient_only(model, sae, tokens, pos):
+    grads, e, mask = _token_grads(model, sae, tokens, pos, "blocks.0.hook_resid_pre")
+    return _sparse(grads.sum(-1) * mask)
+
+
 # --- attn_latent_path_effects --------------------------------------------------------
 
 
 def _path(model, attn_sae, tokens, answer_ids, distractor_ids, layer, head, latents, input, where, scale=True, sign=-1.0):
     name = f"{attn_sae.cfg.metadata.hook_name}.hook_sae_acts_post"
+    source = int(attn_sae.cfg.metadata.hook_name.split(".")[1])
     _, cache = model.run_with_cache_with_saes(tokens, saes=[attn_sae], names_filter=name)
     acts = cache[name]
     clean = logit_diff(model(tokens), answer_ids, distractor_ids)
@@ -331,9 +356,9 @@ def _path(model, attn_sae, tokens, answer_ids, distractor_ids, layer, head, late
     try:
         effects = []
         for latent in latents.tolist():
-            f = acts[..., latent, None] if scale else (acts[..., latent, None] > 0).float()
-            z = (f * attn_sae.W_dec[latent]).reshape(*acts.shape[:2], model.cfg.n_heads, -1)
-            contribution = torch.einsum("bpnh,nhd->bpd", z, model.W_O[0])
+            f = acts[..., latent, None] if scale else (acts[..., latent, None] > 0).to(acts.dtype)
+            z = einops.rearrange(f * attn_sae.W_dec[latent], "b p (n h) -> b p n h", n=model.cfg.n_heads)
+            contribution = einops.einsum(z, model.W_O[source], "b p n h, n h d -> b p d")
 
             def patch(x, hook):
                 if where == "resid":
@@ -372,30 +397,84 @@ def path_leaves_split(model, attn_sae, tokens, answer_ids, distractor_ids, layer
     return out
 
 
-MISTAKES.update({
+def path_always_keys(model, attn_sae, tokens, answer_ids, distractor_ids, layer, head, latents, input="k"):
+    return attn_latent_path_effects(model, attn_sae, tokens, answer_ids, distractor_ids, layer, head, latents, "k")
+
+
+MISTAKES = {
+    "logit_diff": [
+        Mistake(diff_negated, "wrong sign", signature=False),
+        Mistake(diff_first_position, "wrong position: this reads the logits at position 0 (BOS); the answer is "
+                "predicted at the last position"),
+        Mistake(diff_probabilities, "these are differences of probabilities: use the logits themselves"),
+        Mistake(diff_batch_mean, "reduce over a dim", signature=False),
+        Mistake(diff_answer_only, "this is the answer's logit alone: subtract the distractor's logit"),
+        Mistake(diff_mean_over_positions, "this averages the difference over every position: read the last position only"),
+    ],
+    "ablation_effects": [
+        Mistake(ablation_without_error_term, "forgot the error term: splice with use_error_term=True so the clean "
+                "run is the model's own"),
+        Mistake(ablation_negated, "wrong sign", signature=False),
+        Mistake(ablation_every_position, "this ablates the latents at every position; only position `pos` should change"),
+        Mistake(ablation_ignores_baseline, "this ablates to zero although a baseline was given: set each latent to "
+                "baseline[latent]"),
+        Mistake(ablation_leaves_sae, "left an SAE at", signature=False),
+        Mistake(ablation_unspliced_clean, "the clean metric comes from the plain model but the ablated runs lack the "
+                "error term: compute both with the SAE spliced with use_error_term=True"),
+    ],
+    "attribution_patching": [
+        Mistake(attribution_saelens_default, "gradient stopped at the error term: SAELens computes it under no_grad, "
+                "so an earlier SAE's latents got the gradient of the reconstruction only; use splice_for_gradients"),
+        Mistake(attribution_answer_logit, "gradient of the wrong metric: backpropagate the logit difference, not the "
+                "answer's logit alone"),
+        Mistake(attribution_mean_metric, "average over `batch` instead of summing", signature=False),
+        Mistake(attribution_gradient_only, "forgot to multiply the gradient by (patched - clean)"),
+        Mistake(attribution_times_patched, "multiplied by the patched latents alone: multiply by (patched - clean)"),
+        Mistake(attribution_negated, "wrong sign", signature=False),
+        Mistake(attribution_no_enable_grad, "with torch.enable_grad()", signature=False),
+    ],
+    "integrated_gradients": [
+        Mistake(ig_left_endpoints, "these are left endpoints alpha = k/steps: use the midpoints (k + 1/2)/steps"),
+        Mistake(ig_right_endpoints, "these are right endpoints alpha = (k + 1)/steps: use the midpoints (k + 1/2)/steps"),
+        Mistake(ig_clean_point_only, "this equals attribution patching (all gradients at the clean point, alpha = 0): "
+                "move along the path"),
+        Mistake(ig_no_average, "summed the gradients over steps without dividing by steps"),
+        Mistake(ig_no_delta, "forgot to multiply the averaged gradient by (patched - clean)"),
+        Mistake(ig_negated, "wrong sign", signature=False),
+    ],
     "latent_to_latent_gradients": [
-        Mistake(l2l_dense, "dense tensor"),
-        Mistake(l2l_inactive_upstream, "inactive upstream"),
-        Mistake(l2l_same_position, "only holds upstream position"),
-        Mistake(l2l_transposed, "dims look swapped"),
+        Mistake(l2l_dense, "dense tensor", signature=False),
+        Mistake(l2l_inactive_upstream, "J has gradients for inactive upstream latents: keep only latents j active at p"),
+        Mistake(l2l_same_position, "J only holds the upstream position `pos`: latents at every earlier position "
+                "p <= pos feed the downstream one"),
+        Mistake(l2l_transposed, "swapped", signature=False),
+        Mistake(l2l_saelens_splice, "J was taken through an SAE spliced without its error term: the downstream "
+                "latents then see the reconstruction only; use splice_for_gradients"),
     ],
     "latent_to_logit_gradients": [
-        Mistake(logit_dense, "dense tensor"),
-        Mistake(logit_inactive, "inactive latents"),
-        Mistake(logit_log_probs, "log-probabilities"),
-        Mistake(logit_direct_path, "direct path"),
+        Mistake(logit_dense, "dense tensor", signature=False),
+        Mistake(logit_inactive, "G has gradients for inactive latents: keep only latents active at each position"),
+        Mistake(logit_log_probs, "this is the gradient of log-probabilities: differentiate the logits"),
+        Mistake(logit_direct_path, "this is the direct path W_dec @ W_U only: backpropagate through every later layer"),
+        Mistake(logit_negated, "wrong sign", signature=False),
     ],
     "token_to_latent_gradients": [
-        Mistake(token_dense, "dense tensor"),
-        Mistake(token_embed_only, "token embedding alone"),
-        Mistake(token_grad_norm, "gradient's norm"),
-        Mistake(token_last_position, "wrong position"),
+        Mistake(token_dense, "dense tensor", signature=False),
+        Mistake(token_embed_only, "A uses the token embedding alone: the model's input at p is hook_embed + "
+                "hook_pos_embed (blocks.0.hook_resid_pre)"),
+        Mistake(token_grad_norm, "A holds the gradient's norm: multiply the gradient by the input e(p) and sum "
+                "over d_model (gradient x input)"),
+        Mistake(token_last_position, "wrong position: A explains the latents at the last position; explain those at `pos`"),
+        Mistake(token_gradient_only, "A sums the gradient alone over d_model: multiply it by the input e(p) first "
+                "(gradient x input)"),
     ],
     "attn_latent_path_effects": [
-        Mistake(path_every_head, "every head"),
-        Mistake(path_unscaled, "unscaled decoder direction"),
-        Mistake(path_residual, "every path"),
-        Mistake(path_added, "adds the latent's contribution"),
-        Mistake(path_leaves_split, "use_split_qkv_input"),
+        Mistake(path_every_head, "this removes the latent from every head's input: patch head `head` only"),
+        Mistake(path_unscaled, "this removes the unscaled decoder direction: scale d_j by the latent's activation f_j"),
+        Mistake(path_residual, "this removes the latent from the residual stream, i.e. from every path: patch one "
+                "head's input only"),
+        Mistake(path_added, "this adds the latent's contribution instead of removing it"),
+        Mistake(path_leaves_split, "use_split_qkv_input", signature=False),
+        Mistake(path_always_keys, "this patches the keys whatever `input` says: patch hook_{input}_input"),
     ],
-})
+}

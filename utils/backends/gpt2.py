@@ -214,7 +214,8 @@ def load_gpt2(
         hooks = [ATTN_HOOK.format(layer=layer) for layer in chosen]
         attn_saes = keyed_by_hook((load_sae(ATTN_RELEASE, i, device) for i in ids), hooks)
     if "transcoder" in kinds:
-        transcoders = {layer: load_dunefsky_transcoder(layer, device) for layer in chosen}
+        loaded_tcs = (load_dunefsky_transcoder(layer, device) for layer in chosen)
+        transcoders = {tc.cfg.metadata.hook_name: tc for tc in loaded_tcs}
     return Backend("gpt2", model, saes, attn_saes, transcoders)
 
 
@@ -357,7 +358,7 @@ def load_gpt2_shaped(
         model,
         saes={hook: made[hook] for kind, _, hook in specs if kind == "resid"},
         attn_saes={hook: made[hook] for kind, _, hook in specs if kind == "attn"},
-        transcoders={layer: made[hook] for kind, layer, hook in specs if kind == "transcoder"},
+        transcoders={hook: made[hook] for kind, _, hook in specs if kind == "transcoder"},
     )
 
 

@@ -38,7 +38,7 @@ def load(device: str = "cpu", root: Path = ARTIFACTS):
         model=model,
         saes={s.hook: loaded[s.name] for s in specs if s.kind == "resid_sae"},
         attn_saes={s.hook: loaded[s.name] for s in specs if s.kind == "attn_sae"},
-        transcoders={s.layer: loaded[s.name] for s in specs if s.kind == "transcoder"},
+        transcoders={s.hook: loaded[s.name] for s in specs if s.kind == "transcoder"},
         world=world,
         explanations=ExplanationTable.load(root / EXPLANATIONS),
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from utils.nodes import layer_of
 from utils.toy import ARTIFACTS, EXPLANATIONS, MODEL, REPORT, TOKENIZER
 from utils.toy.dictionaries import DictionarySpec, dictionary_folder, dictionary_specs
 from utils.toy.explanations import explanation_table
@@ -60,5 +61,5 @@ def report(root: Path = ARTIFACTS) -> dict:
 
     backend = load(root=root)
     dictionaries = {**backend.saes, **backend.attn_saes,
-                    **{f"transcoder.{layer}": tc for layer, tc in backend.transcoders.items()}}
+                    **{f"transcoder.{layer_of(hook)}": tc for hook, tc in backend.transcoders.items()}}
     return full_report(backend.model, dictionaries, specs_of(backend.model), backend.world)

@@ -1,0 +1,75 @@
+"""One vocabulary for circuits: dictionary kinds and node ids (chapters 02-05).
+
+Every dictionary belongs to one of three kinds, named the same on every backend:
+
+=============  ===================================  =========================================
+kind           reads (``cfg.metadata.hook_name``)   writes
+=============  ===================================  =========================================
+``resid_sae``  ``blocks.{L}.hook_resid_post`` (toy) the same hook
+               ``blocks.{L}.hook_resid_pre`` (GPT-2)
+``attn_sae``   ``blocks.{L}.attn.hook_z``           the same hook
+``transcoder`` ``blocks.{L}.ln2.hook_normalized``   ``blocks.{L}.hook_mlp_out``
+=============  ===================================  =========================================
+
+A *node* of a circuit is one latent (or the error term) of one dictionary at one position:
+``Node(kind, layer, pos, index)`` with ``index`` a latent id or ``"error"``. Graphs of
+chapter 05 add the input embeddings (``Node("embed", 0, pos, token_id)``) and the output
+logits (``Node("logit", n_layers, pos, token_id)``). Nodes sort by layer, then kind
+(in the order a forward pass meets them), then position and index.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Union
+
+DictionaryKind = Literal["resid_sae", "attn_sae", "transcoder"]
+KINDS: tuple[DictionaryKind, ...] = ("resid_sae", "attn_sae", "transcoder")
+NodeKind = Literal["embed", "attn_sae", "transcoder", "resid_sae", "logit"]
+_ORDER = {"embed": 0, "attn_sae": 1, "transcoder": 2, "resid_sae": 3, "logit": 4}  # within a layer
+ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Node:
+    """A latent (``index`` an int) or error node (``index == "error"``) at one position."""
+
+    kind: str
+    layer: int
+    pos: int
+    index: Union[int, str]
+
+    def __post_init__(self) -> None:
+        if self.kind not in _ORDER:
+            raise ValueError(f"unknown node kind {self.kind!r}: expected one of {list(_ORDER)}")
+        if not (isinstance(self.index, int) or self.index == ERROR):
+            raise ValueError(f"a node's index is a latent id (int) or {ERROR!r}, got {self.index!r}")
+
+    @property
+    def is_error(self) -> bool:
+        return self.index == ERROR
+
+    def sort_key(self) -> tuple[int, int, int, int]:
+        return (self.layer, _ORDER[self.kind], self.pos, -1 if self.is_error else int(self.index))
+
+    def __lt__(self, other: "Node") -> bool:
+        return self.sort_key() < other.sort_key()
+
+    def __str__(self) -> str:
+        """``resid_sae1@5:91``, ``transcoder0@3:error``: kind, layer, position, index."""
+        return f"{self.kind}{self.layer}@{self.pos}:{self.index}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Node":
+        """The inverse of ``str(node)``."""
+        head, _, index = text.partition(":")
+        kind_layer, _, pos = head.partition("@")
+        kind = kind_layer.rstrip("0123456789")
+        return cls(kind, int(kind_layer[len(kind):]), int(pos), index if index == ERROR else int(index))
+
+
+def layer_of(hook_name: str) -> int:
+    """The layer of a ``blocks.{L}.…`` hook name."""
+    parts = hook_name.split(".")
+    if len(parts) < 2 or parts[0] != "blocks" or not parts[1].isdigit():
+        raise ValueError(f"not a per-layer hook name: {hook_name!r}")
+    return int(parts[1])
