@@ -223,13 +223,14 @@ def test_gpt2_loads_offline_from_a_hub_cache(from_hub):
     backend, _ = from_hub
     assert list(backend.saes) == [f"blocks.{LAYER}.hook_resid_pre"]
     assert list(backend.attn_saes) == [f"blocks.{LAYER}.attn.hook_z"]
-    assert list(backend.transcoders) == [LAYER]
+    assert list(backend.transcoders) == [f"blocks.{LAYER}.ln2.hook_normalized"]
     d_sae = {"resid": 24_576, "attn": 49_152, "transcoder": 24_576}
     for kind, dictionary in zip(gpt2.KINDS, all_dictionaries(backend)):
         assert dictionary.W_enc.shape == (768, d_sae[kind]), kind
         assert dictionary.W_dec.shape == (d_sae[kind], 768), kind
     assert backend.attn_saes[f"blocks.{LAYER}.attn.hook_z"].cfg.reshape_activations == "hook_z"
-    assert backend.transcoders[LAYER].cfg.metadata.hook_name_out == f"blocks.{LAYER}.hook_mlp_out"
+    transcoder = backend.transcoders[f"blocks.{LAYER}.ln2.hook_normalized"]
+    assert transcoder.cfg.metadata.hook_name_out == f"blocks.{LAYER}.hook_mlp_out"
     assert backend.model.to_tokens("Hello world").tolist() == [[50256, 15496, 995]]
 
 
@@ -267,7 +268,7 @@ def test_public_transcoder_file_is_read_with_only_its_config_class_allowed(simul
     state = gpt2.read_dunefsky_checkpoint(path)
     x = torch.randn(3, 768, generator=torch.Generator().manual_seed(0))
     acts = torch.relu((x - state["b_dec"]) @ state["W_enc"] + state["b_enc"])
-    transcoder = from_hub[0].transcoders[LAYER]
+    transcoder = from_hub[0].transcoders[f"blocks.{LAYER}.ln2.hook_normalized"]
     torch.testing.assert_close(transcoder.encode(x), acts, atol=1e-4, rtol=1e-4)
 
 

@@ -4,8 +4,9 @@ Colab is a kernel with ``google.colab`` imported and ``/content`` as working fol
 notebook opened from GitHub runs its setup cell first. Here ``google.colab`` is a fake module,
 ``/content`` a temporary folder, and the repository setting a local bare clone of this
 repository (what a fresh clone of it holds: the last commit). The setup cell must fetch the
-course and install it, and chapter 00's learner notebook must then run to the end with only
-its check cells failing (the exercises are stubs). The setup cell's failures are checked in
+course and install it, and chapter 00's learner notebook must then run to the end without an
+error, its check cells printing what is missing (the exercises are stubs; checks are not
+strict in a notebook run by hand). The setup cell's failures are checked in
 process: a failed clone, and the placeholder repository setting.
 """
 from __future__ import annotations
@@ -14,7 +15,6 @@ import importlib.machinery
 import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -39,7 +39,8 @@ def colab(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "google.colab", importlib.util.module_from_spec(spec))
 
 
-def test_colab_setup_fetches_the_course_and_chapter_00_runs_to_the_end(tmp_path):
+def test_colab_setup_fetches_the_course_and_chapter_00_runs_to_the_end(tmp_path, monkeypatch):
+    monkeypatch.delenv("SAE_CIRCUITS_STRICT", raising=False)  # as in a notebook run by hand
     bare = tmp_path / "sae-circuits.git"
     subprocess.run(["git", "clone", "--quiet", "--bare", str(build.ROOT), str(bare)], check=True)
     content = tmp_path / "content"
@@ -64,11 +65,11 @@ def test_colab_setup_fetches_the_course_and_chapter_00_runs_to_the_end(tmp_path)
     cwd, utils_file = nb.cells[-1].outputs[0].text.split()
     assert cwd == str(repo / "chapters") and utils_file.startswith(str(repo)), (cwd, utils_file)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    broken = {c.source.splitlines()[0]: errors(c) for c in code if errors(c) and "check" not in c.metadata}
-    assert not broken, f"cells other than checks raised: {broken}"
+    broken = {c.source.splitlines()[0]: errors(c) for c in code if errors(c)}
+    assert not broken, f"cells raised: {broken}"
     checks = [c for c in code if "check" in c.metadata]
-    assert checks and all("NotImplementedError" in "".join(errors(c)) or "not implemented" in
-                          "".join(errors(c)).lower() for c in checks), [errors(c) for c in checks]
+    said = ["".join(o.get("text", "") for o in c.outputs) for c in checks]
+    assert checks and all("NotImplementedError" in text for text in said), said
 
 
 def test_a_failed_clone_names_the_url_and_the_setting(colab, tmp_path):
