@@ -61,9 +61,10 @@ from torch import Tensor
 from utils.backends import gpt2
 
 SEED = 0
-# Where tests keep the simulated hub between runs: one folder per version of this file, so a
-# change here never reads a cache written by the old code.
-HOME = Path(tempfile.gettempdir()) / "sae-circuits" / f"hub-{zlib.crc32(Path(__file__).read_bytes()):08x}"
+# Where tests keep the simulated hub between runs: one folder per version of this file and of
+# the backend (whose calibration it uses), so a change never reads a cache the old code wrote.
+_VERSION = zlib.crc32(Path(__file__).read_bytes() + Path(gpt2.__file__).read_bytes())
+HOME = Path(tempfile.gettempdir()) / "sae-circuits" / f"hub-{_VERSION:08x}"
 D_MODEL, D_MLP, N_CTX, D_VOCAB = 768, 3072, 1024, 50257
 # Commit ids seen in public references to these repositories; any 40-hex id would do.
 COMMITS = {

@@ -34,7 +34,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -100,13 +100,13 @@ TOKENIZER_CACHE = Path(tempfile.gettempdir()) / "sae-circuits" / "gpt2-tokenizer
 
 
 # ==================================================================== the hub
-def hub_files(layers: Iterable[int] | None = None, kinds: Sequence[str] = KINDS) -> list[tuple[str, str]]:
-    """The (repository, file) pairs the ``gpt2`` backend reads for ``layers`` and ``kinds``."""
-    files = [(MODEL_REPO, name) for name in MODEL_FILES]
+def hub_files(layers: Iterable[int] | None = None, kinds: Sequence[str] = KINDS) -> Iterator[tuple[str, str]]:
+    """The (repository, file) pairs the ``gpt2`` backend reads for ``layers`` and ``kinds``,
+    GPT-2's first (the dictionaries' names need SAELens's registry, slow to read once)."""
+    yield from ((MODEL_REPO, name) for name in MODEL_FILES)
     for kind in kinds:
         for layer in layer_list(layers):
-            files += dictionary_files(kind, layer)
-    return files
+            yield from dictionary_files(kind, layer)
 
 
 def dictionary_files(kind: str, layer: int) -> list[tuple[str, str]]:
@@ -126,7 +126,7 @@ def hub_offline() -> bool:
 
 
 def hub_unavailable_reason(
-    files: Sequence[tuple[str, str]], timeout_s: float = HUB_TIMEOUT_S
+    files: Iterable[tuple[str, str]], timeout_s: float = HUB_TIMEOUT_S
 ) -> str | None:
     """Why ``files`` cannot be read now, or None if they can.
 
@@ -136,10 +136,10 @@ def hub_unavailable_reason(
     from huggingface_hub import constants, try_to_load_from_cache
 
     if hub_offline():
-        missing = [f for f in files if not isinstance(try_to_load_from_cache(*f), str)]
-        if missing:
-            return (f"HF_HUB_OFFLINE is set and {len(missing)} of its {len(files)} files are not "
-                    f"in the local hub cache ({constants.HF_HUB_CACHE})")
+        for repo, name in files:
+            if not isinstance(try_to_load_from_cache(repo, name), str):
+                return (f"HF_HUB_OFFLINE is set and {repo}/{name} is not in the local hub cache "
+                        f"({constants.HF_HUB_CACHE})")
         return None
     request = urllib.request.Request(HUB_ENDPOINT, method="HEAD")
     try:
@@ -151,7 +151,7 @@ def hub_unavailable_reason(
     return None
 
 
-def require_hub(files: Sequence[tuple[str, str]]) -> None:
+def require_hub(files: Iterable[tuple[str, str]]) -> None:
     """Raise one clear ``RuntimeError`` unless ``files`` can be read from the hub or its cache.
 
     Called before any download, so an offline machine fails in milliseconds instead of
