@@ -350,22 +350,24 @@ def batch(folder: Path) -> dict[str, Path]:
         path.write_text(nbformat.writes(nb))
         paths[label] = path
 
+    # The longest first, so that they overlap the rest: a cell that sleeps until its time
+    # limit, then the course's own notebooks.
+    save("endless", f"cheats/endless/{CHAPTER}.ipynb", endless_second_exercise())
+    for chapter in sorted(build.chapters(), reverse=True):
+        for kind, source in (("solved", "solutions"), ("untouched", "chapters")):
+            path = _at(folder / kind / f"{chapter}.ipynb")
+            shutil.copy(build.ROOT / source / f"{chapter}.ipynb", path)
+            paths[f"{kind}/{chapter}"] = path
     for k, names in enumerate(GROUPS):
         nb, _ = group_notebook(names)
         # The first under a name pytest cannot take as a path ("::" separates test ids).
         save(f"group{k}", f"cheats/group{k}/{CHAPTER}{' [1]::x' if k == 0 else ''}.ipynb", nb)
     (folder / "cheats" / "group0" / "conftest.py").write_text(CONFTEST)  # beside a notebook, as a learner would
     save("overwrite_course", f"cheats/overwrite/{CHAPTER}.ipynb", overwrite_course(repository=_sandboxed()))
-    save("endless", f"cheats/endless/{CHAPTER}.ipynb", endless_second_exercise())
     # Two names that become one once dots are read as folders, as pytest's JUnit class
     # names do: an honest notebook saved by nbstripout --keep-output, and a kernel exit.
     save("honest_stripped", f"names/a.b/{CHAPTER}.ipynb", stripped_counts(slim(solved())))
     save("exit_at_top", f"names/a/b/{CHAPTER}.ipynb", exit_at_top())
-    for chapter in build.chapters():  # the course's own notebooks, graded in the same batch
-        shutil.copy(build.ROOT / "solutions" / f"{chapter}.ipynb", _at(folder / "solved" / f"{chapter}.ipynb"))
-        shutil.copy(build.ROOT / "chapters" / f"{chapter}.ipynb", _at(folder / "untouched" / f"{chapter}.ipynb"))
-        paths[f"solved/{chapter}"] = folder / "solved" / f"{chapter}.ipynb"
-        paths[f"untouched/{chapter}"] = folder / "untouched" / f"{chapter}.ipynb"
     for name, (make, _) in MALFORMED.items():
         path = folder / "malformed" / name
         path.parent.mkdir(parents=True, exist_ok=True)

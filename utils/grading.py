@@ -29,6 +29,7 @@ XML (one test case per exercise) and JSON on request.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -162,8 +163,6 @@ def grade(
     ``seed_offset`` shifts the seeds of the re-check's inputs (random by default);
     ``confine=False`` runs without Landlock even where it is available (as elsewhere);
     ``fork=False`` starts every kernel and re-check as a new Python (no :mod:`utils.zygote`)."""
-    from utils import screening
-
     seed_offset = secrets.randbelow(9000) + 1000 if seed_offset is None else seed_offset
     scores, jobs = [], []
     for path in collect(paths):
@@ -174,36 +173,44 @@ def grade(
     if not jobs:
         return scores
     with tempfile.TemporaryDirectory(prefix="sae-grading-") as tmp:
-        batch = Path(tmp)
-        course, manifest = _snapshot(batch / "course")
-        before = _hashes(ROOT, ("utils", "tests", "solutions", "chapters", "source", "exercises"))
-        common = {"course": str(course), "manifest": manifest, "cell_timeout": cell_timeout, "timeout": timeout,
-                  "seed_offset": seed_offset, "threads": max(1, (os.cpu_count() or 1) // workers),
-                  "confine": confine and _landlock(), "zygote": None}
-        zygote = _start_zygote(batch, common) if fork else None
+        try:
+            _grade_batch(Path(tmp), jobs, workers, cell_timeout, timeout, seed_offset,
+                         confine and _landlock(), fork and sys.platform.startswith("linux"))
+        finally:
+            _make_writable(Path(tmp))
+    return scores
+
+
+def _grade_batch(batch: Path, jobs: list[tuple[Score, dict[str, Any]]], workers: int, cell_timeout: float,
+                 timeout: float, seed_offset: int, confine: bool, fork: bool) -> None:
+    from utils import screening
+
+    course, manifest = _snapshot(batch / "course")
+    before = _hashes(ROOT, ("utils", "tests", "solutions", "chapters", "source", "exercises"))
+    common = {"course": str(course), "manifest": manifest, "cell_timeout": cell_timeout, "timeout": timeout,
+              "seed_offset": seed_offset, "threads": max(1, (os.cpu_count() or 1) // workers),
+              "confine": confine, "zygote": None}
+    def run(index: int) -> None:
+        score, job = jobs[index]
+        folder = batch / "jobs" / str(index)
+        folder.mkdir(parents=True)
+        started = time.perf_counter()
+        result = _run_worker(folder, {**common, **job}, known[job["chapter"]])
+        _combine(score, job, result, screening)
+        score.seconds = time.perf_counter() - started
+
+    zygote = _start_zygote(batch, common) if fork else None  # it imports while the reference runs
+    try:
         known = {ch: _reference_outputs(ch, seed_offset) for ch in sorted({job["chapter"] for _, job in jobs})}
         common["zygote"] = _zygote_ready(zygote, batch)
-
-        def run(index: int) -> None:
-            score, job = jobs[index]
-            folder = batch / "jobs" / str(index)
-            folder.mkdir(parents=True)
-            started = time.perf_counter()
-            result = _run_worker(folder, {**common, **job}, known[job["chapter"]])
-            _combine(score, job, result, screening)
-            score.seconds = time.perf_counter() - started
-
-        try:
-            with ThreadPoolExecutor(max(1, workers)) as pool:
-                list(pool.map(run, range(len(jobs))))
-        finally:
-            _stop(zygote)
-        changed = sorted(k for k, v in _hashes(ROOT, before.keys()).items() if before.get(k) != v)
-        if changed:  # only possible without Landlock: nobody can tell which submission did it
-            for score, _ in jobs:
-                score.notes.append(f"course files changed while this batch was graded: {', '.join(changed[:5])}")
-        _make_writable(batch)
-    return scores
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            list(pool.map(run, range(len(jobs))))
+    finally:
+        _stop(zygote)
+    changed = sorted(k for k, v in _hashes(ROOT, before.keys()).items() if before.get(k) != v)
+    if changed:  # only possible without Landlock: nobody can tell which submission did it
+        for score, _ in jobs:
+            score.notes.append(f"course files changed while this batch was graded: {', '.join(changed[:5])}")
 
 
 def _intake(path: Path, chapter: str | None, max_bytes: int) -> tuple[Score, dict[str, Any] | None]:
@@ -222,7 +229,7 @@ def _intake(path: Path, chapter: str | None, max_bytes: int) -> tuple[Score, dic
                        "no exercise of any chapter of this course in it: which chapter is it?")
         return score, None
     score.exercises = {name: Exercise() for name in screening.exercises_of(score.chapter)}
-    if found is not None and found != score.chapter:
+    if found != score.chapter:
         score.error = f"this is {found}'s notebook, not {score.chapter}'s"
         for exercise in score.exercises.values():
             exercise.reason = score.error
@@ -274,6 +281,7 @@ def _module_chunks(chapter: str, sources: dict[str, str]) -> list[tuple[str, str
     return chunks + [("course", None, text)]
 
 
+@functools.lru_cache(maxsize=8)
 def _reference_outputs(chapter: str, seed_offset: int) -> bytes:
     """Known outputs of every check of ``chapter``, recorded from the reference in this
     process on inputs drawn with ``seed_offset`` (``torch.save`` bytes)."""
@@ -563,7 +571,8 @@ def pytest_configure(config: Any) -> None:
                 return waiting(self, msg_id, timeout=wait)
             except Empty:
                 if not self.is_alive():
-                    raise RuntimeError("the kernel died while running this cell (os._exit, a crash, or out of memory)")
+                    raise RuntimeError("the kernel died while running this cell (os._exit, a crash, or out of "
+                                       "memory)") from None
 
     RunningKernel.await_reply = await_reply
 
