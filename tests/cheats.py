@@ -47,7 +47,7 @@ def _imports_only(cell: NotebookNode) -> bool:
 
 def slim(nb: NotebookNode) -> NotebookNode:
     """``nb`` with only what grading needs: title, setup, import cells, exercises and their
-    checks (deleting narrative cells is allowed; it only makes the notebook faster)."""
+    checks (deleting cells that no exercise needs is allowed; it only makes it faster)."""
     nb = copy.deepcopy(nb)
     keep = []
     for i, cell in enumerate(nb.cells):
@@ -68,10 +68,14 @@ def solved(chapter: str = CHAPTER) -> NotebookNode:
 
 
 def stripped_counts(nb: NotebookNode) -> NotebookNode:
-    """What ``nbstripout --keep-output`` saves: outputs kept, execution counts cleared."""
+    """What ``nbstripout --keep-output`` saves of a notebook the learner ran: outputs kept
+    (here, the line each passing check prints), execution counts cleared."""
     nb = copy.deepcopy(nb)
     for code in (c for c in nb.cells if c.cell_type == "code"):
         code.execution_count = None
+        if "check" in code.metadata and not code.outputs:
+            line = f"\N{CHECK MARK} {code.metadata['check']}: all checks passed\n"
+            code.outputs = [nbformat.v4.new_output("stream", name="stdout", text=line)]
         for output in code.outputs:
             if output.get("output_type") == "execute_result":
                 output["execution_count"] = None

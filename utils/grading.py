@@ -703,6 +703,8 @@ def table(scores: list[Score]) -> str:
         for s in rows:
             marks = "  ".join(f"{_mark(s.exercises[n]):^{len(n)}}" for n in names)
             lines.append(f"{str(s.notebook):<{width}}  {marks}  {s.fraction:>5.0%}")
+        lines.append("(* looked tampered with, scores nothing; ~ a check cell or nbval marker was restored or "
+                     "ignored: see the details)")
         blocks.append("\n".join(lines))
     failed = [s for s in scores if s.error]
     if failed:
@@ -727,7 +729,7 @@ def table(scores: list[Score]) -> str:
 
 
 def _mark(e: Exercise) -> str:
-    return "pass" if e.passed else "FAIL*" if e.tampered else "FAIL"
+    return ("pass" if e.passed else "FAIL") + ("*" if e.tampered else "~" if e.notes else "")
 
 
 def write_junit(scores: list[Score], path: Path) -> None:

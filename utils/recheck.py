@@ -8,10 +8,11 @@ bytes). Nothing of it is on disk, so the learner's code cannot read the expected
 
 Before any learner code runs this process imports the checks, turns every function of the
 reference module into one that refuses to run while a learner's function is running, and
-notes the identity of every function of the course, torch and builtins. Then it runs the
+takes a fingerprint of the course's modules, torch and the builtins. Then it runs the
 learner's cells and re-checks each exercise (:func:`utils.checking.recheck`) under a time
-limit. An exercise passes only if its check passes, the function is the learner's own (not
-imported), it never called the reference, and nothing the checks rely on was replaced.
+limit; after each cell and each check, whatever was replaced is put back and blamed on that
+exercise. An exercise passes only if its check passes, the function is the learner's own
+(not imported), it never called the reference, and it replaced nothing.
 
 It prints one JSON line per exercise, prefixed by the nonce (a learner's ``print`` cannot
 forge a result), and ends with ``os._exit`` so no learner ``atexit`` hook runs.
@@ -76,9 +77,8 @@ def _guard_reference(chapter: str) -> None:
     module = sys.modules.get(f"solutions.{chapter}")
     if module is None:
         return
-    originals = {name: fn for name, fn in vars(module).items()
-                 if inspect.isfunction(fn) and fn.__module__ == module.__name__}
-    guarded = {id(fn): _refusing(fn) for fn in originals.values()}
+    guarded = {id(fn): _refusing(fn) for fn in vars(module).values()
+               if inspect.isfunction(fn) and fn.__module__ == module.__name__}
     for name, mod in list(sys.modules.items()):
         if name.startswith(("solutions", "tests", "utils")) and isinstance(mod, ModuleType):
             for attr, value in list(vars(mod).items()):
