@@ -490,7 +490,7 @@ from IPython.display import IFrame, display
 from utils.backends.gpt2 import load_gpt2
 
 try:
-    gpt2 = load_gpt2(layers=[8], kinds=("resid",))
+    gpt2 = load_gpt2(layers=[8], kinds=("resid_sae",))
 except RuntimeError as error:
     print(f"skipped ({error})")
 else:

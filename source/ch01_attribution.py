@@ -915,7 +915,7 @@ print("strongest contexts:", *row["top_contexts"][:2], sep="\n  ")
 from utils.backends.gpt2 import load_gpt2
 
 try:  # residual SAEs at two layers only: two downloads of about 150 MB each
-    gpt2 = load_gpt2("cuda" if torch.cuda.is_available() else "cpu", layers=[6, 8], kinds=("resid",))
+    gpt2 = load_gpt2("cuda" if torch.cuda.is_available() else "cpu", layers=[6, 8], kinds=("resid_sae",))
 except RuntimeError as error:
     print(f"skipped ({error})")
 else:

@@ -385,7 +385,7 @@ def write_transcoder(home: Path, layer: int, acts: Tensor) -> None:
     put(home, gpt2.TRANSCODER_REPO, name, lambda p: save_transcoder(p, cfg, state))
 
 
-WRITERS = {"resid": write_resid_sae, "attn": write_attn_sae, "transcoder": write_transcoder}
+WRITERS = {"resid_sae": write_resid_sae, "attn_sae": write_attn_sae, "transcoder": write_transcoder}
 
 
 # ==================================================================== all of it

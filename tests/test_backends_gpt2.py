@@ -227,7 +227,7 @@ def test_gpt2_loads_offline_from_a_hub_cache(from_hub):
     assert list(backend.saes) == [f"blocks.{LAYER}.hook_resid_pre"]
     assert list(backend.attn_saes) == [f"blocks.{LAYER}.attn.hook_z"]
     assert list(backend.transcoders) == [f"blocks.{LAYER}.ln2.hook_normalized"]
-    d_sae = {"resid": 24_576, "attn": 49_152, "transcoder": 24_576}
+    d_sae = {"resid_sae": 24_576, "attn_sae": 49_152, "transcoder": 24_576}
     for kind, dictionary in zip(gpt2.KINDS, all_dictionaries(backend)):
         assert dictionary.W_enc.shape == (768, d_sae[kind]), kind
         assert dictionary.W_dec.shape == (d_sae[kind], 768), kind
@@ -340,8 +340,8 @@ def test_shaped_splicing_with_error_term_keeps_logits(shaped):
 
 def test_shaped_dictionaries_are_seeded():
     acts = torch.randn(32, 8, generator=torch.Generator().manual_seed(1))
-    first = gpt2.shaped_dictionary("resid", 2, acts, d_sae=64, device="cpu")
-    again = gpt2.shaped_dictionary("resid", 2, acts, d_sae=64, device="cpu")
-    other = gpt2.shaped_dictionary("resid", 3, acts, d_sae=64, device="cpu")
+    first = gpt2.shaped_dictionary("resid_sae", 2, acts, d_sae=64, device="cpu")
+    again = gpt2.shaped_dictionary("resid_sae", 2, acts, d_sae=64, device="cpu")
+    other = gpt2.shaped_dictionary("resid_sae", 3, acts, d_sae=64, device="cpu")
     torch.testing.assert_close(first.W_dec, again.W_dec)
     assert not torch.equal(first.W_dec, other.W_dec)

