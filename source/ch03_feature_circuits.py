@@ -901,7 +901,7 @@ print(f"latents active at the last position of any training bio: {len(live)}; "
 from utils.backends.gpt2 import load_gpt2
 
 try:  # four residual SAEs: about 600 MB, plus GPT-2 small
-    gpt2 = load_gpt2("cuda" if torch.cuda.is_available() else "cpu", layers=[6, 7, 8, 9], kinds=("resid",))
+    gpt2 = load_gpt2("cuda" if torch.cuda.is_available() else "cpu", layers=[6, 7, 8, 9], kinds=("resid_sae",))
 except RuntimeError as error:
     print(f"skipped ({error})")
 else:
