@@ -54,6 +54,7 @@ SWEEP_RESULTS = Path(__file__).parent / "training_sweep.json"
 _EXPECTED_WARNINGS = (
     r"The training dataset contains fewer samples",
     r"All samples in the training dataset have been exhausted",
+    r"pretokenized dataset has context_size",  # rows longer than the context are cut, as we ask
     r"To copy construct from a tensor",  # SAELens wraps each dataset row in torch.tensor
     r"\s*This SAE has non-empty model_from_pretrained_kwargs",  # a hub-loading hint; our model is built in memory
 )

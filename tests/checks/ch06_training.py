@@ -194,8 +194,8 @@ def check_label_precision(label_precision: Any) -> None:
     dtype = compare.TOLERANCE.dtype
     corpus = bk.world.corpus(n_seqs=12, seq_len=32, seed=seed(70))
     cases = [
-        (torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [1.0, 3.0, 0.0], [0.0, 2.0, 0.0]], dtype=dtype),
-         torch.tensor([True, False, True, False])),
+        (torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [1.0, 3.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.0]], dtype=dtype),
+         torch.tensor([True, False, True, False, False])),
     ]
     for j, label in enumerate(("name_repeated", "city")):
         mask = corpus.labels[label][:, 1:].flatten()
