@@ -38,6 +38,7 @@ from torch import Tensor
 
 from benchmarks.gpt2_shaped import peak_memory
 from solutions.ch01_attribution import ablation_effects, attribution_patching, integrated_gradients
+from utils.attribution import pearson, spearman
 from utils.backends import load_backend
 from utils.backends.gpt2 import load_gpt2_shaped
 
@@ -120,17 +121,8 @@ def cost(model: HookedSAETransformer, saes: list[SAE], tokens: Tensor, answer_id
     return figures
 
 
-def rank(x: Tensor) -> Tensor:
-    return x.argsort().argsort().double()
-
-
-def pearson(x: Tensor, y: Tensor) -> float:
-    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
-    return float((x * y).sum() / (x.norm() * y.norm()))
-
-
 def agreement(estimate: Tensor, truth: Tensor) -> dict[str, float]:
-    return {"spearman": pearson(rank(estimate), rank(truth)), "pearson": pearson(estimate, truth),
+    return {"spearman": spearman(estimate, truth), "pearson": pearson(estimate, truth),
             "sign_agreement": float((estimate.sign() == truth.sign()).double().mean())}
 
 

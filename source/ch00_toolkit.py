@@ -12,7 +12,8 @@
 # - Read a latent three ways: which latents fire on a prompt, which tokens a latent promotes,
 #   and which contexts make it fire hardest.
 # - Measure how much an SAE costs the model: L0, explained variance, CE-loss recovered.
-# - Find the latent that tracks a planted feature and score it against ground truth (AUROC).
+# - Find the latent that tracks a planted feature and score it against ground truth (AUROC,
+#   read beside precision: the share of its activation on the label).
 # - Keep memory under control, and explore latents interactively.
 #
 # *If you read one thing:* section 2, on the hook names an SAE adds. Every later chapter
@@ -33,9 +34,10 @@ from transformer_lens.utils import test_prompt
 from utils.backends import load_backend
 from utils.checking import checked
 from utils.dashboards import latent_dashboard
-from utils.explorer import explorer_summary, latent_explorer
+from utils.explorer import explorer_summary, latent_explorer, sae_acts
 from utils.memory import free, memory_table
-from utils.views import contexts_table, show_contexts, token_logprob_view
+from utils.toy.report import activation_precision
+from utils.views import contexts_table, histogram, show_contexts, token_logprob_view
 
 _ = torch.set_grad_enabled(False)  # this chapter only reads the model: no gradients needed
 
@@ -85,12 +87,13 @@ for prompt in ["when mary and john went to the park , john gave a ball to", "the
 
 # %% [markdown]
 # The same for every token of a prompt at once: each token coloured by the log-probability
-# the model gave it (hover for its top guesses). Views like this one are written to
-# `_views/` beside the notebook and shown in a frame, which keeps the notebook small.
+# the model gave it after the text before it (hover a token for its probability, its rank
+# and the model's top guesses). On an induction prompt the second copy of the span turns
+# white: the model predicts it.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-token_logprob_view(model, world.task_batch("induction", 1, seed=2).prompts[0], "ch00_logprobs")
+token_logprob_view(model, world.task_batch("induction", 1, seed=2).prompts[0])
 
 # %% [markdown]
 # ## 2. Splicing SAEs into the forward pass
@@ -245,11 +248,12 @@ ctx_values, ctx_where = checked(max_activating_contexts)(model, sae, top_latent,
 print(contexts_table(model, corpus.tokens, ctx_values, ctx_where, window=8))
 
 # %% [markdown]
-# The same contexts as a table, each token shaded by how strongly the latent fires on it:
+# The same contexts as a table, each token shaded by how strongly the latent fires on it
+# (hover a token for its activation):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-show_contexts(model, corpus.tokens, ctx_values, ctx_where)
+show_contexts(model, corpus.tokens, ctx_values, ctx_where, acts=sae_acts(model, sae, corpus.tokens)[..., top_latent])
 
 # %% [markdown] exercise="reconstruction_metrics" title="Measure what splicing an SAE costs" difficulty=2 importance=5 minutes=25
 # An SAE is useful when it is sparse *and* faithful. Compute, over `tokens`, excluding the
@@ -356,32 +360,52 @@ flat_acts = einops.rearrange(corpus_cache[f"{hook}.hook_sae_acts_post"][:, 1:], 
 flat_label = corpus.labels["name_repeated"][:, 1:].flatten()
 aurocs = checked(latent_aurocs)(flat_acts, flat_label)
 best = aurocs.argmax().item()
-print(f"best latent for name_repeated: {best} (AUROC {aurocs[best].item():.3g}); "
-      f"{(aurocs > 0.9).sum().item()} latents above 0.9")
+precision = activation_precision(flat_acts, flat_label[:, None])[0]  # [d_sae]
+print(f"best latent for name_repeated: {best} (AUROC {aurocs[best].item():.3g}, precision {precision[best].item():.3g}); "
+      f"{(aurocs > 0.9).sum().item()} latents above 0.9; {flat_label.float().mean().item():.3g} of tokens carry the label")
+
+# %% [markdown]
+# AUROC asks whether the latent ranks labelled tokens above the others; it does not ask what
+# else the latent does. For that, read its **precision** beside it: the share of the
+# latent's total activation that falls on labelled tokens,
+# $\sum_t y_t a_t / \sum_t a_t$ (`utils.toy.report.activation_precision`). A latent that fired
+# equally on every token would have precision equal to the label's share of tokens; one
+# that fires only on the label, 1. A label claim is "label X, AUROC a, precision p", never
+# the AUROC alone.
+
+# %% [markdown]
+# How many latents separate the label well? Most sit near 0.5 (chance); a few stand apart:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+histogram(aurocs, f"AUROC of each {hook} latent for name_repeated", "AUROC (0.5 = chance, 1 = perfect)",
+          threshold=0.9)
 
 # %% [markdown]
 # ## 6. The explanation table: an offline Neuronpedia
 #
 # For every latent of every dictionary, the toy backend ships a row: the planted label its
-# activation separates best (and that AUROC), how often it fires, its top contexts and the
-# tokens it promotes. Look up the latent you just found, then search the table by keyword,
-# the way you would search Neuronpedia for a concept.
+# activation separates best (with that AUROC and the latent's precision on it), how often
+# it fires, its top contexts and the tokens it promotes. Look up the latent you just found,
+# then search the table by keyword, the way you would search Neuronpedia for a concept.
 
 # %%
 row = bk.explanations.lookup(hook, best)
-print(f"latent {best}: label {row['label']!r}, AUROC {row['auroc']:.3g}")
+print(f"latent {best}: label {row['label']!r}, AUROC {row['auroc']:.3f}, precision {row['precision']:.3f}, "
+      f"fires on {row['frequency']:.3g} of tokens")
 print("promotes:", row["top_tokens"])
 for context in row["top_contexts"][:3]:
     print("  ", context)
 
 # %% [markdown]
 # Searching for the label finds the best latents in every dictionary. Compare the AUROC you
-# computed with the table's (computed on other corpus tokens), and notice which kind of
-# dictionary carries the label most cleanly.
+# computed with the table's (computed on other corpus tokens), and notice that two latents
+# with almost the same AUROC can differ fourfold in precision.
 
 # %%
 for row in bk.explanations.search("name_repeated")[:3]:
-    print(f"{row['dictionary']:>26} latent {row['latent']:>3}: {row['label']} (AUROC {row['auroc']:.3g})")
+    print(f"{row['dictionary']:>26} latent {row['latent']:>3}: {row['label']} "
+          f"(AUROC {row['auroc']:.3f}, precision {row['precision']:.3f})")
 
 # %% [markdown]
 # Which planted labels have a latent of their own? The best AUROC per label over every
@@ -390,10 +414,24 @@ for row in bk.explanations.search("name_repeated")[:3]:
 # %%
 best_per_label = {}
 for row in bk.explanations.rows:
-    if row["auroc"] > best_per_label.get(row["label"], (0.0, ""))[0]:
-        best_per_label[row["label"]] = (row["auroc"], f"{row['dictionary']} #{row['latent']}")
-for label, (score, where) in sorted(best_per_label.items(), key=lambda kv: -kv[1][0]):
-    print(f"{label:>18}: {score:.3g}  {where}")
+    if row["auroc"] > best_per_label.get(row["label"], {"auroc": 0.0})["auroc"]:
+        best_per_label[row["label"]] = row
+print(f"{'label':>18}  AUROC  precision  fires on  latent")
+for label, row in sorted(best_per_label.items(), key=lambda kv: -kv[1]["auroc"]):
+    print(f"{label:>18}  {row['auroc']:.3f}  {row['precision']:>9.3f}  {row['frequency']:>8.3g}  "
+          f"{row['dictionary']} #{row['latent']}")
+
+# %% [markdown]
+# Read the columns together. *High AUROC, low precision:* the best `country` latent (AUROC
+# 0.997) puts only 0.198 of its activation on country tokens, and the best `fact_answer`
+# latent (0.999) 0.263: each fires on its label and on much else besides. *Low AUROC, high
+# precision:* the best `is_name` latent (0.716) spends 0.989 of its activation on names but
+# fires on only 0.044 of tokens, so it misses many names. *Weak on both:* no latent
+# explains `city` (0.880, precision 0.231) or `male_name` (0.802, 0.512) well. Only rows
+# high on both, such as `year` (0.963, 0.807) or `greater_than_end` (1.000, 0.742), earn
+# their label without more evidence. (Each row here is a latent's *own* best label; a latent
+# can also score high on a second label, which the report of `python -m utils.toy report`
+# lists per label.)
 
 # %% [markdown]
 # ## 7. Latent dashboards
@@ -425,13 +463,15 @@ print("corpus_cache" in globals())
 # %% [markdown]
 # ## 9. A latent explorer
 #
-# Pick a prompt and a layer, see the active latents at each position, and click one to see
-# what it promotes and where it fires hardest. The widget needs a live notebook; below it,
-# the same content as text for one latent.
+# Pick a prompt and a layer, see the active latents at each position (with their labels;
+# faded ones are weak guesses), and click one to see what it promotes and where it fires
+# hardest. It opens on the IOI latent you read above (`top_latent`); below it, the same
+# content as text.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-explorer = latent_explorer(bk, [ioi.prompts[0], world.task_batch("facts", 1).prompts[0], world.task_batch("induction", 1).prompts[0]])
+explorer = latent_explorer(bk, [ioi.prompts[0], world.task_batch("facts", 1).prompts[0], world.task_batch("induction", 1).prompts[0]],
+                           hook=hook, latent=top_latent)
 
 # %%
 print(explorer_summary(bk, ioi.prompts[0], hook, top_latent))
@@ -470,7 +510,8 @@ else:
 # - A `HookedSAETransformer` splices SAEs at hook points; their latents are cached under
 #   `X.hook_sae_acts_post`, and `use_error_term=True` keeps the output exact.
 # - A latent can be read by what fires it (top latents per position, max-activating contexts),
-#   by what it writes (its direct logit effect), and against ground truth (AUROC).
+#   by what it writes (its direct logit effect), and against ground truth (AUROC beside
+#   precision: a latent can rank a label first and still spend most of its activation elsewhere).
 # - Reconstruction metrics come in a set: L0 for sparsity; explained variance and added loss
 #   for faithfulness; CE-loss recovered only relative to a (here very destructive) ablation.
 #

@@ -112,7 +112,7 @@ def test_sparse_results():
     expect_sparse(want, want.indices(), want.values(), name="J", shape=(2, 2), dims="a b")
     with pytest.raises(CheckFailure, match="dense tensor"):
         expect_sparse(dense, want.indices(), want.values(), name="J", shape=(2, 2), dims="a b")
-    extra = torch.sparse_coo_tensor(torch.tensor([[0, 0, 1], [0, 1, 0]]), torch.tensor([0.0, 2.0, 3.0]), (2, 2))
+    extra = torch.sparse_coo_tensor(torch.tensor([[0, 0, 1], [0, 1, 0]]), torch.tensor([0.0, 2.0, 3.0]), (2, 2), check_invariants=True)
     with pytest.raises(CheckFailure, match="outside the active latents"):
         expect_sparse(extra, want.indices(), want.values(), name="J", shape=(2, 2), dims="a b")
     optional = torch.tensor([[True, False], [False, False]])  # (0, 0) is within noise of active

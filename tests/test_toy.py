@@ -16,7 +16,9 @@ from utils.backends import load_backend  # noqa: E402
 from utils.toy.build import specs_of  # noqa: E402
 from utils.toy.generator import BROAD_LABELS, LABEL_NAMES, PROFESSIONS, World  # noqa: E402
 from utils.nodes import layer_of  # noqa: E402
-from utils.toy.report import full_report  # noqa: E402
+from utils.toy.report import (activation_precision, firing_frequency, flat_labels,  # noqa: E402
+                              full_report, read_dictionary)
+from utils.toy.training import EVAL_SEEDS  # noqa: E402
 
 TASK_FLOOR = {"induction": 0.90}  # every other task: 0.95
 SPLICED_FLOOR = {"induction": 0.80}  # every other task: 0.90
@@ -152,3 +154,38 @@ def test_planted_features_are_recovered(figures):
     assert len(narrow) >= 6, best
     for d in figures["dictionaries"].values():
         assert all("probe5_auroc" in d["recovery"][label] for label in BROAD_LABELS)
+
+
+def test_precision_and_frequency_on_a_hand_made_case():
+    # 4 tokens, 3 latents (the second never fires), 2 labels.
+    acts = torch.tensor([[2.0, 0.0, 1.0], [0.0, 0.0, 3.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    labels = torch.tensor([[True, False], [False, True], [True, False], [False, False]])
+    want = torch.tensor([[3 / 4, 0.0, 1 / 4],   # label 0: tokens 0 and 2
+                         [0.0, 0.0, 3 / 4]])    # label 1: token 1
+    torch.testing.assert_close(activation_precision(acts, labels), want)
+    torch.testing.assert_close(firing_frequency(acts), torch.tensor([3 / 4, 0.0, 1 / 2]))
+    # A latent firing equally everywhere has the label's share of tokens as its precision.
+    flat = torch.ones(4, 1)
+    torch.testing.assert_close(activation_precision(flat, labels), labels.float().mean(0)[:, None])
+
+
+def test_report_carries_precision_beside_auroc(figures):
+    for d in figures["dictionaries"].values():
+        for label, hit in d["recovery"].items():
+            assert {"latent", "auroc", "precision", "frequency"} <= set(hit), label
+            assert 0.0 <= hit["precision"] <= 1.0 and 0.0 <= hit["frequency"] <= 1.0, (label, hit)
+    assert set(figures["label_share"]) == set(LABEL_NAMES)
+
+
+def test_explanation_precision_matches_its_corpus(bk):
+    """The table's precision of a row is the share of that latent's activation on its label,
+    on the table's own held-out corpus (seed EVAL_SEEDS + 1)."""
+    hook = "blocks.1.hook_resid_post"
+    spec = next(s for s in specs_of(bk.model) if s.name == hook)
+    corpus = bk.world.corpus(256, 48, seed=EVAL_SEEDS + 1)
+    latents = read_dictionary(bk.model, bk.saes[hook], spec, corpus.tokens).latents
+    labels = flat_labels(corpus.labels)
+    for row in [r for r in bk.explanations.rows if r["dictionary"] == hook][:16]:
+        acts = latents[:, row["latent"]]
+        want = (acts[labels[row["label"]]].sum() / acts.sum()).item() if acts.sum() > 0 else 0.0
+        assert abs(row["precision"] - want) < 1e-3, (row["latent"], row["precision"], want)

@@ -78,22 +78,43 @@ def test_sig3_rounds_to_three_significant_figures():
         ["3.14", "-0.000123", "1.23e+04", "0"]
 
 
-def test_show_html_writes_a_file_and_shows_a_small_iframe(tmp_path, capsys):
-    views.show_html("<p>hello</p>", "hello")
+def test_show_html_writes_a_file_and_shows_a_frame_with_a_summary(tmp_path, capsys):
+    views.show_html("<p>hello</p>", "hello", 300, "<b>a greeting</b>", "a greeting")
     assert (tmp_path / "_views" / "hello.html").read_text() == "<p>hello</p>"
-    assert capsys.readouterr().out.strip() == "view: _views/hello.html"
+    out = capsys.readouterr().out
+    assert out.startswith("a greeting\n") and views.RUN_TO_EXPLORE in out and "_views/hello.html" in out
+    html = views.frame_html("<p>hello</p>", "hello", 300, "<b>a greeting</b>")
+    assert 'src="_views/hello.html"' in html and html.index("a greeting") < html.index("<iframe")
 
 
-def test_show_html_inlines_in_colab(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(__import__("sys").modules, "google.colab", SimpleNamespace())
-    views.show_html("<p>hi</p>", "colab")
+@pytest.mark.parametrize("where", ["colab", "vscode"])
+def test_show_html_inlines_where_files_cannot_be_served(tmp_path, monkeypatch, where):
+    if where == "colab":
+        monkeypatch.setitem(__import__("sys").modules, "google.colab", SimpleNamespace())
+    else:
+        monkeypatch.setenv("VSCODE_PID", "1")
+    views.show_html("<p>hi</p>", "inline", 300, "hi", "hi")
     assert not (tmp_path / "_views").exists()
+    assert 'srcdoc="&lt;p&gt;hi&lt;/p&gt;"' in views.frame_html("<p>hi</p>", "inline", 300, "hi")
 
 
-def test_token_logprob_view_writes_circuitsvis_html(tiny, tmp_path):
-    views.token_logprob_view(tiny.model, "w1 w2 w3 w4", "logprobs")
-    html = (tmp_path / "_views" / "logprobs.html").read_text()
-    assert "TokenLogProbs" in html and '"w3"' in html
+def test_word_level_tokens_are_shown_with_spaces(tiny):
+    assert views.tokens_lack_spaces(tiny.model)
+    assert views.display_tokens(tiny.model, [0, 4, 5]) == [" <bos>", " w1", " w2"]
+    assert views.token_strings(tiny.model, [4, 5]) == ["w1", "w2"]
+
+
+def test_token_logprob_view_is_inline_html_with_legend_and_text(tiny):
+    view = views.token_logprob_view(tiny.model, "w1 w2 w3 w4")
+    assert "<script" not in view.html and "log-prob of each token" in view.html
+    assert view.html.count("title=") == 4 and ">&#x27;" not in view.html
+    assert " <span" in view.html and ">w3</span>" in view.html  # "w1 w2", not "w1w2"
+    tokens = tiny.model.to_tokens("w1 w2 w3 w4")[0]
+    with torch.no_grad():
+        log_probs = tiny.model(tokens[None])[0].log_softmax(-1)
+    lines = view.text.splitlines()[1:]
+    assert [line.split()[:2] for line in lines] == [
+        [w, views.sig3(log_probs[p, tokens[p + 1]])] for p, w in enumerate(["w1", "w2", "w3", "w4"])]
 
 
 def test_contexts_table_is_deterministic_text(tiny):
@@ -109,22 +130,56 @@ def test_contexts_table_is_deterministic_text(tiny):
     assert text == views.contexts_table(tiny.model, tiny.tokens, values, seq_pos, window=3)
 
 
-def test_show_contexts_displays_html_with_a_text_fallback(tiny, capsys):
-    values, seq_pos = views.top_positions(latent_acts(tiny, 5), 3)
-    html = views.contexts_html(tiny.model, tiny.tokens, values, seq_pos, 3)
-    assert html.count("<tr>") == 4 and "border:1px solid" in html
-    views.show_contexts(tiny.model, tiny.tokens, values, seq_pos, 3)
+def test_show_contexts_shades_every_token_and_has_a_text_fallback(tiny, capsys):
+    acts = latent_acts(tiny, 5)
+    values, seq_pos = views.top_positions(acts, 3)
+    html = views.contexts_html(tiny.model, tiny.tokens, values, seq_pos, acts, 3)
+    assert html.count("<tr>") == 4 and html.count("outline:1px solid") == 3 and " <span" in html
+    seq, pos = seq_pos[0].tolist()
+    for p in range(pos - 3, pos + 4):  # every token of the window carries its own activation
+        if 0 <= p < tiny.tokens.shape[1]:
+            assert f'title="activation {views.sig3(acts[seq, p])}"' in html
+    shades = set(re.findall(r"rgba\(255,110,0,([\d.]+)\)", html))
+    assert len(shades) > 3  # not only the centre token and zeros
+    views.show_contexts(tiny.model, tiny.tokens, values, seq_pos, acts, 3)
     assert capsys.readouterr().out.rstrip("\n") == \
         views.contexts_table(tiny.model, tiny.tokens, values, seq_pos, 3)
 
 
-def test_plot_helpers_return_figures():
+def test_figures_have_axis_titles_and_fitting_forms():
     x, y = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.5, 2.9])
-    fig = views.scatter_with_diagonal(x, y, ["a", "b", "c"], "attribution vs ablation")
+    fig = views.scatter_with_diagonal(x, y, ["a", "b", "c"], "attribution vs ablation", "true", "estimate")
     assert fig.layout.title.text == "attribution vs ablation (Pearson r = 0.948)"  # numpy.corrcoef: 0.9483
-    assert list(fig.data[1].x) == [1.0, 3.0]
-    assert views.heatmap(torch.eye(2), ["a", "b"], ["c", "d"], "h").data[0].zmid == 0
-    assert list(views.bar(torch.tensor([1.0, -1.0]), ["a", "b"], "b").data[0].y) == [1.0, -1.0]
+    assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("true", "estimate")
+    assert fig.layout.yaxis.scaleanchor == "x" and fig.layout.xaxis.range == fig.layout.yaxis.range
+    assert list(fig.data[1].customdata) == ["a", "b", "c"]
+
+    effects = torch.tensor([[0.0, 2.0, -0.1, 0.01], [0.0, 1.0, -0.3, 0.0]])
+    fig = views.top_latents_bar(effects, ["#0", "#1", "#2", "#3"], 2, "ablation", "change (nats)")
+    assert list(fig.data[0].y) == ["#2", "#1"] and list(fig.data[0].x) == pytest.approx([-0.2, 1.5])
+    assert "2 others not shown" in fig.layout.title.text and fig.layout.xaxis.title.text == "change (nats)"
+
+    fig = views.histogram(torch.tensor([0.5, 0.55, 0.95, 0.99]), "AUROC", "AUROC", threshold=0.9)
+    assert fig.layout.annotations[0].text == "2 above 0.9" and fig.layout.yaxis.title.text == "count"
+
+    fig = views.bar(torch.tensor([1.0, -1.0]), ["a", "b"], "b", "head", "change (nats)")
+    assert list(fig.data[0].y) == [1.0, -1.0] and fig.layout.yaxis.title.text == "change (nats)"
+    fig = views.heatmap(torch.eye(2), ["a", "b"], ["c", "d"], "h", "latent", "prompt", "nats")
+    assert fig.data[0].zmid == 0 and fig.data[0].colorbar.title.text == "nats"
+
+    fig = views.edge_graph([["#1 at 'x'", "#2 at 'y'"], ["#9"]], [(0, 0, 1, 0, 0.5), (0, 1, 1, 0, -2.0)],
+                           ["layer 0", "layer 1"], "edges", "gradient x activation")
+    lines = [t for t in fig.data if t.mode == "lines"]
+    assert [t.line.color for t in lines] == ["#4c72b0", "#c44e52"] and lines[1].line.width > lines[0].line.width
+    assert "#2 at 'y' → #9<br>gradient x activation: -2" in fig.data[2].customdata
+
+
+def test_latent_labels_mark_weak_ones():
+    table = SimpleNamespace(lookup=lambda hook, i: {"label": "pronoun", "auroc": [0.97, 0.65][i]})
+    bk = SimpleNamespace(explanations=table)
+    assert views.latent_name(bk, HOOK, 0) == "#0 pronoun (AUROC 0.97)"
+    assert views.latent_name(bk, HOOK, 1) == "#1 pronoun? (AUROC 0.65, weak)"
+    assert views.latent_name(SimpleNamespace(explanations=None), HOOK, 3) == "#3"
 
 
 # ------------------------------------------------------------------ dashboards
@@ -141,13 +196,23 @@ def test_dashboard_carries_the_sae_weights(tiny, tmp_path, apply_b_dec_to_input)
     path = dashboards.latent_dashboard(tiny.model, sae, tiny.tokens, [latent, 3], "dash")
     assert path == tmp_path / "_views" / "dash.html"
     html = path.read_text()
-    assert "https://" not in html and (tmp_path / "_views" / "plotly.min.js").exists()
+    assert not re.search(r"<(script|link|img)[^>]*(src|href)=", html)  # loads nothing from elsewhere
+    assert "</script>" in html and len(html) > 3_000_000  # plotly.js inlined
     data = dashboard_data(path)
     acts = explorer.sae_acts(tiny.model, sae, tiny.tokens)
     assert data["AGGDATA"]["max"][0] == pytest.approx(acts[..., latent].max().item(), abs=1e-4)
     top_logits = data["DASHBOARD_DATA"][str(latent)]["logitsTableData"]["0"]["posLogits"]
     expected = explorer.promoted_tokens(tiny.model, sae, latent, k=len(top_logits))
-    assert [row["symbol"] for row in top_logits] == [token for token, _ in expected]
+    assert [row["symbol"] for row in top_logits] == [f" {token}" for token, _ in expected]
+    tokens = re.findall(r'"tok": "([^"]*)"', json.dumps(data["DASHBOARD_DATA"][str(latent)]))
+    assert len(tokens) > 20 and all(t.startswith(" ") for t in tokens)  # words do not run together
+
+
+def test_dashboard_summary_names_each_latent(tiny, capsys):
+    dashboards.latent_dashboard(tiny.model, tiny.saes[HOOK], tiny.tokens, [7, 3], "dash")
+    out = capsys.readouterr().out
+    assert out.startswith(f"sae-vis dashboard of 2 latent(s) of {HOOK} over 16 sequences:")
+    assert "latent #7: max activation" in out and "latent #3:" in out and views.RUN_TO_EXPLORE in out
 
 
 def test_dashboard_refuses_spliced_models(tiny):
@@ -172,17 +237,21 @@ def test_explorer_summary_is_deterministic_and_consistent(tiny):
     assert text.endswith(expected)
 
 
-def test_explorer_widget_builds_and_reacts(tiny):
-    app = explorer.latent_explorer(tiny, ["w1 w2 w3", "w4 w5"])
+def test_explorer_widget_builds_reacts_and_has_a_static_fallback(tiny, capsys):
+    app = explorer.latent_explorer(tiny, ["w1 w2 w3", "w4 w5"], hook=HOOK, latent=5)
+    out = capsys.readouterr().out
+    assert "VBox(" not in out and views.RUN_TO_EXPLORE in out
+    assert explorer.explorer_summary(tiny, "w1 w2 w3", HOOK, 5) in out  # what it opens on
+    assert "<b>latent #5</b>" in out  # the detail panel (printed: no kernel captures it here)
     positions = app.children[1].children[0]
     assert len(positions.children) == 4
     button = positions.children[1].children[1]
     button.click()  # runs the callback: promoted tokens and contexts for that latent
+    latent = int(button.description.split()[0][1:])
+    assert f"<b>latent #{latent}</b>" in capsys.readouterr().out
     app.children[0].children[0].value = "w4 w5"
     assert len(positions.children) == 3
-    latent = int(button.description.split()[0][1:])
-    detail = explorer._latent_detail(tiny, HOOK, latent, None)
-    assert f"latent #{latent}" in detail.value and "<table" in detail.value
+    assert "<table" in explorer._latent_detail(tiny, HOOK, latent, None).value
 
 
 def test_explorer_reads_the_same_acts_with_the_sae_spliced_in(tiny):
@@ -193,3 +262,28 @@ def test_explorer_reads_the_same_acts_with_the_sae_spliced_in(tiny):
     finally:
         tiny.model.reset_saes()
     torch.testing.assert_close(spliced, clean)
+
+
+# ------------------------------------------------------------------ offline HTML (course.sh --headless)
+def test_offline_html_loads_nothing_and_draws_math_figures_and_fallbacks():
+    import nbformat
+    import plotly.graph_objects as go
+
+    from utils.course import offline_html
+
+    widget = {"application/vnd.jupyter.widget-view+json": {"model_id": "x", "version_major": 2,
+                                                           "version_minor": 0},
+              "text/html": "<p>the static summary</p>", "text/plain": "VBox(...)"}
+    figure = go.Figure(go.Bar(x=["a"], y=[1])).to_plotly_json()
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("Loss $x^2$, code `$HOME`, and\n$$\\sum_i f_i$$\n"
+                                      "[![Open In Colab](https://example.org/badge.svg)](https://example.org)"),
+        nbformat.v4.new_code_cell("w", outputs=[nbformat.v4.new_output("display_data", data=widget)]),
+        nbformat.v4.new_code_cell("f", outputs=[nbformat.v4.new_output(
+            "display_data", data={"application/vnd.plotly.v1+json": figure})]),
+    ])
+    html = offline_html(nb)
+    assert not re.search(r"<(script|link|img)\b[^>]*(src|href)=\"https?://", html)
+    assert html.count("<math") == 2 and 'display="block"' in html and "$HOME" in html
+    assert "Open In Colab" in html and "the static summary" in html and "Plotly.newPlot" in html
+    assert nb.cells[0].source.startswith("Loss $x^2$")  # the notebook itself is left as it was

@@ -1,4 +1,5 @@
-"""Gradients with respect to SAE latents and error nodes (introduced in chapter 01).
+"""Gradients with respect to SAE latents and error nodes, and how to compare the estimates
+they give with true ablations (introduced in chapter 01; chapter 02 adds transcoders).
 
 SAELens splices an SAE with its error term as ``out = decode(f) + e`` with
 ``e = x - decode(encode(x))`` computed under ``torch.no_grad``. The value is the model's own,
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 
 import torch
 from sae_lens import SAE, HookedSAETransformer
+from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
@@ -24,12 +26,16 @@ def splice_for_gradients(model: HookedSAETransformer, saes: Sequence[SAE]) -> It
 
     Yields a dict filled by the next forward pass: ``nodes[f"{hook}.latents"]`` is the
     ``[batch, pos, d_sae]`` latent tensor and ``nodes[f"{hook}.error"]`` the error node
-    ``e = x - decode(f)``, each a leaf that ``requires_grad``. At each SAE's hook the
-    activation ``x`` is replaced by ``decode(f) + e + (x - x.detach())``: its value is the
-    model's own activation, its gradient flows to ``f`` through the decoder, to ``e``
-    directly, and to ``x`` as the identity, as in the unspliced model. The encoder runs once,
-    without gradients (``f`` is a leaf), so the pass costs one encode and one decode per SAE.
-    Hooks are global state: they are removed when the block exits.
+    ``e = y - decode(f)``, each a leaf that ``requires_grad``; ``hook`` is the hook the
+    dictionary reads (``sae.cfg.metadata.hook_name``). An SAE reads and writes one
+    activation, ``y = x``. A transcoder reads ``x`` at its input hook and stands in for the
+    activation ``y`` at ``cfg.metadata.hook_name_out`` (``f = encode(x)``, error
+    ``y - decode(f)``, as SAELens computes it). At the written hook ``y`` is replaced by
+    ``decode(f) + e + (y - y.detach())``: its value is the model's own activation, its gradient
+    flows to ``f`` through the decoder, to ``e`` directly, and to ``y`` as the identity, as in
+    the unspliced model. The encoder runs once, without gradients (``f`` is a leaf), so the
+    pass costs one encode and one decode per dictionary. Hooks are global state: they are
+    removed when the block exits.
 
     >>> with splice_for_gradients(model, [sae]) as nodes:          # doctest: +SKIP
     ...     with torch.enable_grad():
@@ -37,17 +43,59 @@ def splice_for_gradients(model: HookedSAETransformer, saes: Sequence[SAE]) -> It
     >>> nodes["blocks.1.hook_resid_post.latents"].grad             # doctest: +SKIP
     """
     nodes: dict[str, Tensor] = {}
+    inputs: dict[str, Tensor] = {}  # a transcoder's input, kept until its output hook fires
+
+    def keep_input(name: str):
+        def hook(x: Tensor, hook: HookPoint) -> None:
+            inputs[name] = x.detach()
+        return hook
 
     def splice(sae: SAE, name: str):
-        def hook(x: Tensor, hook: HookPoint) -> Tensor:
+        def hook(y: Tensor, hook: HookPoint) -> Tensor:
+            x = inputs.pop(name, y)  # an SAE reads what it writes
             with torch.no_grad():
                 latents = sae.encode(x)
             nodes[f"{name}.latents"] = latents.requires_grad_(True)
-            recons = sae.decode(latents)  # same shape as x (hook_z SAEs reshape back)
-            nodes[f"{name}.error"] = (x - recons).detach().requires_grad_(True)
-            return recons + nodes[f"{name}.error"] + (x - x.detach())  # value x; d/dx = identity
+            recons = sae.decode(latents)  # same shape as y (hook_z SAEs reshape back)
+            nodes[f"{name}.error"] = (y - recons).detach().requires_grad_(True)
+            return recons + nodes[f"{name}.error"] + (y - y.detach())  # value y; d/dy = identity
         return hook
 
-    fwd_hooks = [(sae.cfg.metadata.hook_name, splice(sae, sae.cfg.metadata.hook_name)) for sae in saes]
+    fwd_hooks = []
+    for sae in saes:
+        name = sae.cfg.metadata.hook_name
+        written = sae.cfg.metadata.hook_name_out or name
+        if written != name:
+            fwd_hooks.append((name, keep_input(name)))
+        fwd_hooks.append((written, splice(sae, name)))
     with model.hooks(fwd_hooks=fwd_hooks):
         yield nodes
+
+
+def pearson(x: Float[Tensor, " n"], y: Float[Tensor, " n"]) -> float:
+    """Pearson correlation of ``x`` and ``y`` (0 when either is constant)."""
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    denom = float(x.norm() * y.norm())
+    return float((x * y).sum()) / denom if denom > 0 else 0.0
+
+
+def spearman(x: Float[Tensor, " n"], y: Float[Tensor, " n"]) -> float:
+    """Spearman rank correlation: the Pearson correlation of the ranks of ``x`` and ``y``,
+
+        rho = sum_k (r_k - mean r)(s_k - mean s) / (||r - mean r|| ||s - mean s||),
+
+    ranks 0..n-1 (ties, which continuous effects do not have, broken by order). 1 when the
+    estimate orders the latents as the truth does, whatever the size of its errors."""
+    r, s = (v.flatten().argsort().argsort().double() for v in (x, y))
+    r, s = r - r.mean(), s - s.mean()
+    return float((r * s).sum() / (r.norm() * s.norm()))
+
+
+def agreement(estimate: Float[Tensor, " n"], truth: Float[Tensor, " n"]) -> dict[str, float]:
+    """How well estimated effects (attribution) match true ones (ablation): Spearman
+    (:func:`spearman`), Pearson, and the share of pairs whose signs agree (chapter 02)."""
+    from utils.views import pearson
+
+    estimate, truth = estimate.detach().flatten().cpu(), truth.detach().flatten().cpu()
+    return {"spearman": spearman(estimate, truth), "pearson": pearson(estimate, truth),
+            "sign_agreement": float((estimate.sign() == truth.sign()).double().mean())}

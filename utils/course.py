@@ -3,36 +3,106 @@
 Each learner notebook in ``chapters/`` is executed top to bottom offline, errors allowed (a
 failing check stops nothing), and written as HTML beside it. The notebooks themselves are not
 modified. A summary lists, per chapter, the exercises whose checks passed.
+
+The HTML loads nothing from the network: formulas are converted to MathML (which browsers
+draw natively) instead of loading MathJax from a CDN; figures are drawn by plotly.js inlined
+once; widgets, which need a kernel, show their static summary; remote images (the Colab badge)
+become their alt text; large views sit in ``chapters/_views/`` beside the page.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
 import nbformat
+from jinja2 import DictLoader
+from latex2mathml.converter import convert as tex_to_mathml
 from nbclient import NotebookClient
 from nbconvert import HTMLExporter
+from traitlets.config import Config
 
 from utils.build import ROOT, chapters
+
+# The lab template without the scripts it would fetch from CDNs (require.js, MathJax and the
+# widget manager): nothing in our pages needs them once math is MathML.
+OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+"""
+# Widgets last: without a kernel the static summary beside a widget is what can be shown.
+OUTPUT_PRIORITY = ["application/javascript", "text/html", "text/markdown", "image/svg+xml",
+                   "text/latex", "image/png", "image/jpeg", "text/plain",
+                   "application/vnd.jupyter.widget-view+json"]
+REMOTE_IMAGE = re.compile(r'<img\b[^>]*\bsrc="https?://[^>]*>')
+ALT = re.compile(r'\balt="([^"]*)"')
+PLOTLY = "application/vnd.plotly.v1+json"
+# Code (fenced or inline) is left alone; math is $$...$$ (display) or $...$ (inline).
+CODE_OR_MATH = re.compile(r"(```.*?```|`[^`\n]*`)|\$\$(.+?)\$\$|(?<![\\$])\$([^$\n]+?)\$", re.S)
+
+
+def math_to_mathml(markdown: str, found: dict[str, str]) -> str:
+    """``markdown`` with each formula replaced by a placeholder word, recorded in ``found``
+    with the MathML it stands for (a placeholder passes through markdown untouched)."""
+
+    def swap(match: re.Match) -> str:
+        code, display, inline = match.groups()
+        if code is not None:
+            return code
+        key = f"MATHPLACEHOLDER{len(found)}X{os.getpid()}X"
+        found[key] = tex_to_mathml(display or inline, display="block" if display else "inline")
+        return key
+
+    return CODE_OR_MATH.sub(swap, markdown)
+
+
+def figures_as_html(nb: nbformat.NotebookNode) -> None:
+    """Give each plotly figure output an HTML form, with plotly.js inlined in the first only."""
+    import plotly.io as pio
+
+    first = True
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if PLOTLY in data and "text/html" not in data:
+                data["text/html"] = pio.to_html(data[PLOTLY], include_plotlyjs=first, full_html=False)
+                first = False
+
+
+def offline_html(nb: nbformat.NotebookNode) -> str:
+    """The notebook as one HTML page that loads nothing from the network."""
+    nb = nbformat.from_dict(copy.deepcopy(nb))  # placeholders must not reach the notebook
+    mathml: dict[str, str] = {}
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = math_to_mathml(cell.source, mathml)
+    figures_as_html(nb)
+    config = Config({"NbConvertBase": {"display_data_priority": OUTPUT_PRIORITY}})
+    exporter = HTMLExporter(config=config, template_name="lab", template_file="offline.html.j2",
+                            extra_loaders=[DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})])
+    html, _ = exporter.from_notebook_node(nb)
+    for key, math in mathml.items():
+        html = html.replace(key, math)
+    # Remote images (the Colab badge) become their alt text.
+    return REMOTE_IMAGE.sub(lambda m: (ALT.findall(m.group(0)) or ["(image)"])[0], html)
 
 
 def run_chapter(path: Path) -> tuple[dict[str, bool], int, float]:
     """Execute ``path``; return exercise -> check passed, other failed cells, seconds."""
     nb = nbformat.read(path, as_version=4)
-    # Figures as HTML too (plotly.js inlined once), so the HTML export shows them offline.
-    os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook")
     os.environ["SAE_CIRCUITS_STRICT"] = "1"  # a failed check is an error cell: counted below
     started = time.perf_counter()
     NotebookClient(
-        nb, timeout=600, kernel_name="python3", allow_errors=True,
+        nb, timeout=600, kernel_name="python3", allow_errors=True, store_widget_state=False,
         resources={"metadata": {"path": str(path.parent)}},
     ).execute()
     seconds = time.perf_counter() - started
-    html, _ = HTMLExporter().from_notebook_node(nb)
-    path.with_suffix(".html").write_text(html)
+    path.with_suffix(".html").write_text(offline_html(nb), encoding="utf-8")
     failed = lambda c: any(o.get("output_type") == "error" for o in c.get("outputs", []))  # noqa: E731
     code = [c for c in nb.cells if c.cell_type == "code"]
     checks = {c.metadata["check"]: not failed(c) for c in code if "check" in c.metadata}

@@ -15,10 +15,12 @@ Two things stand between a SAELens SAE and sae-vis 0.2.15, and this module handl
 """
 from __future__ import annotations
 
+import html as html_lib
 import re
-import shutil
+import tempfile
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from jaxtyping import Int
@@ -55,8 +57,8 @@ def to_sae_vis_encoder(sae: SAE) -> "AutoEncoder":  # noqa: F821 (sae_vis import
 
 # sae-vis pages load d3 v6 and plotly from CDNs, so offline they stay blank. The pages use
 # only d3's selections (select, selectAll, data/enter/append, attr, style, text, html,
-# property, each, on, remove, empty), which this small stand-in provides; plotly is copied
-# from the plotly Python package into ``_views/`` once and loaded from there.
+# property, each, on, remove, empty), which this small stand-in provides; plotly.js comes
+# from the plotly Python package. Both are inlined into the page (:func:`self_contained`).
 D3_SELECTIONS = r"""
 (function () {
   function call(v, node, d, i) { return typeof v === "function" ? v.call(node, d, i) : v; }
@@ -149,19 +151,21 @@ D3_CDN = '<script src="https://d3js.org/d3.v6.min.js"></script>'
 PLOTLY_CDN = '<script src="https://cdn.plot.ly/plotly-latest.min.js"></script>'
 
 
-def make_offline(html: str, folder: Path) -> str:
-    """Swap the page's CDN scripts for the d3 stand-in and a local copy of plotly.js."""
+def self_contained(html: str) -> str:
+    """The page with its CDN scripts replaced by inline ones: the d3 stand-in and plotly.js.
+
+    Nothing is loaded from elsewhere, so the page draws offline, over ``file://``, and under
+    Jupyter Server (which refuses scripts that a page in ``/files/`` loads beside it).
+    """
     import plotly
 
-    source = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    target = folder / "plotly.min.js"
-    if not target.exists() or target.stat().st_size != source.stat().st_size:
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
     if D3_CDN not in html or PLOTLY_CDN not in html:
-        raise RuntimeError("sae-vis changed its page template: update utils/dashboards.make_offline")
+        raise RuntimeError("sae-vis changed its page template: update utils/dashboards.self_contained")
+    plotly_js = (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
+    # "</script" inside the inlined code would end the tag early; plotly.js does not write it.
+    assert "</script" not in plotly_js.lower() and "</script" not in D3_SELECTIONS
     return (html.replace(D3_CDN, f"<script>{D3_SELECTIONS}</script>")
-                .replace(PLOTLY_CDN, '<script src="plotly.min.js"></script>'))
+                .replace(PLOTLY_CDN, f"<script>{plotly_js}</script>"))
 
 
 def _vis_config(hook_name: str, latents: list[int], tokens: Int[Tensor, "batch seq"]):
@@ -178,18 +182,34 @@ def _vis_config(hook_name: str, latents: list[int], tokens: Int[Tensor, "batch s
     seq_cfg = SequencesConfig(buffer=(before, after), stack_mode="stack-none",
                               top_acts_group_size=min(20, room),
                               quantile_group_size=min(5, room), n_quantiles=5)
+    # Column widths (px) chosen so the page fits a notebook's output area (about 1000 px).
     layout = SaeVisLayoutConfig(columns=[
-        Column(FeatureTablesConfig(n_rows=3, correlated_features_table=len(latents) >= 3)),
-        Column(ActsHistogramConfig(), LogitsTableConfig(n_rows=10), LogitsHistogramConfig()),
-        Column(seq_cfg),
+        Column(FeatureTablesConfig(n_rows=3, correlated_features_table=len(latents) >= 3), width=260),
+        Column(ActsHistogramConfig(), LogitsTableConfig(n_rows=10), LogitsHistogramConfig(), width=340),
+        Column(seq_cfg, width=380),
     ], height=750)
     return SaeVisConfig(hook_point=hook_name, features=latents, minibatch_size_tokens=64,
                         feature_centric_layout=layout, seed=0, verbose=False)
 
 
+class _SpacedVocab:
+    """Stands in for ``model`` when sae-vis writes the page: it reads only ``tokenizer.vocab``.
+
+    sae-vis shows each token as its vocabulary string, turning GPT-2's space marker "Ġ" into
+    a space. Word-level tokens carry no space, so words would run together ("wentto the"):
+    we mark each with "Ġ" for the page only.
+    """
+
+    def __init__(self, model: HookedSAETransformer):
+        vocab = model.tokenizer.vocab
+        if views.tokens_lack_spaces(model):
+            vocab = {f"Ġ{word}": i for word, i in vocab.items()}
+        self.tokenizer = SimpleNamespace(vocab=vocab)
+
+
 def dashboard_html(model: HookedSAETransformer, sae: SAE, tokens: Int[Tensor, "batch seq"],
-                   latents: list[int], path: Path) -> str:
-    """Compute the sae-vis data for ``latents`` over ``tokens`` and write the dashboard to ``path``."""
+                   latents: list[int]) -> str:
+    """The sae-vis page for ``latents`` over ``tokens``, loading d3 and plotly from CDNs."""
     from sae_vis.data_storing_fns import SaeVisData
 
     hook_name = sae.cfg.metadata.hook_name
@@ -204,26 +224,52 @@ def dashboard_html(model: HookedSAETransformer, sae: SAE, tokens: Int[Tensor, "b
         warnings.simplefilter("ignore", UserWarning)  # eindex's indexing deprecation notices
         data = SaeVisData.create(encoder=to_sae_vis_encoder(sae), model=model,
                                  tokens=tokens.to(sae.W_enc.device), cfg=cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data.save_feature_centric_vis(path, feature_idx=latents[0])
-    return path.read_text(encoding="utf-8")
+    data.model = _SpacedVocab(model)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "dashboard.html"
+        data.save_feature_centric_vis(path, feature_idx=latents[0])
+        return path.read_text(encoding="utf-8")
+
+
+def dashboard_summary(model: HookedSAETransformer, sae: SAE, tokens: Int[Tensor, "batch seq"],
+                      latents: list[int]) -> tuple[str, str]:
+    """What the dashboard shows, in brief, as (HTML, text): per latent, its largest activation
+    over ``tokens`` with that context, and the tokens its decoder direction promotes most."""
+    from utils.explorer import promoted_tokens, sae_acts
+
+    acts = sae_acts(model, sae, tokens)  # [batch, seq, d_sae]
+    rows, lines = [], []
+    for latent in latents:
+        values, seq_pos = views.top_positions(acts[..., latent], 1)
+        context = views.contexts_table(model, tokens, values, seq_pos, window=6).strip()
+        promoted = ", ".join(t for t, _ in promoted_tokens(model, sae, latent, k=6))
+        lines.append(f"latent #{latent}: max activation {context}; promotes {promoted}")
+        rows.append(f"<tr><td>#{latent}</td><td style='text-align:left'>{html_lib.escape(context)}</td>"
+                    f"<td style='text-align:left'>{html_lib.escape(promoted)}</td></tr>")
+    hook = sae.cfg.metadata.hook_name
+    head = f"sae-vis dashboard of {len(latents)} latent(s) of {hook} over {tokens.shape[0]} sequences"
+    html = (f"<b>{html_lib.escape(head)}</b><table><tr><th>latent</th><th>max activation, in context</th>"
+            f"<th>promotes</th></tr>{''.join(rows)}</table>")
+    return html, "\n".join([head + ":", *lines])
 
 
 def latent_dashboard(model: HookedSAETransformer, sae: SAE, tokens: Int[Tensor, "batch seq"],
-                     latents: list[int], name: str) -> Path:
+                     latents: list[int], name: str) -> Path | None:
     """Build and show an sae-vis dashboard for ``latents`` of a ReLU residual SAE (chapter 00).
 
     The dashboard has a dropdown over ``latents``; for each it shows the activation
     histogram, the top and bottom logits of ``W_dec[latent] @ W_U`` with their histogram, the
     neurons and latents most aligned with it, and its top-activating contexts in ``tokens``.
-    It is written to ``_views/{name}.html`` and shown through an iframe (inline in Colab);
-    offline, it loads ``_views/plotly.min.js`` and a small stand-in for d3 (no CDN).
-    Returns the file's path. Its HTML carries floats and scripts: mark the cell
-    ``# NBVAL_IGNORE_OUTPUT`` if it is not already a plain iframe.
+    Through :func:`utils.views.show_html`: one self-contained page (plotly.js and a d3
+    stand-in inlined, about 5 MB) written to ``_views/{name}.html`` and shown in an iframe,
+    inline in VS Code; Colab, being online, gets the page with its CDN scripts. Above the
+    frame, a summary for readers who have not run the cell. Returns the file's path (None
+    where the page is inlined).
     """
-    path = views.view_path(name)
-    html = dashboard_html(model, sae, tokens, list(latents), path)
-    if not views.in_colab():  # Colab is online and inlines the page: keep the CDN scripts
-        html = make_offline(html, path.parent)
-    views.show_html(html, name, height=800)
-    return path
+    latents = list(latents)
+    html = dashboard_html(model, sae, tokens, latents)
+    if not views.in_colab():
+        html = self_contained(html)
+    summary_html, summary_text = dashboard_summary(model, sae, tokens, latents)
+    views.show_html(html, name, 800, summary_html, summary_text)
+    return None if views.in_colab() or views.in_vscode() else views.view_path(name)

@@ -22,13 +22,15 @@ from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from utils.views import contexts_html, contexts_table, sig3, token_strings
+from utils.views import (RUN_TO_EXPLORE, WEAK_AUROC, contexts_html, contexts_table, latent_label, sig3,
+                         token_strings)
 
 CORPUS = dict(n_seqs=256, seq_len=32, seed=0)  # the corpus the contexts come from
 TOP_PER_POSITION = 3
 TOP_TOKENS = 10
 TOP_CONTEXTS = 8
 WINDOW = 6
+FADED = "color:#999;font-style:italic"  # how a weak label is shown
 
 
 # ---------------------------------------------------------------------------------------
@@ -49,7 +51,7 @@ def promoted_tokens(model: HookedTransformer, sae: SAE, latent: int, k: int = TO
                     ) -> list[tuple[str, float]]:
     """The ``k`` tokens whose logits the latent's decoder direction raises most: ``W_dec[latent] @ W_U``."""
     with torch.no_grad():
-        logits: Float[Tensor, "d_vocab"] = sae.W_dec[latent] @ model.W_U
+        logits: Float[Tensor, " d_vocab"] = sae.W_dec[latent] @ model.W_U
     values, ids = torch.sort(logits, descending=True, stable=True)
     strings = token_strings(model, ids[:k])
     return list(zip(strings, values[:k].tolist()))
@@ -65,7 +67,7 @@ class CorpusContexts:
     acts: Float[Tensor, "d_sae k seq"]
 
     def of(self, latent: int) -> tuple[Int[Tensor, "k seq"], Float[Tensor, "k seq"],
-                                       Float[Tensor, "k"], Int[Tensor, "k 2"]]:
+                                       Float[Tensor, " k"], Int[Tensor, "k 2"]]:
         """The latent's context sequences, its activations on them, and its positive top
         activations with their (row in those sequences, position)."""
         keep = self.values[latent] > 0
@@ -130,25 +132,12 @@ def _positions_text(rows: list[tuple[str, list[tuple[int, float]]]]) -> str:
     return "\n".join(lines)
 
 
-def explanation(bk, hook: str, latent: int) -> str:
-    """The explanation table's label for the latent, e.g. ``pronoun (AUROC 0.97)``, or ``""``.
-
-    Only the toy backend has an explanation table (``bk.explanations.lookup``).
-    """
-    table = getattr(bk, "explanations", None)
-    try:
-        row = table.lookup(hook, latent)
-    except (AttributeError, KeyError):
-        return ""
-    return f"{row['label']} (AUROC {sig3(row['auroc'])})"
-
-
 def latent_text(bk, hook: str, latent: int, corpus: Int[Tensor, "batch seq"] | None = None) -> str:
     """A latent's promoted tokens and max-activating contexts, as text."""
     tokens = ", ".join(f"{t} ({sig3(v)})" for t, v in promoted_tokens(bk.model, bk.saes[hook], latent))
     tokens_k, _, values, seq_pos = corpus_contexts(bk, hook, corpus).of(latent)
     contexts = contexts_table(bk.model, tokens_k, values, seq_pos, WINDOW) or "  (never active)"
-    label = explanation(bk, hook, latent)
+    label = latent_label(bk, hook, latent)
     label = f"explanation: {label}\n" if label else ""
     return (f"latent #{latent} at {hook}\n{label}promoted tokens: {tokens}\n"
             f"max-activating contexts:\n{contexts}")
@@ -170,62 +159,110 @@ def explorer_summary(bk, prompt: str, hook: str, latent: int,
 # The widget app.
 
 
+def _weak(bk, hook: str, latent: int) -> bool:
+    """True when the latent's label is missing or below :data:`utils.views.WEAK_AUROC`."""
+    try:
+        return bk.explanations.lookup(hook, latent)["auroc"] < WEAK_AUROC
+    except (AttributeError, KeyError):
+        return True
+
+
 def _latent_detail(bk, hook: str, latent: int, corpus) -> widgets.Widget:
-    """The right-hand panel: promoted tokens as text, contexts as an HTML table."""
+    """The right-hand panel: label, promoted tokens, and contexts as a shaded HTML table."""
     tokens = ", ".join(f"{t} ({sig3(v)})" for t, v in promoted_tokens(bk.model, bk.saes[hook], latent))
     tokens_k, acts_k, values, seq_pos = corpus_contexts(bk, hook, corpus).of(latent)
-    table = (contexts_html(bk.model, tokens_k, values, seq_pos, WINDOW, acts_k)
+    table = (contexts_html(bk.model, tokens_k, values, seq_pos, acts_k, WINDOW)
              if len(values) else "<i>never active on the corpus</i>")
-    label = explanation(bk, hook, latent)
-    label = f"<br><b>explanation:</b> {html_lib.escape(label)}" if label else ""
+    label, style = latent_label(bk, hook, latent), FADED if _weak(bk, hook, latent) else ""
+    label = (f'<br><b>explanation:</b> <span style="{style}">{html_lib.escape(label)}</span>'
+             if label else "")
     return widgets.HTML(f"<b>latent #{latent}</b> at {hook}{label}<br><b>promoted tokens:</b> "
                         f"{html_lib.escape(tokens)}"
                         f"<br><b>max-activating contexts:</b>{table}")
 
 
-def latent_explorer(bk, prompts: list[str], corpus: Int[Tensor, "batch seq"] | None = None
-                    ) -> widgets.Widget:
+class _WithFallback:
+    """Displays a widget with a static HTML and text summary beside it in the output bundle.
+
+    A live notebook shows the widget; a saved notebook opened without its kernel (or a
+    renderer without widgets: GitHub, the HTML export) shows the summary instead of
+    ``VBox(children=...)``.
+    """
+
+    NOTE = f"Latent explorer (an interactive widget). {RUN_TO_EXPLORE} What it first shows:"
+
+    def __init__(self, widget: widgets.Widget, text: str):
+        self.widget, self.text = widget, text
+
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = repr(self)
+        bundle["text/html"] = f"<p><i>{html_lib.escape(self.NOTE)}</i></p><pre>{html_lib.escape(self.text)}</pre>"
+        return bundle
+
+    def __repr__(self) -> str:
+        return f"{self.NOTE}\n{self.text}"
+
+
+def latent_explorer(bk, prompts: list[str], hook: str | None = None, latent: int | None = None,
+                    corpus: Int[Tensor, "batch seq"] | None = None) -> widgets.Widget:
     """An ipywidgets app to browse the latents of ``bk.saes`` on ``prompts`` (chapter 00).
 
-    Left: the prompt's tokens, each with buttons for its most active latents. Clicking a
-    button shows, on the right, that latent's explanation (toy backend), promoted tokens
-    and max-activating contexts
-    over ``bk.world.corpus(**CORPUS)`` (or ``corpus``), computed once per SAE and cached.
-    The notebook cell must carry ``# NBVAL_IGNORE_OUTPUT``; print :func:`explorer_summary`
-    in a checked cell instead. Returns the app (already displayed).
+    Left: the prompt's tokens, each with buttons for its most active latents (id, label
+    where the backend has one, activation; weak labels faded). Clicking a button shows, on
+    the right, that latent's explanation, promoted tokens and max-activating contexts over
+    ``bk.world.corpus(**CORPUS)`` (or ``corpus``), computed once per SAE and cached. It opens
+    on SAE ``hook`` (default: the first) showing ``latent`` if given, so it can match the
+    text beside it. The cell must carry ``# NBVAL_IGNORE_OUTPUT``; print
+    :func:`explorer_summary` in a checked cell instead. Returns the app (already displayed,
+    with that summary as its static fallback).
     """
     hooks = sorted(bk.saes, key=lambda h: (len(h), h))
-    prompt_box = widgets.Dropdown(options=prompts, value=prompts[0], description="prompt")
-    hook_box = widgets.Dropdown(options=hooks, value=hooks[0], description="SAE")
-    positions = widgets.VBox()
-    detail = widgets.Output(layout=widgets.Layout(width="60%"))
+    hook = hook or hooks[0]
+    if hook not in bk.saes:
+        raise ValueError(f"hook {hook!r} has no SAE: expected one of {hooks}")
+    wide = {"description_width": "initial"}
+    prompt_box = widgets.Dropdown(options=prompts, value=prompts[0], description="prompt", style=wide,
+                                  layout=widgets.Layout(width="62%"))
+    hook_box = widgets.Dropdown(options=hooks, value=hook, description="SAE", style=wide,
+                                layout=widgets.Layout(width="32%"))
+    positions = widgets.VBox(layout=widgets.Layout(width="48%"))
+    detail = widgets.Output(layout=widgets.Layout(width="52%", padding="0 0 0 12px"))
 
     def show_latent(hook: str, latent: int) -> None:
         with detail:
             clear_output(wait=True)
             display(_latent_detail(bk, hook, latent, corpus))
 
+    def latent_button(hook: str, latent: int, value: float) -> widgets.Button:
+        label = latent_label(bk, hook, latent).split(" (")[0]
+        button = widgets.Button(description=f"#{latent} {label} {sig3(value)}".replace("  ", " "),
+                                tooltip=f"latent #{latent}: {latent_label(bk, hook, latent) or 'no label'}; "
+                                        f"activation {sig3(value)}",
+                                layout=widgets.Layout(width="auto", flex="0 0 auto", margin="1px"))
+        button.style.text_color = "#999" if _weak(bk, hook, latent) else "#000"
+        button.on_click(lambda _: show_latent(hook, latent))
+        return button
+
     def refresh(_=None) -> None:
         hook, rows = hook_box.value, active_latents(bk, prompt_box.value, hook_box.value)
         lines = []
         for token, latents in rows:
-            buttons = []
-            for latent, value in latents:
-                button = widgets.Button(description=f"#{latent} ({sig3(value)})",
-                                        layout=widgets.Layout(width="auto"))
-                button.on_click(lambda _, h=hook, i=latent: show_latent(h, i))
-                buttons.append(button)
-            label = widgets.Label(token, layout=widgets.Layout(width="110px"))
-            lines.append(widgets.HBox([label, *buttons]))
+            label = widgets.Label(token, layout=widgets.Layout(width="90px", flex="0 0 auto"))
+            buttons = [latent_button(hook, i, v) for i, v in latents]
+            lines.append(widgets.HBox([label, *buttons], layout=widgets.Layout(flex_flow="row wrap")))
         positions.children = lines
         with detail:
             clear_output()
-            print("click a latent to see its promoted tokens and contexts")
+            print("click a latent to see its explanation, promoted tokens and contexts")
 
     prompt_box.observe(refresh, names="value")
     hook_box.observe(refresh, names="value")
     refresh()
-    app = widgets.VBox([widgets.HBox([prompt_box, hook_box]),
-                        widgets.HBox([positions, detail])])
-    display(app)
+    if latent is not None:
+        show_latent(hook, latent)
+    app = widgets.VBox([widgets.HBox([prompt_box, hook_box]), widgets.HBox([positions, detail])])
+    display(_WithFallback(app, explorer_summary(bk, prompts[0], hook, latent, corpus)
+                          if latent is not None else f"prompt: {prompts[0]}\n"
+                          f"{_positions_text(active_latents(bk, prompts[0], hook))}"))
     return app

@@ -1,5 +1,7 @@
 """``python -m utils.toy build`` rebuilds every artifact from seeds;
-``python -m utils.toy report`` prints the figures of merit as JSON."""
+``python -m utils.toy explain`` rewrites the explanation table and ``report.json`` from the
+saved model and dictionaries (no training); ``python -m utils.toy report`` prints the figures
+of merit as JSON."""
 from __future__ import annotations
 
 import argparse
@@ -11,13 +13,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from utils.toy import ARTIFACTS  # noqa: E402
-from utils.toy.build import build, report  # noqa: E402
+from utils.toy import ARTIFACTS, EXPLANATIONS, REPORT  # noqa: E402
+from utils.toy.build import build, explain, report  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m utils.toy")
-    parser.add_argument("command", choices=["build", "report"])
+    parser.add_argument("command", choices=["build", "explain", "report"])
     parser.add_argument("--root", type=Path, default=ARTIFACTS, help="artifact folder")
     parser.add_argument("--model-steps", type=int, default=2000)
     parser.add_argument("--dictionary-steps", type=int, default=2000)
@@ -31,6 +33,9 @@ def main() -> None:
         result = build(args.root, args.model_steps, args.dictionary_steps,
                        retrain_model=not args.keep_model)
         print(f"rebuilt every artifact in {result['build']['wall_time_s']} s")
+    elif args.command == "explain":
+        result = explain(args.root)
+        print(f"rewrote {args.root / EXPLANATIONS} and {args.root / REPORT}")
     else:
         result = report(args.root)
     print(json.dumps(result, indent=1))

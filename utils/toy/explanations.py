@@ -5,7 +5,11 @@ For every latent of every dictionary one row (a plain dict, saved as JSON):
 - ``dictionary``, ``kind``, ``latent``;
 - ``label``, ``auroc``: the planted label its activation separates best (AUROC over
   held-out corpus tokens), i.e. our ground-truth explanation and how well it fits;
-- ``frequency``, ``max_activation``: how often it fires and how strongly;
+- ``precision``: the share of the latent's activation mass on tokens with that label
+  (``report.activation_precision``). Read it beside the AUROC: a latent can rank every
+  labelled token above most others (AUROC near 1) and still spend most of its activation
+  elsewhere (low precision);
+- ``frequency``, ``max_activation``: how often it fires (share of tokens) and how strongly;
 - ``top_contexts``: the text before and after its strongest activations, with the
   activating token marked as ``[[token]]``;
 - ``top_tokens``: the tokens its decoder direction promotes most, the top entries of
@@ -27,7 +31,8 @@ from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
 from utils.toy.dictionaries import DictionarySpec
-from utils.toy.report import DictionaryReading, auroc, read_dictionary
+from utils.toy.report import (DictionaryReading, activation_precision, auroc, firing_frequency,
+                              read_dictionary)
 
 N_CONTEXTS, N_TOKENS, WINDOW = 5, 5, (8, 2)
 
@@ -109,7 +114,10 @@ def explain(model: HookedSAETransformer, sae: SAE, spec: DictionarySpec,
             reading: DictionaryReading, tokens: Int[Tensor, "batch pos"],
             labels: dict[str, Tensor]) -> list[dict]:
     """One row per latent of ``sae`` (see the module docstring)."""
-    scores = auroc(reading.latents, torch.stack(list(labels.values()), dim=1))
+    label_mask = torch.stack(list(labels.values()), dim=1)
+    scores = auroc(reading.latents, label_mask)
+    precision = activation_precision(reading.latents, label_mask)
+    frequency = firing_frequency(reading.latents)
     names = list(labels)
     per_seq = einops.rearrange(reading.latents, "(b p) s -> s b p", b=tokens.shape[0])
     promoted = promoted_tokens(model, sae, spec)
@@ -119,7 +127,8 @@ def explain(model: HookedSAETransformer, sae: SAE, spec: DictionarySpec,
         rows.append({
             "dictionary": spec.name, "kind": spec.kind, "latent": i,
             "label": names[best], "auroc": round(scores[best, i].item(), 4),
-            "frequency": round((reading.latents[:, i] > 0).float().mean().item(), 5),
+            "precision": round(precision[best, i].item(), 4),
+            "frequency": round(frequency[i].item(), 5),
             "max_activation": round(reading.latents[:, i].max().item(), 4),
             "top_contexts": top_contexts(model, tokens, per_seq[i]),
             "top_tokens": model.to_str_tokens(promoted[i]),

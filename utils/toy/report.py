@@ -8,9 +8,15 @@
   by the reconstruction (no error term) and "zero" replaces it by zeros; added loss
   CE_spliced - CE_clean; task accuracy with the dictionary spliced; dead fraction (latents
   never active); planted-feature recovery: for every label, the single latent whose
-  activation best separates labelled from unlabelled tokens, by AUROC. Broad labels also get
-  ``probe5_auroc``: a logistic probe on their 5 best latents, fitted on half the tokens and
-  scored on the other half.
+  activation best separates labelled from unlabelled tokens, by AUROC, with that latent's
+  precision (the share of its activation mass on labelled tokens, see
+  :func:`activation_precision`) and firing frequency (the share of tokens where it is
+  active). AUROC alone can be near 1 for a latent that fires on every labelled token and on
+  many others too; precision says how much of what the latent does is about the label.
+  Broad labels also get ``probe5_auroc``: a logistic probe on their 5 best latents, fitted
+  on half the tokens and scored on the other half.
+- Per label, ``label_share``: the share of corpus tokens that carry it (the precision of a
+  latent that fired equally on every token).
 """
 from __future__ import annotations
 
@@ -71,6 +77,25 @@ def auroc(scores: Float[Tensor, "token latent"],
     n_pos = y.sum(0)[:, None]
     n_neg = len(y) - n_pos
     return (y.T @ ranks - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg).clamp(min=1)
+
+
+def activation_precision(acts: Float[Tensor, "token latent"],
+                         labels: Bool[Tensor, "token label"]) -> Float[Tensor, "label latent"]:
+    """Share of each latent's activation mass that falls on tokens with each label,
+
+        precision[l, i] = sum_t y[t, l] a[t, i] / sum_t a[t, i]   (a >= 0: post-ReLU),
+
+    and 0 for a latent that never fires. It is 1 when the latent fires on labelled tokens
+    only, and the label's share of tokens when it fires equally everywhere."""
+    acts = acts.double()
+    mass = acts.sum(0)  # [latent]
+    on_label = labels.double().T @ acts  # [label, latent]; 0 wherever the mass is 0
+    return (on_label / mass.clamp(min=torch.finfo(acts.dtype).tiny)).float()
+
+
+def firing_frequency(acts: Float[Tensor, "token latent"]) -> Float[Tensor, " latent"]:
+    """Share of tokens on which each latent is active (a > 0)."""
+    return (acts > 0).float().mean(0)
 
 
 def probe_auroc(acts: Float[Tensor, "token k"], label: Bool[Tensor, " token"]) -> float:
@@ -138,11 +163,16 @@ def ce_losses(model: HookedSAETransformer, sae: SAE, spec: DictionarySpec,
 
 def recovery(latents: Float[Tensor, "token d_sae"], labels: dict[str, Bool[Tensor, " token"]],
              scores: Float[Tensor, "label d_sae"]) -> dict[str, dict]:
-    """Best single latent per label (and a 5-latent probe for broad labels)."""
+    """Best single latent per label by AUROC, with its precision and firing frequency (and a
+    5-latent probe for broad labels)."""
+    precision = activation_precision(latents, torch.stack(list(labels.values()), dim=1))
+    frequency = firing_frequency(latents)
     out = {}
     for i, name in enumerate(labels):
         best = int(scores[i].argmax())
-        out[name] = {"latent": best, "auroc": round(scores[i, best].item(), 4)}
+        out[name] = {"latent": best, "auroc": round(scores[i, best].item(), 4),
+                     "precision": round(precision[i, best].item(), 4),
+                     "frequency": round(frequency[best].item(), 4)}
         if name in BROAD_LABELS:
             top5 = scores[i].topk(5).indices
             out[name]["probe5_auroc"] = round(probe_auroc(latents[:, top5], labels[name]), 4)
@@ -194,6 +224,7 @@ def full_report(model: HookedSAETransformer, dictionaries: dict[str, SAE],
         "dictionaries": {spec.name: dictionary_report(model, dictionaries[spec.name], spec,
                                                       corpus.tokens, labels, batches)
                          for spec in specs},
+        "label_share": {name: round(mask.float().mean().item(), 4) for name, mask in labels.items()},
         "eval": {"n_prompts": n_prompts, "n_seqs": n_seqs, "seq_len": seq_len,
                  "seed": EVAL_SEEDS},
     }
