@@ -50,9 +50,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from exercises.ch00_toolkit import latent_aurocs, reconstruction_metrics
+from exercises.ch04_transcoders import transcoder_metrics
 from utils.backends import load_backend
 from utils.checking import checked
 from utils.toy.training import EVAL_SEEDS
+from utils.views import FIGURE_STYLE, latent_name
 from utils.training import (
     SWEEP_COMMAND,
     activation_batches,
@@ -62,7 +64,6 @@ from utils.training import (
     recovery,
     token_dataset,
     train_sae,
-    transcoder_metrics,
 )
 
 # %% [markdown]
@@ -256,7 +257,22 @@ fig.add_scatter(y=live.history["l0"], name="L0", row=1, col=2)
 fig.update_xaxes(title_text="training step")
 fig.update_yaxes(title_text="loss (normalised inputs)", row=1, col=1)
 fig.update_yaxes(title_text="active latents per token", row=1, col=2)
-fig.update_layout(title=f"SAELens training run: standard SAE on {HOOK}", height=380)
+fig.update_layout(title=f"SAELens training run: standard SAE on {HOOK}", height=380, **FIGURE_STYLE)
+
+# %% [markdown]
+# The same run in numbers. The exact values vary from machine to machine, so the checked
+# lines below it only state what the text claims, with a wide margin.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+h = live.history
+print(f"reconstruction term: {h['mse_loss'][0]:.3g} at step 0, {h['mse_loss'][-1]:.3g} at step {len(h['l0']) - 1}")
+print(f"L0 of a training batch: {h['l0'][0]:.3g} at step 0, at most {max(h['l0']):.3g} (step {h['l0'].index(max(h['l0']))}), "
+      f"{h['l0'][-1]:.3g} at the last step")
+
+# %%
+print("reconstruction term fell at least five-fold:", h["mse_loss"][-1] < h["mse_loss"][0] / 5)
+print("L0 of the last batch is under half its peak:", h["l0"][-1] < max(h["l0"]) / 2)
 
 # %% [markdown]
 # ## 4. Judging a trained SAE
@@ -272,6 +288,16 @@ metrics = {name: measure(model, sae, eval_corpus.tokens) for name, sae in [("liv
 for name, m in metrics.items():
     print(f"{name:>8}: L0 {m['l0']:.3g}, explained variance {m['explained_variance']:.3g}, "
           f"CE recovered {m['ce_recovered']:.3g} (added loss {m['ce_spliced'] - m['ce_clean']:.3g} nats)")
+
+# %% [markdown]
+# The short run is worse on every count: more latents active per token, less of the variance
+# explained, more of the model's loss lost.
+
+# %%
+live_m, ship_m = metrics["live"], metrics["shipped"]
+print("live SAE less sparse than the shipped one (higher L0):", live_m["l0"] > ship_m["l0"])
+print("live SAE explains less variance:", live_m["explained_variance"] < ship_m["explained_variance"])
+print("live SAE recovers less of the CE loss:", live_m["ce_recovered"] < ship_m["ce_recovered"])
 
 # %% [markdown]
 # Averages hide the latents that never fire (*dead*: wasted capacity) and the ones that fire
@@ -300,21 +326,32 @@ def density_stats(acts: Float[Tensor, "n d_sae"], dense_above: float = 0.1) -> d
 
 # %% [markdown]
 # For both SAEs on the evaluation text (BOS left out, as in training). Densities are plotted
-# as $\log_{10}$; a dead latent has none, so the figure counts them in its title.
+# as $\log_{10}$; a dead latent has none, so the legend counts them apart. The dashed line
+# is the dense threshold, 10% of tokens.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 eval_acts = {name: latent_acts(model, sae, eval_corpus.tokens) for name, sae in [("live", live.sae), ("shipped", shipped)]}
-stats_fn, fig = checked(density_stats), go.Figure()
+stats_fn, fig, dense = checked(density_stats), go.Figure(), {}
 for name, acts in eval_acts.items():
     stats = stats_fn(acts, dense_above=0.1)
+    dense[name] = int(stats["dense"].sum())
     print(f"{name:>8}: {int(stats['dead'].sum())} dead, {int(stats['dense'].sum())} dense (> 10% of tokens) "
           f"of {acts.shape[1]} latents; median density {stats['density'].median().item():.3g}")
     alive = stats["density"][~stats["dead"]]
     fig.add_histogram(x=alive.log10().tolist(), name=f"{name} ({int(stats['dead'].sum())} dead)",
                       opacity=0.6, xbins=dict(start=-4, end=0, size=0.1))
+fig.add_vline(x=-1, line_dash="dash", line_color="grey", annotation_text="dense above 10%")
 fig.update_layout(barmode="overlay", title="Latent densities on held-out text",
-                  xaxis_title="log10(share of tokens on which the latent is active)", yaxis_title="latents")
+                  xaxis_title="log10(share of tokens on which the latent is active)", yaxis_title="latents", **FIGURE_STYLE)
+
+# %% [markdown]
+# Many latents are dense even in the shipped SAE: the organism's language is small and its
+# features frequent (every sentence has a name, a verb, a place). The short run has more: its
+# L1 penalty has not yet had time to switch latents off.
+
+# %%
+print("live SAE has more dense latents than the shipped one:", dense["live"] > dense["shipped"])
 
 # %% [markdown]
 # ## 5. Architectures: a sweep and its Pareto front
@@ -324,15 +361,17 @@ fig.update_layout(barmode="overlay", title="Latent densities on held-out text",
 # A sweep trains the four architectures at four settings of their knob each (256 latents,
 # 2,000 steps of 1,024 tokens, on this hook), plus TopK at other widths for section 6. It
 # runs SAELens's `MultiSAETrainingRunner`, which trains many SAEs on one stream of
-# activations, and takes several minutes on a CPU, so its results are committed; this
-# command reproduces them:
+# activations. Twenty SAEs for 2,000 steps take over an hour on one CPU thread, so its
+# results are committed; this command reproduces them (`--steps 100` gives a quick, rough
+# look in about five minutes):
 
 # %%
 print(SWEEP_COMMAND)
 sweep = load_sweep()
 runs = [r for r in sweep["runs"] if r["d_sae"] == 256]
 print(f"{len(sweep['runs'])} runs, {sweep['settings']['steps']} steps of {sweep['settings']['batch_tokens']} tokens each; "
-      f"evaluated on {sweep['settings']['eval_tokens']} held-out tokens")
+      f"evaluated on {sweep['settings']['eval_tokens']} held-out tokens; training took {sweep['seconds']['train']:.0f} s "
+      f"on {sweep['settings']['torch_threads']} thread(s)")
 for r in runs:
     print(f"{r['architecture']:>9} knob {r['sparsity']:<5g}: L0 {r['l0']:.3g}, explained variance {r['explained_variance']:.3g}, "
           f"CE recovered {r['ce_recovered']:.3g}, dead {r['dead']}, dense {r['dense']}")
@@ -349,19 +388,31 @@ fig = go.Figure()
 for arch in ("standard", "topk", "batchtopk", "jumprelu"):
     points = sorted((r for r in runs if r["architecture"] == arch), key=lambda r: r["l0"])
     fig.add_scatter(x=[r["l0"] for r in points], y=[r["ce_recovered"] for r in points], mode="lines+markers", name=arch,
-                    text=[f"{arch}, knob {r['sparsity']:g}: explained variance {r['explained_variance']:.3g}" for r in points])
+                    text=[f"{arch}, knob {r['sparsity']:g}: {r['dead']} dead latents, explained variance "
+                          f"{r['explained_variance']:.3g}" for r in points],
+                    hovertemplate="%{text}<br>L0 %{x:.3g}, CE-loss recovered %{y:.3g}<extra></extra>")
 fig.add_scatter(x=[ref["l0"]], y=[ref["ce_recovered"]], mode="markers", marker=dict(symbol="star", size=14),
-                name="shipped SAE", text=["shipped (weighted loss, 2,000 x 3,072 tokens)"])
+                name="shipped SAE", text=["shipped SAE (weighted loss, 2,000 steps of 3,072 tokens)"],
+                hovertemplate="%{text}<br>L0 %{x:.3g}, CE-loss recovered %{y:.3g}<extra></extra>")
 fig.update_layout(title=f"Pareto front on {HOOK}: 256 latents, {sweep['settings']['steps']} steps",
-                  xaxis_title="L0 (active latents per token, log scale)", yaxis_title="CE-loss recovered",
-                  xaxis_type="log")
+                  xaxis_title="L0 (active latents per token, log scale)", yaxis_title="CE-loss recovered (fraction)",
+                  xaxis_type="log", **FIGURE_STYLE)
 
 # %% [markdown]
 # What the knobs did, read off the table above: TopK's $k$ *is* the L0 of every token, and
 # BatchTopK's mean L0 lands on its $k$ too, though single tokens vary around it. The L1 and L0
 # coefficients only push: their L0 is found by training, and the same coefficient gives a
-# different L0 on another hook or after longer training. At a matched L0, the comparison
-# between architectures is the vertical gap between their curves:
+# different L0 on another hook or after longer training. Our live run used the L1
+# coefficient 1 for 120 steps; the sweep's run with the same coefficient, 2,000 steps long:
+
+# %%
+long_run = next(r for r in runs if r["architecture"] == "standard" and r["sparsity"] == LIVE["sparsity"])
+print(f"L1 coefficient {LIVE['sparsity']:g}, 2,000 steps: L0 {long_run['l0']:.3g}")
+print("the 120-step live run ended with over twice that L0:", live_m["l0"] > 2 * long_run["l0"])
+
+# %% [markdown]
+# At a matched L0, the comparison between architectures is the vertical gap between their
+# curves. The run of each architecture nearest L0 = 16, and the shipped SAE:
 
 # %%
 def nearest(arch: str, l0: float) -> dict:
@@ -369,16 +420,26 @@ def nearest(arch: str, l0: float) -> dict:
     return min((r for r in runs if r["architecture"] == arch), key=lambda r: abs(math.log(r["l0"] / l0)))
 
 
-def mean_best_auroc(run: dict) -> float:
-    """The best single latent's AUROC, averaged over the planted labels (section 6)."""
-    return sum(r["auroc"] for r in run["recovery"].values()) / len(run["recovery"])
+def mean_over_labels(table: dict, key: str) -> float:
+    """``key`` ("auroc" or "precision") of the best latent, averaged over the labels of a
+    ``recovery`` table (section 6)."""
+    return sum(row[key] for row in table.values()) / len(table)
 
 
 matched = {arch: nearest(arch, 16) for arch in ("standard", "topk", "batchtopk", "jumprelu")}
 for arch, r in [*matched.items(), ("shipped", ref)]:
     knob = f"knob {r['sparsity']:g}" if r["sparsity"] is not None else "L1, weighted"
     print(f"{arch:>9} ({knob}): L0 {r['l0']:.3g}, CE recovered {r['ce_recovered']:.3g}, added loss {r['added_loss']:.3g} nats, "
-          f"explained variance {r['explained_variance']:.3g}, mean best-latent AUROC {mean_best_auroc(r):.3g}")
+          f"explained variance {r['explained_variance']:.3g}, mean best-latent AUROC {mean_over_labels(r['recovery'], 'auroc'):.3g}")
+
+# %% [markdown]
+# Read with the sweep table above: at L0 of 12 to 16, BatchTopK and JumpReLU lose the least
+# of the model's loss (CE recovered 0.998 and 0.997) and the standard L1 SAE the most
+# (0.990); TopK sits between. The price of the TopK family shows in another column: 27 to 38
+# of their 256 latents are dead at every $k$, where the L1 and JumpReLU SAEs have none (one at
+# the strongest L1). And the best reconstruction is not the best ground truth: BatchTopK's
+# mean best-latent AUROC is below TopK's and JumpReLU's. Section 6 looks at the labels one by
+# one.
 
 # %% [markdown]
 # ## 6. Ground truth: did training find the planted features?
@@ -421,6 +482,19 @@ for label in eval_labels:
     print(f"{label:>17}  {live_r['auroc']:>10.3g} {live_r['precision']:>9.3g}   {ship_r['auroc']:>13.3g} {ship_r['precision']:>9.3g}")
 
 # %% [markdown]
+# Read both columns. The short run's best latents tend to score a *higher* AUROC than the
+# shipped SAE's, at a *lower* precision: its latents are dense (section 4), and a latent
+# that fires on most tokens can rank the label's tokens above the rest while spending most
+# of its activation elsewhere. AUROC alone would flatter the worse dictionary. Averaged over
+# the 16 labels:
+
+# %%
+print("live SAE: higher mean best-latent AUROC than the shipped one:",
+      mean_over_labels(recovered["live"], "auroc") > mean_over_labels(recovered["shipped"], "auroc"))
+print("live SAE: lower mean precision of those latents:",
+      mean_over_labels(recovered["live"], "precision") < mean_over_labels(recovered["shipped"], "precision"))
+
+# %% [markdown]
 # The same grading for every run of the sweep (computed there with the reference functions on
 # the same held-out text). One row per label, one column per architecture at L0 near 16, and
 # the shipped SAE: the best latent's AUROC, with its precision on hover.
@@ -429,46 +503,88 @@ for label in eval_labels:
 # NBVAL_IGNORE_OUTPUT
 label_names = list(ref["recovery"])
 columns = {f"{arch} (L0 {r['l0']:.3g})": r["recovery"] for arch, r in matched.items()} | {"shipped": ref["recovery"]}
+
+
+def hover_name(column: str, latent: int) -> str:
+    """A latent's id, with its explanation-table label for the shipped SAE (trained ones have none)."""
+    return latent_name(bk, HOOK, latent) if column == "shipped" else f"#{latent}"
+
+
 fig = go.Figure(go.Heatmap(
     z=[[col[label]["auroc"] for col in columns.values()] for label in label_names],
     x=list(columns), y=label_names, zmin=0.5, zmax=1.0, colorscale="Viridis", colorbar=dict(title="best AUROC"),
-    text=[[f"latent {col[label]['latent']}: AUROC {col[label]['auroc']:.3g}, precision {col[label]['precision']:.3g}"
-           for col in columns.values()] for label in label_names], hoverinfo="text+x+y"))
-fig.update_layout(title="Best single latent per planted label", xaxis_title="dictionary", yaxis_title="label", height=520)
+    text=[[f"latent {hover_name(name, col[label]['latent'])}: AUROC {col[label]['auroc']:.3g}, "
+           f"precision {col[label]['precision']:.3g}" for name, col in columns.items()] for label in label_names],
+    hovertemplate="%{y}, %{x}<br>%{text}<extra></extra>"))
+fig.update_layout(title="Best single latent per planted label", xaxis_title="dictionary", yaxis_title="planted label",
+                  height=560, **FIGURE_STYLE)
 
 # %%
 for label in label_names:
-    cells = "  ".join(f"{col[label]['auroc']:.3g}/{col[label]['precision']:.2f}" for col in columns.values())
+    cells = "  ".join(f"{col[label]['auroc']:.3g}/{col[label]['precision']:.3g}" for col in columns.values())
     print(f"{label:>17}: {cells}")
 print("columns (AUROC/precision):", " | ".join(columns))
 
 # %% [markdown]
+# Per dictionary: how many labels get a latent with AUROC at least 0.95, how many of those
+# latents also put half their activation or more on the label, and the mean precision.
+# Then the labels no dictionary captures that well with one latent.
+
+# %%
+for name, col in columns.items():
+    strong = [label for label in label_names if col[label]["auroc"] >= 0.95]
+    precise = [label for label in strong if col[label]["precision"] >= 0.5]
+    print(f"{name:>18}: {len(strong):>2} labels at AUROC >= 0.95, {len(precise):>2} of them with precision >= 0.5; "
+          f"mean precision {mean_over_labels(col, 'precision'):.3g}")
+print("no dictionary reaches 0.95:", ", ".join(lb for lb in label_names if all(c[lb]["auroc"] < 0.95 for c in columns.values())))
+
+# %% [markdown]
+# The weak spots are the names (`is_name`, `male_name`, `name_repeated`), `pronoun` and
+# `year`: no dictionary at this size gives any of them one latent with AUROC 0.95, and most
+# best AUROCs there are below 0.9, which is weak. Architectures trade the two numbers
+# differently: the standard L1 SAE has the fewest labels at high AUROC (7, as many as the
+# shipped SAE) but the most precise latents (narrow ones, each covering part of a label and
+# little else); the TopK family's best latents are broad, with a mean precision under one
+# half. JumpReLU has the most labels at high AUROC (10) and the second-highest precision. A probe on a few latents, not one, is the fairer test for the broad labels
+# (chapter 00's report does this for the shipped dictionaries).
+
+# %% [markdown]
 # **Feature splitting.** Grow the dictionary at a fixed L0 (TopK, $k = 16$) and a broad
-# feature gets more latents of its own: one "name" latent becomes several, each for some of
-# the names. The best single latent's AUROC for a broad label can then *fall* while the
-# number of latents devoted to it (precision at least 0.9 and active) rises; labels that a
-# narrow dictionary folded into something else can gain a latent of their own. Both, per
-# label and width:
+# feature can get several latents of its own, each covering part of it. Then the best single
+# latent's AUROC for that label can *fall* while the number of latents devoted to it rises
+# (*specialists*: active on at least 5 tokens, with precision at least 0.9). Both, per label
+# and width, with the dead latents of each width:
 
 # %%
 widths = sorted((r for r in sweep["runs"] if r["architecture"] == "topk" and r["sparsity"] == 16), key=lambda r: r["d_sae"])
 print(f"{'label':>17}  " + "  ".join(f"{r['d_sae']:>10}" for r in widths) + "   (best AUROC / latents with precision >= 0.9)")
 for label in label_names:
     print(f"{label:>17}  " + "  ".join(f"{r['recovery'][label]['auroc']:>6.3g}/{r['recovery'][label]['specialists']:<3d}" for r in widths))
+print(f"{'dead latents':>17}  " + "  ".join(f"{r['dead']:>10}" for r in widths))
+
+# %% [markdown]
+# Names split: `is_name` has no specialist at 64 latents and 36 at 1,024. From 512 latents
+# on, `pronoun`, `name_repeated` and `century` get specialists too, and for `pronoun` and
+# `name_repeated` the best single latent gets *worse* as they do (AUROC 0.983 and 0.916 at 64
+# latents, 0.794 and 0.794 at 1,024): once a feature is split, no one latent covers it. Most
+# labels keep one good latent at every width. The widest dictionaries also waste capacity:
+# 374 of 1,024 latents are dead after 2,000 steps, too few to put them all to use.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 fig = make_subplots(rows=1, cols=2, subplot_titles=("best single latent (AUROC)", "latents with precision >= 0.9"))
 for label in label_names:
     sizes = [r["d_sae"] for r in widths]
+    best = [f"{label}, {r['d_sae']} latents: best latent #{r['recovery'][label]['latent']}" for r in widths]
     fig.add_scatter(x=sizes, y=[r["recovery"][label]["auroc"] for r in widths], name=label, legendgroup=label,
-                    mode="lines+markers", row=1, col=1)
+                    mode="lines+markers", text=best, hovertemplate="%{text}, AUROC %{y:.3g}<extra></extra>", row=1, col=1)
     fig.add_scatter(x=sizes, y=[r["recovery"][label]["specialists"] for r in widths], name=label, legendgroup=label,
-                    mode="lines+markers", showlegend=False, row=1, col=2)
+                    mode="lines+markers", showlegend=False, text=[f"{label}, {n} latents" for n in sizes],
+                    hovertemplate="%{text}: %{y} specialists<extra></extra>", row=1, col=2)
 fig.update_xaxes(title_text="latents (d_sae, log scale)", type="log")
-fig.update_yaxes(title_text="AUROC", row=1, col=1)
-fig.update_yaxes(title_text="latents", row=1, col=2)
-fig.update_layout(title="Feature splitting: TopK (k = 16) at five widths", height=450)
+fig.update_yaxes(title_text="best single latent's AUROC", row=1, col=1)
+fig.update_yaxes(title_text="latents with precision >= 0.9", row=1, col=2)
+fig.update_layout(title="Feature splitting: TopK (k = 16) at five widths", height=450, **FIGURE_STYLE)
 
 # %% [markdown]
 # ## 7. Training a transcoder
@@ -545,15 +661,17 @@ print(f"step 0: mse {history[0]['mse']:.3g}, sparsity {history[0]['sparsity']:.3
       f"step {len(history) - 1}: mse {history[-1]['mse']:.3g}, sparsity {history[-1]['sparsity']:.3g}")
 
 # %% [markdown]
-# Against the shipped layer-0 transcoder: L0 and explained variance of the MLP's output
-# (BOS left out), CE-loss recovered with the transcoder spliced in place of the MLP (zero
+# Against the shipped layer-0 transcoder, with chapter 04's `transcoder_metrics` (yours once
+# its check passed, else the reference): L0 and explained variance of the MLP's output (BOS
+# left out), CE-loss recovered with the transcoder spliced in place of the MLP (zero
 # ablation of the MLP's output as the baseline), and the same ground-truth grading.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 transcoders = {"live": transcoder, "shipped": bk.transcoders[hook_in]}
-for name, tc in transcoders.items():
-    m = transcoder_metrics(model, tc, eval_corpus.tokens)
+tc_measure = checked(transcoder_metrics)  # chapter 04's
+tc_metrics = {name: tc_measure(model, tc, eval_corpus.tokens) for name, tc in transcoders.items()}
+for name, m in tc_metrics.items():
     print(f"{name:>8}: L0 {m['l0']:.3g}, explained variance {m['explained_variance']:.3g}, CE recovered {m['ce_recovered']:.3g}")
 tc_labels = {label: eval_labels[label] for label in ("fact_answer", "profession", "workplace", "city", "country", "pronoun")}
 tc_recovered = {name: recovery(latent_acts(model, tc, eval_corpus.tokens), tc_labels, aurocs_fn, precision_fn)
@@ -561,6 +679,25 @@ tc_recovered = {name: recovery(latent_acts(model, tc, eval_corpus.tokens), tc_la
 for label in tc_labels:
     print(f"{label:>12}: live AUROC {tc_recovered['live'][label]['auroc']:.3g} (precision {tc_recovered['live'][label]['precision']:.3g}), "
           f"shipped {tc_recovered['shipped'][label]['auroc']:.3g} ({tc_recovered['shipped'][label]['precision']:.3g})")
+
+# %% [markdown]
+# 120 steps get a transcoder that works, but not as well as the shipped one, which trained
+# on 50 times as many tokens: it explains less of the MLP's output and loses more of the
+# model's loss when spliced in. The fact-like labels the MLP computes (`fact_answer`,
+# `profession`, `workplace`, `city`, `country`) already have latents with AUROC near 0.99 in
+# both, at precisions under one half in both; whether the short run has found a precise
+# `pronoun` latent, as the shipped transcoder has, varies from run to run (see the table).
+
+# %%
+print("reconstruction loss fell at least three-fold in training:", history[-1]["mse"] < history[0]["mse"] / 3)
+print("shipped transcoder explains more of the MLP's output:",
+      tc_metrics["shipped"]["explained_variance"] > tc_metrics["live"]["explained_variance"])
+print("shipped transcoder recovers more of the CE loss:", tc_metrics["shipped"]["ce_recovered"] > tc_metrics["live"]["ce_recovered"])
+fact_like = ("fact_answer", "profession", "workplace", "city", "country")
+print("every fact-like label has a latent at AUROC >= 0.95 in both:",
+      all(tc_recovered[name][label]["auroc"] >= 0.95 for name in transcoders for label in fact_like))
+print("and precision under one half in both:",
+      all(tc_recovered[name][label]["precision"] < 0.5 for name in transcoders for label in fact_like))
 
 # %% [markdown]
 # ## 8. Scale-up: a GPT-2 `hook_mlp_out` SAE
@@ -607,8 +744,33 @@ else:
 # - A transcoder's loss is an SAE's loss with a different target: reconstruct the MLP's
 #   output from its input, plus the decoder-weighted L1.
 #
-# **Open questions.** Which planted labels does no architecture capture with a single
-# latent, and would a probe on a few latents (chapter 00's report does this) capture them?
-# The shipped SAEs weight each token's error by the inverse squared norm of the residual
+# **The figures.** The live standard SAE (256 latents, 120 steps of 1,024 tokens) trains in
+# about 10 s on a shared 2-core laptop-class CPU, the live transcoder in about 7 s; both end
+# well short of the shipped dictionaries. From the sweep (2,000 steps, 256 latents), at L0
+# near 16, each architecture's L0, CE-loss recovered and best-latent AUROC per label
+# (mean, lowest and how many of the 16 reach 0.95):
+#
+# | dictionary | L0 | CE recovered | mean AUROC | lowest AUROC | labels at ≥ 0.95 |
+# |---|---|---|---|---|---|
+# | standard (L1 1) | 12.2 | 0.990 | 0.875 | 0.671 (`male_name`) | 7 |
+# | TopK ($k$ 16) | 16.0 | 0.992 | 0.940 | 0.841 (`pronoun`) | 9 |
+# | BatchTopK ($k$ 16) | 15.8 | 0.998 | 0.916 | 0.767 (`male_name`) | 9 |
+# | JumpReLU ($\lambda_0$ 0.3) | 11.5 | 0.997 | 0.939 | 0.790 (`male_name`) | 10 |
+# | shipped (weighted L1) | 23.7 | 0.995 | 0.897 | 0.714 (`male_name`) | 7 |
+#
+# Each label's AUROC (and precision) per architecture is the table of section 6. The same
+# figures, computed from the committed sweep:
+
+# %%
+for name, r in [*matched.items(), ("shipped", ref)]:
+    aurocs = {label: row["auroc"] for label, row in r["recovery"].items()}
+    weakest = min(aurocs, key=aurocs.get)
+    print(f"{name:>9}: L0 {r['l0']:.3g}, CE recovered {r['ce_recovered']:.3g}, mean AUROC {mean_over_labels(r['recovery'], 'auroc'):.3g}, "
+          f"lowest {aurocs[weakest]:.3g} ({weakest}), {sum(a >= 0.95 for a in aurocs.values())} labels at >= 0.95")
+
+# %% [markdown]
+# **Open questions.** No architecture gives the name labels, `pronoun` or `year` one latent
+# at AUROC 0.95: would a probe on a few latents (chapter 00's report does this) capture them,
+# and do TopK's dead latents explain part of it? The shipped SAEs weight each token's error by the inverse squared norm of the residual
 # stream after their layer: how far does that move the Pareto front in CE-loss recovered at
 # the same explained variance? At what width do the name latents stop splitting?

@@ -9,7 +9,7 @@
 - :func:`activation_batches`: an endless stream of activations at some hooks, one row per
   token (BOS left out), for training loops of our own (SAELens has no transcoder trainer).
 - :func:`new_transcoder`: an untrained ``Transcoder`` between two hooks, initialised the way
-  SAELens initialises its training SAEs; :func:`transcoder_metrics` judges one.
+  SAELens initialises its training SAEs (chapter 04's ``transcoder_metrics`` judges one).
 - :func:`latent_acts` and :func:`recovery`: a dictionary's latents over text, and the best
   latent per planted label with its AUROC and precision (ground truth).
 - :func:`load_sweep`: the committed results of ``python -m benchmarks.training_sweep``.
@@ -215,28 +215,6 @@ def recovery(
         table[name] = {"latent": best, "auroc": round(float(scores[best]), 4), "precision": round(float(shares[best]), 4),
                        "specialists": int(((shares >= 0.9) & active).sum())}
     return table
-
-
-@torch.no_grad()
-def transcoder_metrics(model: HookedSAETransformer, transcoder: Transcoder,
-                       tokens: Int[Tensor, "batch pos"]) -> dict[str, float]:
-    """L0 and explained variance of the MLP output (BOS left out), and CE-loss recovered
-    (CE_zero - CE_spliced) / (CE_zero - CE_clean) with the transcoder in place of the MLP's
-    output and, for CE_zero, that output zeroed."""
-    hook_in, hook_out = transcoder.cfg.metadata.hook_name, transcoder.cfg.metadata.hook_name_out
-    _, cache = model.run_with_cache(tokens, names_filter=[hook_in, hook_out], stop_at_layer=int(hook_out.split(".")[1]) + 1)
-    acts = transcoder.encode(cache[hook_in][:, 1:])
-    y, y_hat = cache[hook_out][:, 1:], transcoder.decode(acts)
-    clean = model(tokens, return_type="loss").item()
-    zero = model.run_with_hooks(tokens, return_type="loss",
-                                fwd_hooks=[(hook_out, lambda act, hook: torch.zeros_like(act))]).item()
-    with model.saes(saes=[transcoder]):
-        spliced = model(tokens, return_type="loss").item()
-    return {
-        "l0": (acts > 0).float().sum(-1).mean().item(),
-        "explained_variance": (1 - (y - y_hat).pow(2).sum() / (y - y.mean((0, 1))).pow(2).sum()).item(),
-        "ce_recovered": (zero - spliced) / (zero - clean),
-    }
 
 
 def load_sweep(path: Path = SWEEP_RESULTS) -> dict[str, Any]:
