@@ -19,6 +19,7 @@ from utils.training import (
     load_sweep,
     new_transcoder,
     recovery,
+    text_dataset,
     token_dataset,
     train_sae,
 )
@@ -117,3 +118,13 @@ def test_committed_sweep_holds_every_run() -> None:
 def test_missing_sweep_names_the_command(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="benchmarks.training_sweep"):
         load_sweep(tmp_path / "none.json")
+
+
+def test_text_dataset_cuts_one_stream_into_bos_first_rows(bk) -> None:
+    texts = [bk.model.to_string(row[1:]) for row in bk.world.corpus(6, 20, seed=4).tokens]
+    data = text_dataset(bk.model, texts, context_size=10)
+    bos = bk.model.tokenizer.bos_token_id
+    stream = [t for text in texts for t in [bos, *bk.model.tokenizer(text)["input_ids"]]]
+    assert all(len(row) == 10 and row[0] == bos for row in data["tokens"])
+    assert [t for row in data["tokens"] for t in row[1:]] == stream[: 9 * len(data)]
+    assert len(stream) - 9 * len(data) < 9  # only the last partial row is dropped

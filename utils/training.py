@@ -2,6 +2,8 @@
 
 - :func:`token_dataset`: generator text as a ``datasets.Dataset`` with one ``tokens``
   column, the pre-tokenized form SAELens's ``ActivationsStore`` reads (``override_dataset``).
+- :func:`text_dataset`: text tokenized by any model's tokenizer, cut into rows of one
+  length (chapter 06's GPT-2 scale-up trains on the organism's text, GPT-2-tokenized).
 - :func:`train_sae`: run SAELens's own ``LanguageModelSAETrainingRunner`` on the toy model
   (``override_model``), recording the loss terms of every step, and return the inference SAE.
 - :func:`inference_sae`: a trained ``TrainingSAE`` as the inference class SAELens would save
@@ -66,6 +68,18 @@ def token_dataset(world: World, n_seqs: int, seq_len: int, seed: int = 0) -> Dat
     row to the model as it is."""
     tokens = world.corpus(n_seqs, seq_len, seed=seed).tokens
     return Dataset.from_dict({"tokens": tokens.tolist()})
+
+
+def text_dataset(model: HookedSAETransformer, texts: list[str], context_size: int) -> Dataset:
+    """``texts`` tokenized by ``model``'s tokenizer as one stream (BOS before each text), cut
+    into rows of ``context_size`` tokens, each row BOS first: the pre-tokenized form
+    :func:`token_dataset` gives, for a model with a real tokenizer. The last partial row is
+    dropped."""
+    bos = model.tokenizer.bos_token_id
+    stream = [t for text in texts for t in [bos, *model.tokenizer(text)["input_ids"]]]
+    body = context_size - 1
+    rows = [[bos, *stream[i:i + body]] for i in range(0, len(stream) - body + 1, body)]
+    return Dataset.from_dict({"tokens": rows})
 
 
 @contextlib.contextmanager
