@@ -747,9 +747,10 @@ else:
 # - A transcoder's loss is an SAE's loss with a different target: reconstruct the MLP's
 #   output from its input, plus the decoder-weighted L1.
 #
-# **The figures.** The live standard SAE (256 latents, 120 steps of 1,024 tokens) trains in
-# about 10 s on a shared 2-core laptop-class CPU, the live transcoder in about 7 s; both end
-# well short of the shipped dictionaries. From the sweep (2,000 steps, 256 latents), at L0
+# **The figures.** The live standard SAE (256 latents, 120 steps of 1,024 tokens) trained in
+# 5 to 11 s and the live transcoder in 4 to 8 s on a 2-core machine shared with other jobs
+# (the whole notebook: about 40 s of CPU time); both end well short of the shipped
+# dictionaries. From the sweep (2,000 steps, 256 latents), at L0
 # near 16, each architecture's L0, CE-loss recovered and best-latent AUROC per label
 # (mean, lowest and how many of the 16 reach 0.95):
 #
