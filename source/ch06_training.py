@@ -408,7 +408,7 @@ fig.update_layout(title=f"Pareto front on {HOOK}: 256 latents, {sweep['settings'
 # %%
 long_run = next(r for r in runs if r["architecture"] == "standard" and r["sparsity"] == LIVE["sparsity"])
 print(f"L1 coefficient {LIVE['sparsity']:g}, 2,000 steps: L0 {long_run['l0']:.3g}")
-print("the 120-step live run ended with over twice that L0:", live_m["l0"] > 2 * long_run["l0"])
+print("the 120-step live run ended with over 1.5 times that L0:", live_m["l0"] > 1.5 * long_run["l0"])
 
 # %% [markdown]
 # At a matched L0, the comparison between architectures is the vertical gap between their
