@@ -49,7 +49,11 @@ def test_screen_alone_names_each_cheat(name: str) -> None:
     assert any(targets[name] in f.exercises for f in prepared.findings), prepared.findings
 
 
-@pytest.mark.parametrize("chapter", build.chapters())
+# One chapter: what lets Run All go on is the same generated check cell in every chapter (not
+# strict: the failure is printed, nothing raised). That every other cell of every chapter runs
+# after failed checks is shown by the untouched notebooks graded above (about a minute saved
+# per chapter).
+@pytest.mark.parametrize("chapter", build.chapters()[:1])
 def test_run_all_in_jupyterlab_runs_every_cell(chapter: str, tmp_path, meta_tests) -> None:
     """Run All on an untouched notebook, as JupyterLab does (stop at the first error, checks
     not strict): every cell runs, and each check cell shows its exercise's failure."""
