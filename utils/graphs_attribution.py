@@ -524,3 +524,63 @@ def generate_with(model: HookedSAETransformer, transcoders: Sequence[SAE], token
         logits = intervene(model, transcoders, tokens, edits)
         tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], 1)
     return model.to_str_tokens(tokens[0])
+
+
+# ---------------------------------------------------------------------------------------
+# Reading and drawing a graph.
+
+def node_label(bk: Any, node: Node) -> str:
+    """A node's label for hovers and tables: a latent's entry in the explanation table (label,
+    AUROC, precision, top contexts' words), or what the node is."""
+    if node.kind == "embed":
+        return f"token {bk.model.to_single_str_token(int(node.index))!r} (+ position {node.pos})"
+    if node.kind == "logit":
+        return f"logit {bk.model.to_single_str_token(int(node.index))!r} (minus the mean logit)"
+    if node.is_error:
+        return f"what transcoder {node.layer} misses at position {node.pos}"
+    if bk.explanations is None:
+        return f"transcoder {node.layer} latent {node.index}"
+    row = bk.explanations.lookup(f"transcoder.{node.layer}", int(node.index))
+    return (f"{row['label']} (AUROC {row['auroc']:.3g}, precision {row['precision']:.3g}); "
+            f"promotes {', '.join(row['top_tokens'][:4])}")
+
+
+def graph_figure(graph: Graph, pruned: Pruned, labels: dict[Node, str], title: str) -> Any:
+    """The pruned graph drawn layer by position: embeddings at the bottom, each transcoder's
+    error nodes and latents in its own row, the logits on top; an edge's width follows
+    ``|weight|``, its colour the sign. Hover names each node and gives its label,
+    activation and influence on the logits."""
+    import plotly.graph_objects as go
+
+    n_layers = max(n.layer for n in graph.nodes)
+    kept = [j for j in range(len(graph.nodes)) if pruned.nodes[j]]
+    xy: dict[int, tuple[float, float]] = {}
+    slots: dict[tuple[float, int], int] = {}
+    for j in kept:
+        n = graph.nodes[j]
+        row = 0.0 if n.kind == "embed" else n_layers + 1.0 if n.kind == "logit" else n.layer + (0.75 if n.is_error else 1.0)
+        k = slots.get((row, n.pos), 0)
+        slots[(row, n.pos)] = k + 1
+        xy[j] = (n.pos + 0.12 * (k % 7) - 0.36, row + 0.1 * (k // 7))
+    biggest = float(graph.adjacency[pruned.edges].abs().max()) if pruned.edges.any() else 1.0
+    fig = go.Figure()
+    for t, s in pruned.edges.nonzero().tolist():
+        w = float(graph.adjacency[t, s])
+        fig.add_trace(go.Scatter(x=[xy[s][0], xy[t][0]], y=[xy[s][1], xy[t][1]], mode="lines", hoverinfo="skip",
+                                 line=dict(width=0.5 + 4 * abs(w) / biggest, color="#2166ac" if w > 0 else "#b2182b"),
+                                 opacity=0.5, showlegend=False))
+    for kind, colour in (("embed", "#999999"), ("transcoder", "#ff7f0e"), ("error", "#444444"), ("logit", "#2ca02c")):
+        js = [j for j in kept if (graph.nodes[j].kind == kind and not graph.nodes[j].is_error)
+              or (kind == "error" and graph.nodes[j].is_error)]
+        hover = [f"{graph.nodes[j]} on {graph.tokens[graph.nodes[j].pos]!r}<br>{labels.get(graph.nodes[j], '')}<br>"
+                 f"activation {float(graph.activation[j]):.3g}, influence {float(pruned.node_influence[j]):.3g}" for j in js]
+        fig.add_trace(go.Scatter(x=[xy[j][0] for j in js], y=[xy[j][1] for j in js], mode="markers", name=kind,
+                                 marker=dict(size=10, color=colour, symbol="square" if kind == "error" else "circle"),
+                                 hovertext=hover, hoverinfo="text"))
+    fig.update_layout(title=title, height=520, template="plotly_white", legend_title="node kind",
+                      xaxis=dict(title="position (token)", tickvals=list(range(len(graph.tokens))),
+                                 ticktext=[f"{p}: {w}" for p, w in enumerate(graph.tokens)]),
+                      yaxis=dict(title="layer (embeddings 0, transcoder L at L + 1, logits on top)",
+                                 tickvals=list(range(n_layers + 2)),
+                                 ticktext=["embed"] + [f"transcoder {L}" for L in range(n_layers)] + ["logits"]))
+    return fig
