@@ -249,10 +249,12 @@ def _edges_from_grads(rm: LocalReplacement, nodes: list[Node], leaves: dict[str,
     return out
 
 
-def build_graph(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], batch: int = 128) -> Graph:
-    """The attribution graph of the prompt: one backward pass per target (active latents and
-    the logits ``logit_ids`` at the last position), ``batch`` targets per pass."""
-    nodes = graph_nodes(rm, logit_ids)
+def build_graph(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], batch: int = 128, threshold: float = 0.0) -> Graph:
+    """The attribution graph of the prompt: one backward pass per target (latents active
+    above ``threshold`` and the logits ``logit_ids`` at the last position), ``batch``
+    targets per pass. A latent below the threshold is left out of the graph; what it
+    contributes is then in no node (like a bias)."""
+    nodes = graph_nodes(rm, logit_ids, threshold)
     targets = [(i, n) for i, n in enumerate(nodes) if n.kind == "logit" or (n.kind == "transcoder" and not n.is_error)]
     adjacency = torch.zeros(len(nodes), len(nodes), dtype=rm.embed.dtype)
     with torch.enable_grad():

@@ -24,9 +24,21 @@ def _transcoders(bk: Any) -> list[Any]:
     return [bk.dictionary("transcoder", layer) for layer in range(bk.model.cfg.n_layers)]
 
 
-def _graph(bk: Any, tokens: Int[Tensor, "1 pos"]) -> tuple[Any, Graph]:
+def _graph(bk: Any, tokens: Int[Tensor, "1 pos"], key: str) -> tuple[Any, Graph]:
+    """The prompt's replacement model and graph, of the latents above a threshold chosen by
+    the reference (stored under ``key``)."""
     rm = local_replacement(bk.model, _transcoders(bk), tokens)
-    return rm, build_graph(rm, salient_logit_ids(rm.logits[-1])[0])
+    return rm, build_graph(rm, salient_logit_ids(rm.logits[-1])[0], threshold=known(key, _clear_threshold(rm)))
+
+
+def _clear_threshold(rm: Any) -> float:
+    """A small activation threshold in the widest gap between the activations in
+    (0.02, 0.3): latents near zero would be active on one machine and not another, and a
+    graph of the latents above a clear threshold has the same nodes everywhere."""
+    acts = torch.cat([a.flatten() for a in rm.acts.values()]).double()
+    inside = torch.cat([torch.tensor([0.02, 0.3], dtype=acts.dtype), acts[(acts > 0.02) & (acts < 0.3)]]).sort().values
+    gap = int((inside[1:] - inside[:-1]).argmax())
+    return float(inside[gap] + inside[gap + 1]) / 2
 
 
 # ---------------------------------------------------------------------------------------
@@ -132,7 +144,7 @@ def check_target_edges(target_edges: Any) -> None:
     bk = backend()
     for i, (task, which) in enumerate([("facts", "logit"), ("ioi", "layer1"), ("induction", "layer0"), ("ioi", "logit")]):
         tokens = bk.world.task_batch(task, 1, seed=seed(20 + i)).tokens
-        rm, graph = _graph(bk, tokens)
+        rm, graph = _graph(bk, tokens, f"threshold_{i}")
         nodes = graph.nodes
         if which == "logit":
             target = nodes[-1]
@@ -163,7 +175,7 @@ def _random_dag(n: int, n_logits: int, generator: torch.Generator, dtype: torch.
 def check_logit_influence(logit_influence: Any) -> None:
     bk = backend()
     dtype = bk.model.cfg.dtype
-    _, graph = _graph(bk, bk.world.task_batch("facts", 1, seed=seed(30)).tokens)
+    _, graph = _graph(bk, bk.world.task_batch("facts", 1, seed=seed(30)).tokens, "threshold")
     cases = [(graph.adjacency, graph.logit_weights, "the fact prompt's graph")]
     for i, (n, k) in enumerate([(12, 1), (40, 3)]):
         adjacency, weights = _random_dag(n, k, torch.Generator().manual_seed(seed(31 + i)), dtype)
@@ -182,7 +194,7 @@ def check_logit_influence(logit_influence: Any) -> None:
 def check_prune_by_influence(prune_by_influence: Any) -> None:
     bk = backend()
     dtype = bk.model.cfg.dtype
-    _, graph = _graph(bk, bk.world.task_batch("ioi", 1, seed=seed(40)).tokens)
+    _, graph = _graph(bk, bk.world.task_batch("ioi", 1, seed=seed(40)).tokens, "threshold")
     from solutions.ch05_attribution_graphs import logit_influence
 
     latents = graph.mask("transcoder", error=False)
