@@ -48,7 +48,6 @@ from utils.nodes import Node
 import tempfile
 from pathlib import Path
 
-import plotly.graph_objects as go
 
 from utils.backends import load_backend
 from utils.checking import checked
@@ -64,7 +63,6 @@ from utils.graphs_attribution import (
     intervene,
     local_replacement,
     node_label,
-    normalized_adjacency,
     paths_between,
     prune,
     supernode_adjacency,
@@ -172,6 +170,17 @@ print(f"replacement model's logits equal the model's (max difference < 1e-4): {e
 for name, x in scores_seen.items():
     grad = 0.0 if x.grad is None else x.grad.abs().max().item()
     print(f"gradient reaching {name}: {sig3(grad)}")
+with torch.enable_grad():  # the same backward pass through the unfrozen model
+    scores_seen.clear()
+
+    def as_leaf(x: Tensor, hook: Any) -> Tensor:
+        return x.detach().requires_grad_(True)
+
+    hooks = [("blocks.0.hook_resid_pre", as_leaf)] + [(f"blocks.{layer}.attn.hook_attn_scores", watch) for layer in range(model.cfg.n_layers)]
+    with model.hooks(fwd_hooks=hooks):
+        model(fact_tokens)[0, -1, answer].backward()
+print("unfrozen model, gradient reaching the attention scores:",
+      ", ".join(f"layer {layer} {sig3(x.grad.abs().max())}" for layer, x in enumerate(scores_seen.values())))
 print("gradient reaching the layer-0 error node (it is an input now):",
       sig3(leaves["error.0"].grad.abs().max()))
 
@@ -184,8 +193,9 @@ with model.hooks(fwd_hooks=[(name, lambda x, hook: rm.frozen[hook.name].expand_a
 print(f"your hooks and the library's agree on another prompt: {torch.allclose(yours, library, atol=1e-5)}")
 
 # %% [markdown]
-# In the unfrozen model the same backward pass would send gradient into the queries and
-# keys (the QK path); here it is exactly zero, and the error node, a constant the model
+# In the unfrozen model the same backward pass sends gradient into the attention scores,
+# and through them into the queries and keys (the QK path); in the replacement model it is
+# exactly zero, and the error node, a constant the model
 # cannot change, has become an input that receives gradient. Frozen does not mean removed:
 # attention still moves information between positions, along the fixed pattern.
 
@@ -630,7 +640,7 @@ for name, new in (("off", 0.0), ("x3", 3 * value)):
 # nothing else responds); freed, by nearly the same. Turning it *up* threefold is where
 # the frozen model and the real one part: frozen, the logit rises by twice the edge, as
 # linearity says; free, the final norm's scale grows with the larger residual stream and
-# the logit barely moves. A graph's predictions are local: trust them for small changes.
+# the logit *falls*. A graph's predictions are local: trust them for small changes.
 #
 # **A cross-prompt swap.** Take a second fact prompt about another city's landmark (the
 # generator's corrupted twin) and copy its latents into the first prompt. The graph makes
@@ -661,8 +671,8 @@ print("share of influence in latents at the landmark's position vs the last posi
       sig3(sum(infl[j] for j, n in enumerate(nodes) if latent_mask[j] and n.pos == last)))
 
 # %% [markdown]
-# Both predictions hold where the printed counts say so. Generating with the last-position
-# swap applied at every step shows what the model goes on to say:
+# Both predictions hold on all eight pairs. Generating with the last-position swap applied
+# at every step shows what the model goes on to say:
 
 # %%
 donor = local_replacement(model, transcoders, facts.corrupted_tokens[:1])
