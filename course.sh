@@ -6,8 +6,9 @@
 #   bash course.sh test [ARGS]  set up, then run the test suite: tests/ and the solution
 #                               notebooks under nbval (ARGS go to pytest, e.g. a test file)
 #
-# Setup makes .venv/ with torch 2.13.0 (CPU build) and requirements.txt, and installs this
-# repo in editable mode. It is skipped while the requirements files and pyproject.toml are unchanged.
+# Setup makes .venv/ with torch 2.13.0 and requirements.txt, and installs this repo in editable
+# mode. It is skipped while the requirements files and pyproject.toml are unchanged. Without an
+# NVIDIA GPU it installs torch's CPU build (see install_torch); TORCH_INDEX=URL picks the index.
 set -euo pipefail
 cd "$(dirname "$0")"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"   # offline by default: no 45 s hub retries
@@ -16,6 +17,35 @@ PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 VENV=.venv
 STAMP="$VENV/.installed"
 want="$(cat requirements.txt requirements-core.txt pyproject.toml | "$PY" -c 'import hashlib,sys;print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
+
+CPU_INDEX=https://download.pytorch.org/whl/cpu
+
+# On Linux the public index's torch is the CUDA build, with gigabytes of nvidia-* packages a
+# machine without a GPU never uses. There we take the CPU build from PyTorch's CPU index, but
+# only when a dry run shows the plain pin would pull nvidia-* packages: where pip already
+# finds a CPU build (macOS, Windows, a local wheel as on CI machines) nothing else is fetched.
+# TORCH_INDEX=URL overrides the choice (e.g. a CUDA index, or https://pypi.org/simple).
+install_torch() {
+  local pin="$1" pip="$VENV/bin/python -m pip --disable-pip-version-check -q"
+  if [ -n "${TORCH_INDEX:-}" ]; then
+    echo "[setup] torch from TORCH_INDEX=$TORCH_INDEX"
+    $pip install "$pin" --index-url "$TORCH_INDEX"
+  elif has_gpu || ! pulls_cuda "$pin"; then
+    $pip install "$pin"
+  else
+    echo "[setup] no NVIDIA GPU: installing torch's CPU build from $CPU_INDEX (TORCH_INDEX=URL to choose)"
+    $pip install "$pin" --index-url "$CPU_INDEX"
+  fi
+}
+
+has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+
+pulls_cuda() {  # would `pip install $1` bring nvidia-* or cuda-* packages? (a dry run reads metadata only)
+  "$VENV/bin/python" -m pip --disable-pip-version-check install --dry-run --quiet --report - "$1" 2>/dev/null |
+    "$VENV/bin/python" -c 'import json, sys
+report = json.load(sys.stdin)
+sys.exit(0 if any(i["metadata"]["name"].startswith(("nvidia-", "cuda-")) for i in report["install"]) else 1)'
+}
 
 setup() {
   if [ ! -x "$VENV/bin/python" ]; then
@@ -29,7 +59,7 @@ setup() {
   local pip="$VENV/bin/python -m pip --disable-pip-version-check -q"
   $pip install --upgrade pip
   # torch first, pinned: an unpinned torch would pull gigabytes of CUDA packages.
-  "$VENV/bin/python" -c "import torch" 2>/dev/null || $pip install "torch==2.13.0"
+  "$VENV/bin/python" -c "import torch" 2>/dev/null || install_torch "torch==2.13.0"
   $pip install -r requirements.txt
   $pip install --no-deps -e .
   echo "$want" > "$STAMP"
@@ -47,7 +77,9 @@ case "${1:-}" in
     exec "$VENV/bin/python" -m utils.course
     ;;
   "")
-    exec "$VENV/bin/jupyter" lab chapters/
+    # Jupyter refuses to run as root (Docker, cloud machines) unless told it is meant.
+    if [ "$(id -u)" = 0 ]; then root=--allow-root; else root=""; fi
+    exec "$VENV/bin/jupyter" lab $root chapters/
     ;;
   *)
     echo "usage: bash course.sh [--headless | test [pytest args]]" >&2

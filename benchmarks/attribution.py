@@ -177,7 +177,7 @@ def main() -> None:
         "agreement": toy_agreement(args.top_k, args.ig_steps) if args.device == "cpu" else None,
     }
 
-    shaped = load_gpt2_shaped(device=args.device, layers=range(args.shaped_layers), kinds=("resid",))
+    shaped = load_gpt2_shaped(device=args.device, layers=range(args.shaped_layers), kinds=("resid_sae",))
     tokens = torch.randint(0, shaped.model.cfg.d_vocab, (args.shaped_batch, args.shaped_pos), device=args.device)
     answer, distractor = tokens[:, 1], tokens[:, 2]  # any two tokens: the metric's value is meaningless here
     report["gpt2_shaped"] = {

@@ -483,16 +483,16 @@ print(explorer_summary(bk, ioi.prompts[0], hook, top_latent))
 # needs the Hugging Face hub (Colab); offline the cell says so in one line and moves on.
 # The Neuronpedia page of the top latent is embedded below it.
 
-# %%
+# %% tags=["scaleup"]
 # NBVAL_IGNORE_OUTPUT
 from IPython.display import IFrame, display
 
 from utils.backends.gpt2 import load_gpt2
 
 try:
-    gpt2 = load_gpt2(layers=[8], kinds=("resid",))
+    gpt2 = load_gpt2(layers=[8], kinds=("resid_sae",))
 except RuntimeError as error:
-    print(f"skipped: {error}")
+    print(f"skipped ({error})")
 else:
     gpt2_sae = gpt2.saes["blocks.8.hook_resid_pre"]
     prompt = "The Eiffel Tower is in the city of"

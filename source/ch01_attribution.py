@@ -910,12 +910,12 @@ print("strongest contexts:", *row["top_contexts"][:2], sep="\n  ")
 # GPT-2 splits into several tokens. This needs the Hugging Face hub (Colab); offline it
 # prints one line and skips.
 
-# %%
+# %% tags=["scaleup"]
 # NBVAL_IGNORE_OUTPUT
 from utils.backends.gpt2 import load_gpt2
 
 try:  # residual SAEs at two layers only: two downloads of about 150 MB each
-    gpt2 = load_gpt2("cuda" if torch.cuda.is_available() else "cpu", layers=[6, 8], kinds=("resid",))
+    gpt2 = load_gpt2("cuda" if torch.cuda.is_available() else "cpu", layers=[6, 8], kinds=("resid_sae",))
 except RuntimeError as error:
     print(f"skipped ({error})")
 else:

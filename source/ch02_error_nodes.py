@@ -824,7 +824,7 @@ print("layer-1 attention from the last position to the copy's earlier words (pos
 from utils.backends.gpt2 import load_gpt2
 
 try:  # one attention SAE: a download of about 150 MB, plus GPT-2 small
-    gpt2 = load_gpt2("cuda" if torch.cuda.is_available() else "cpu", layers=[5], kinds=("attn",))
+    gpt2 = load_gpt2("cuda" if torch.cuda.is_available() else "cpu", layers=[5], kinds=("attn_sae",))
 except RuntimeError as error:
     print(f"skipped ({error})")
 else:

@@ -1,23 +1,69 @@
-"""Grading with nbval: the solution notebook scores 100%, the untouched learner notebook 0%,
-and in the latter every cell that is not a check still runs (no cascade of failures)."""
+"""Grading end to end: each chapter's solution notebook scores 100 % and its untouched
+learner notebook 0 % with every other cell still running; JupyterLab's Run All executes
+every cell of an untouched notebook; restoring and screening leave honest notebooks alone.
+The notebooks are graded in the catalog's shared batch (``tests.cheats.graded``)."""
+from __future__ import annotations
+
+import os
 import shutil
 
+import nbformat
 import pytest
 
-from utils import build, grading
+from tests import cheats
+from utils import build, grading, screening
 
 
 @pytest.mark.parametrize("chapter", build.chapters())
-def test_grade_solution_and_untouched_stubs(chapter, tmp_path, meta_tests):
-    solved = tmp_path / f"{chapter}_solved.ipynb"
-    untouched = tmp_path / f"{chapter}_untouched.ipynb"
-    shutil.copy(build.ROOT / "solutions" / f"{chapter}.ipynb", solved)
-    shutil.copy(build.ROOT / "chapters" / f"{chapter}.ipynb", untouched)
-    (solved_score, untouched_score) = grading.grade([solved, untouched])
-    print(grading.table([solved_score, untouched_score]))
-    assert solved_score.exercises and solved_score.fraction == 1.0 and not solved_score.other_failures
-    assert untouched_score.fraction == 0.0 and untouched_score.exercises.keys() == solved_score.exercises.keys()
-    assert not untouched_score.other_failures and not untouched_score.error
+def test_solution_scores_full_and_untouched_scores_zero(chapter: str, tmp_path, meta_tests) -> None:
+    scores, _, _ = cheats.graded()
+    solved, untouched = scores[f"solved/{chapter}"], scores[f"untouched/{chapter}"]
+    print(grading.table([solved, untouched]))
+    assert list(solved.exercises) == list(screening.exercises_of(chapter)) == list(untouched.exercises)
+    assert solved.fraction == 1.0 and not solved.other_failures and not solved.notes
+    assert untouched.fraction == 0.0 and not untouched.other_failures and not untouched.tampered
+    assert all("not implemented" in e.reason for e in untouched.exercises.values())
     report = tmp_path / "grades.xml"
-    grading.write_junit([solved_score, untouched_score], report)
-    assert report.read_text().count("<failure") == len(untouched_score.exercises)
+    grading.write_junit([solved, untouched], report)
+    assert report.read_text().count("<failure") == len(untouched.exercises)
+    grading.write_json([solved, untouched], tmp_path / "grades.json")
+    assert str(solved.notebook) in (tmp_path / "grades.json").read_text()
+
+
+@pytest.mark.parametrize("chapter", build.chapters())
+def test_restoring_leaves_course_notebooks_alone(chapter: str) -> None:
+    for folder in ("chapters", "solutions"):
+        nb = nbformat.read(build.ROOT / folder / f"{chapter}.ipynb", as_version=4)
+        assert screening.identify_chapter(nb) == chapter
+        prepared = screening.prepare(nb, chapter)
+        assert not prepared.findings and not prepared.missing, prepared.findings
+        assert [r for r in prepared.roles if r[0] == "check"] == [("check", e) for e in screening.exercises_of(chapter)]
+
+
+@pytest.mark.parametrize("name", [c.name for c in cheats.CHEATS])
+def test_screen_alone_names_each_cheat(name: str) -> None:
+    """Before anything runs, restoring and screening already blame the right exercise."""
+    group = next(g for g in cheats.GROUPS if name in g)
+    nb, targets = cheats.group_notebook(group)
+    prepared = screening.prepare(nb, cheats.CHAPTER)
+    assert any(targets[name] in f.exercises for f in prepared.findings), prepared.findings
+
+
+@pytest.mark.parametrize("chapter", build.chapters())
+def test_run_all_in_jupyterlab_runs_every_cell(chapter: str, tmp_path, meta_tests) -> None:
+    """Run All on an untouched notebook, as JupyterLab does (stop at the first error, checks
+    not strict): every cell runs, and each check cell shows its exercise's failure."""
+    from nbclient import NotebookClient
+
+    path = tmp_path / f"{chapter}.ipynb"
+    shutil.copy(build.ROOT / "chapters" / f"{chapter}.ipynb", path)
+    nb = nbformat.read(path, as_version=4)
+    env = {k: v for k, v in os.environ.items() if k != "SAE_CIRCUITS_STRICT"}
+    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=False,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute(env=env)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code)
+    for cell in code:
+        if "check" in cell.metadata:
+            shown = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stderr")
+            assert f"{cell.metadata['check']}:" in shown and "not implemented" in shown, shown

@@ -24,6 +24,13 @@ The next code cell defines ``def NAME(...)`` with the reference between
     a hint for NAME, shown collapsed after its check cell (as many as you like).
 ``# %% tags=["module"]``
     code that also goes into both modules (imports, helpers the exercises use).
+``# %% tags=["scaleup"]``
+    a GPT-2 scale-up cell (the tag is kept in both notebooks). It loads through
+    ``utils.backends.gpt2.load_gpt2(device, layers=[...], kinds=(...))``, with ``layers`` and
+    ``kinds`` written as literals (a learner downloads only those), inside
+    ``try: ... except RuntimeError as error: print(f"skipped ({error})")``, so that offline it
+    prints one line and moves on. ``tests/test_scaleups.py`` finds every such cell in every
+    solution notebook and runs it, with the earlier cells it needs, against a simulated hub.
 Every other cell appears in both notebooks only.
 """
 from __future__ import annotations
@@ -48,10 +55,21 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 _SOLUTION_BLOCK = re.compile(rf"^([ \t]*){re.escape(BEGIN)}\n.*?^[ \t]*{re.escape(END)}[ \t]*\n?", re.M | re.S)
 
 
+# The value the repository setting held before the course had a public home. While it still
+# holds it, the Colab install cell says so in one line instead of failing inside git clone.
+PLACEHOLDER_REPOSITORY = "https://github.com/sae-circuits/sae-circuits"
+SETTING = "[tool.sae-circuits] repository"
+COLAB_CONTENT = "/content"  # Colab's working folder; the course is cloned into it
+
+
 def repository_url() -> str:
     """The course's public repository: the one setting used by every badge and install cell."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return config["tool"]["sae-circuits"]["repository"]
+    url = config["tool"]["sae-circuits"]["repository"].removesuffix("/").removesuffix(".git")
+    if not re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url):
+        raise ValueError(f"{SETTING} in pyproject.toml must be https://github.com/OWNER/NAME "
+                         f"(Colab opens notebooks from GitHub); got {url!r}")
+    return url
 
 
 def chapters() -> list[str]:
@@ -150,21 +168,47 @@ def details(summary: str, body: str) -> str:
     return f"<details>\n<summary>{summary}</summary>\n\n{body.strip()}\n\n</details>"
 
 
-def setup_cell() -> str:
-    url = repository_url()
-    return f'''# Setup: just run this cell. In Colab it fetches and installs the course (about a
-# minute, keeping Colab's own torch); on your machine it does nothing.
+def setup_cell(url: str | None = None, content: str = COLAB_CONTENT) -> str:
+    """The first code cell: in Colab, clone the course from ``url`` into ``content`` and install
+    its packages; elsewhere, nothing. ``url`` defaults to the repository setting.
+
+    A stamp written after the install lets the cell be rerun after a failure or an
+    interruption (it starts over) and skips the work once done. Failures say in one sentence
+    what failed; a clone failure names the URL and the setting that holds it.
+    """
+    url = url or repository_url()
+    if url == PLACEHOLDER_REPOSITORY:
+        return f'''# Setup: in Colab this cell would fetch and install the course; on your machine it does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    raise RuntimeError("This copy of the course has no public repository yet: {SETTING} in pyproject.toml still holds the placeholder {url}; set it and rebuild with python -m utils.build.")'''
+    return f'''# Setup: just run this cell. In Colab it fetches the course and installs its packages next to
+# Colab's own torch: 2 to 10 minutes, once per session (rerun it if it stops). On your machine
+# it does nothing.
 import sys
 
 if "google.colab" in sys.modules:
     import os
+    import shutil
     import subprocess
 
-    REPO = "/content/sae-circuits"
-    if not os.path.isdir(REPO):
-        subprocess.run(["git", "clone", "--depth=1", "{url}", REPO], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", f"{{REPO}}/requirements-core.txt"], check=True)
-    sys.path.insert(0, REPO)
+    URL = "{url}"  # the {SETTING} setting of the course's pyproject.toml
+    REPO = "{content}/sae-circuits"
+    DONE = f"{{REPO}}/.colab-setup-done"  # written last, so a failed or interrupted setup starts over
+    if not os.path.exists(DONE):
+        shutil.rmtree(REPO, ignore_errors=True)
+        git = subprocess.run(["git", "clone", "--quiet", "--depth=1", URL, REPO], capture_output=True,
+                             text=True, env={{**os.environ, "GIT_TERMINAL_PROMPT": "0"}})
+        if git.returncode != 0:
+            raise RuntimeError(f"Could not fetch the course from {{URL}} (git: {{' '.join(git.stderr.split())}}); that URL is the {SETTING} setting in the course's pyproject.toml.")
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", f"{{REPO}}/requirements-core.txt"],
+                             capture_output=True, text=True)
+        if pip.returncode != 0:
+            raise RuntimeError(f"Installing the course's packages failed (pip: {{' '.join(pip.stderr.split())[-500:]}}); run this cell again to retry.")
+        open(DONE, "w").close()
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
     os.chdir(f"{{REPO}}/chapters")'''
 
 

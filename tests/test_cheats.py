@@ -1,0 +1,125 @@
+"""The grader cannot be fooled (issue 8 §4).
+
+Every cheat of ``tests/cheats.py`` scores nothing and the report blames the exercise it
+aimed at; a cell that never returns, a kernel that exits and an attempt to overwrite the
+course score nothing and harm nobody; an honest notebook saved by ``nbstripout
+--keep-output`` scores what it earns; each malformed submission gets one clear row while
+the batch goes on. The catalog is graded once (``cheats.graded()``), a few workers at a time.
+"""
+from __future__ import annotations
+
+import pytest
+
+from tests import cheats
+from utils import grading
+
+CASES = [(name, k) for k, group in enumerate(cheats.GROUPS) for name in group if name is not None]
+
+
+@pytest.fixture(scope="module")
+def catalog() -> tuple[dict[str, grading.Score], dict]:
+    scores, paths, seconds = cheats.graded()
+    print(f"graded the catalog ({len(paths)} submissions) in {seconds:.0f} s")
+    return scores, paths
+
+
+def test_every_cheat_has_a_case() -> None:
+    assert len(CASES) == len(cheats.CHEATS) >= 15
+    assert sorted(n for n, _ in CASES) == sorted(cheats.BY_NAME)
+
+
+@pytest.mark.parametrize("name,group", CASES, ids=[n for n, _ in CASES])
+def test_cheat_scores_nothing_and_is_named(name: str, group: int, catalog, meta_tests) -> None:
+    scores, _ = catalog
+    score = scores[f"group{group}"]
+    _, targets = cheats.group_notebook(cheats.GROUPS[group])
+    exercise = score.exercises[targets[name]]
+    assert not exercise.passed, f"{name} scored {targets[name]}"
+    assert exercise.tampered or exercise.notes, f"the report does not say {targets[name]} looked tampered with"
+
+
+@pytest.mark.parametrize("group", range(len(cheats.GROUPS)))
+def test_cheat_notebooks_score_zero(group: int, catalog, meta_tests) -> None:
+    score = catalog[0][f"group{group}"]
+    assert not score.error and score.fraction == 0.0, grading.table([score])
+
+
+def test_kernel_exit_at_the_top_scores_zero(catalog, meta_tests) -> None:
+    score = catalog[0]["exit_at_top"]
+    assert score.fraction == 0.0 and len(score.exercises) == 5
+    assert all("the kernel died in cell" in e.reason for e in score.exercises.values())
+    assert all(e.tampered for e in score.exercises.values())
+    assert score.seconds < cheats.CELL_TIMEOUT, "a dead kernel must be noticed at once, not after the cell's time limit"
+
+
+def test_overwriting_the_course_is_refused(catalog, meta_tests) -> None:
+    score = catalog[0]["overwrite_course"]
+    assert score.fraction == 0.0 and all(e.tampered for e in score.exercises.values())
+    assert not any("changed while" in note for note in score.notes), "the course itself must be untouched"
+
+
+def test_a_cell_that_never_returns_fails_its_exercise_and_those_after(catalog, meta_tests) -> None:
+    score = catalog[0]["endless"]
+    first, second, *later = score.exercises.values()
+    assert first.passed, first.reason
+    assert not second.passed and "Timeout" in second.reason
+    assert all(not e.passed and "timed out" in e.reason for e in later)
+
+
+def test_honest_notebook_with_cleared_execution_counts_scores_full(catalog, meta_tests) -> None:
+    score = catalog[0]["honest_stripped"]
+    assert score.fraction == 1.0, grading.table([score])
+    assert not score.tampered and not any(e.notes for e in score.exercises.values())
+
+
+def test_results_are_keyed_by_path(catalog, meta_tests) -> None:
+    scores, paths = catalog
+    assert len({str(s.notebook) for s in scores.values()}) == len(paths)
+    assert {str(s.notebook) for s in scores.values()} == {str(p) for p in paths.values()}
+    honest, exited = scores["honest_stripped"], scores["exit_at_top"]
+    assert ".".join(honest.notebook.parts[-3:]) == ".".join(exited.notebook.parts[-4:])  # one JUnit class name
+    assert (honest.fraction, exited.fraction) == (1.0, 0.0)
+    odd = scores["group0"]
+    assert "::" in odd.notebook.name and not odd.error and len(odd.exercises) == 5
+
+
+@pytest.mark.parametrize("name", list(cheats.MALFORMED) + ["missing.ipynb"])
+def test_malformed_submission_gets_one_clear_row(name: str, catalog, meta_tests) -> None:
+    scores, _ = catalog
+    score = scores[name]
+    expected = cheats.MALFORMED[name][1] if name in cheats.MALFORMED else "no such file"
+    assert expected in score.error and score.fraction == 0.0
+    row = [line for line in grading.table([score]).splitlines() if str(score.notebook) in line]
+    assert len(row) == 1 and expected in row[0]
+
+
+def test_recheck_alone_catches_what_passes_a_tampered_kernel(meta_tests) -> None:
+    """Without the static screen, the re-check in a clean process fails every cheat that
+    lives in an exercise cell, and an honest neighbour still passes."""
+    exercises = cheats.grading_exercises(cheats.CHAPTER)
+    plan = dict(zip(exercises, ["import_reference", "wrap_reference", "not_strict_checking", None,
+                                "replay_known_outputs"]))
+    nb, solved = cheats.untouched(), cheats.solved()
+    sources = {}
+    for exercise, name in plan.items():
+        if name is None:
+            sources[exercise] = cheats.cell(solved, "exercise", exercise).source
+        else:
+            cheats.BY_NAME[name].apply(nb, exercise, cheats.CHAPTER)
+            sources[exercise] = cheats.cell(nb, "exercise", exercise).source
+    results = grading.recheck_sources(cheats.CHAPTER, sources, seed_offset=cheats.SEED_OFFSET)
+    for exercise, name in plan.items():
+        result = results[exercise]
+        if name is None:
+            assert result["passed"] and not result["tampered"], result
+        else:
+            assert not result["passed"], (name, result)
+
+
+def test_without_landlock_a_changed_course_copy_is_caught(tmp_path, meta_tests) -> None:
+    path = tmp_path / f"{cheats.CHAPTER}.ipynb"
+    path.write_text(cheats.nbformat.writes(cheats.overwrite_course(repository=False)))
+    (score,) = grading.grade([path], chapter=cheats.CHAPTER, confine=False, seed_offset=cheats.SEED_OFFSET)
+    assert score.fraction == 0.0
+    assert all("changed the course's files" in " ".join(e.tampered) for e in score.exercises.values())
+    assert any("tests/checks" in note for note in score.notes)

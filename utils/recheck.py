@@ -1,0 +1,285 @@
+"""Re-check a submission's exercises in a clean process: ``python -m utils.recheck`` (run by the grader).
+
+The grader pipes in one line holding a nonce, one JSON line (chapter, seed offset, time
+limit, exercises to re-check, and the module to build: the course's module cells with the
+learner's exercise cells in place of the stubs), then the known outputs that the reference
+computed *in the grader's process* on inputs drawn with that seed offset (``torch.save``
+bytes). Nothing of it is on disk, so the learner's code cannot read the expected answers.
+
+Before any learner code runs this process imports the checks, turns every function of the
+reference module into one that refuses to run while a learner's function is running, and
+takes a fingerprint of the course's modules, torch and the builtins. Then it runs the
+learner's cells and re-checks each exercise (:func:`utils.checking.recheck`) under a time
+limit; after each cell and each check, whatever was replaced is put back and blamed on that
+exercise. An exercise passes only if its check passes, the function is the learner's own
+(not imported), it never called the reference, and it replaced nothing.
+
+It prints one JSON line per exercise, prefixed by the nonce (a learner's ``print`` cannot
+forge a result), and ends with ``os._exit`` so no learner ``atexit`` hook runs.
+"""
+from __future__ import annotations
+
+import builtins
+import functools
+import importlib
+import inspect
+import io
+import json
+import linecache
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+LEARNER_FILE = "<exercise {}>"  # the file name a learner's exercise cell runs under
+
+
+class TimeUp(BaseException):
+    """The time limit of one step ran out (a BaseException: no ``except Exception`` stops it)."""
+
+
+class ReferenceCalled(Exception):
+    """A learner's function called the reference solution."""
+
+
+_IN_LEARNER = [0]  # > 0 while a learner's function runs
+_REFERENCE_CALLS: list[str] = []
+
+
+@functools.cache
+def _limit_handler() -> None:
+    def up(signum: int, frame: Any) -> None:
+        raise TimeUp()
+
+    signal.signal(signal.SIGALRM, up)
+
+
+class _Limit:
+    """``with _Limit(seconds):`` raises :class:`TimeUp` inside the block when time runs out."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __enter__(self) -> None:
+        _limit_handler()
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _guard_reference(chapter: str) -> None:
+    """Every reference function, wherever the course holds it (the reference module, the
+    mistakes catalog built on it), refuses to run while a learner's function is running."""
+    module = sys.modules.get(f"solutions.{chapter}")
+    if module is None:
+        return
+    guarded = {id(fn): _refusing(fn) for fn in vars(module).values()
+               if inspect.isfunction(fn) and fn.__module__ == module.__name__}
+    for name, mod in list(sys.modules.items()):
+        if name.startswith(("solutions", "tests", "utils")) and isinstance(mod, ModuleType):
+            for attr, value in list(vars(mod).items()):
+                if id(value) in guarded:
+                    setattr(mod, attr, guarded[id(value)])
+
+
+def _refusing(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def reference(*args: Any, **kwargs: Any) -> Any:
+        if _IN_LEARNER[0]:
+            _REFERENCE_CALLS.append(fn.__name__)
+            raise ReferenceCalled(f"{fn.__name__} of the reference solution was called from your code")
+        return fn(*args, **kwargs)
+
+    return reference
+
+
+def _learner(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, marked as learner code while it runs."""
+
+    @functools.wraps(fn)
+    def learner(*args: Any, **kwargs: Any) -> Any:
+        _IN_LEARNER[0] += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _IN_LEARNER[0] -= 1
+
+    return learner
+
+
+def _watched() -> Iterator[tuple[str, Any]]:
+    """The namespaces whose functions a check relies on: the course's modules, torch's main
+    namespaces, its tensor class, and the builtins."""
+    import torch
+
+    for name, module in list(sys.modules.items()):
+        if isinstance(module, ModuleType) and (name.split(".")[0] in ("utils", "tests", "solutions", "sae_lens")):
+            yield name, module
+    yield "torch", torch
+    yield "torch.nn.functional", torch.nn.functional
+    yield "torch.Tensor", torch.Tensor
+    if hasattr(torch._C, "TensorBase"):
+        yield "torch._C.TensorBase", torch._C.TensorBase
+    yield "builtins", builtins
+
+
+_MISSING = object()
+
+
+def _fingerprint() -> dict[str, tuple[Any, str, Any, Any]]:
+    """key -> (namespace, attribute, value, the value's code) for every value the checks
+    rely on, and every course or torch module in ``sys.modules``; held to be put back."""
+    found = {}
+    for owner, namespace in _watched():
+        for attr, value in list(vars(namespace).items()):
+            if attr != "__warningregistry__":
+                found[f"{owner}.{attr}"] = (namespace, attr, value, getattr(value, "__code__", None))
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] in ("utils", "tests", "solutions", "torch"):
+            found[f"sys.modules[{name!r}]"] = (sys.modules, name, module, None)
+    return found
+
+
+def _undo(before: dict[str, tuple[Any, str, Any, Any]]) -> list[str]:
+    """Put back whatever of ``before`` the learner's code replaced (a value, a function's
+    code, a module in ``sys.modules``, a torch function mode left on); returns what."""
+    import torch
+
+    changed = []
+    for key, (namespace, attr, value, code) in before.items():
+        current = namespace.get(attr, _MISSING) if isinstance(namespace, dict) else vars(namespace).get(attr, _MISSING)
+        if current is value and (code is None or getattr(value, "__code__", None) is code):
+            continue
+        changed.append(key)
+        try:
+            if code is not None and getattr(value, "__code__", None) is not code:
+                value.__code__ = code
+            if current is not value:
+                if isinstance(namespace, dict):
+                    namespace[attr] = value
+                else:
+                    setattr(namespace, attr, value)
+        except (AttributeError, TypeError):  # a builtin type refuses; the exercise fails anyway
+            pass
+    while torch._C._len_torch_function_stack():
+        changed.append("a torch function mode left on")
+        torch._C._pop_torch_function_stack()
+    return sorted(changed)
+
+
+def _load(chapter: str, chunks: list[list[Any]], limit: float, baseline: dict[str, Any]) -> tuple[
+        dict[str, Any], dict[str, str], dict[str, list[str]]]:
+    """Run the module cells and the learner's exercise cells, in order, in one namespace.
+    Returns the namespace, per exercise why its cell could not run, and what its cell
+    replaced of ``baseline`` (put back at once, so that it cannot help another exercise)."""
+    namespace: dict[str, Any] = {"__name__": "submission", "__builtins__": builtins}
+    broken: dict[str, str] = {}
+    replaced: dict[str, list[str]] = {}
+    for kind, exercise, code in chunks:
+        filename = LEARNER_FILE.format(exercise) if kind == "exercise" else f"<course module {chapter}>"
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        try:
+            compiled = compile(code, filename, "exec")
+        except SyntaxError as error:
+            broken[exercise] = (f"its exercise cell is not plain Python ({error.msg}, line {error.lineno}); "
+                                "IPython magics cannot be re-checked: move them to another cell")
+            continue
+        try:
+            with _Limit(limit):
+                exec(compiled, namespace)
+        except TimeUp:
+            broken[exercise] = f"its exercise cell did not finish in {limit:.0f} s when run on its own"
+        except BaseException as error:  # noqa: BLE001 (a learner's cell may raise anything, SystemExit too)
+            if kind != "exercise":
+                raise
+            line = traceback.extract_tb(error.__traceback__)[-1]
+            broken[exercise] = (f"its exercise cell raised {type(error).__name__}: {error} (line {line.lineno}) "
+                                "when run on its own, with only the module's imports")
+        finally:
+            if kind == "exercise":
+                replaced[exercise] = _undo(baseline)
+    return namespace, broken, replaced
+
+
+def _own(fn: Any) -> str:
+    """Why ``fn`` is not a function of the learner's exercise cells ('' when it is)."""
+    if not callable(fn):
+        return ""
+    target = inspect.unwrap(fn)
+    code = getattr(target, "__code__", None)
+    filename = getattr(code, "co_filename", "")
+    if filename.startswith(LEARNER_FILE.split("{")[0]):
+        return ""
+    origin = getattr(target, "__module__", None) or filename or type(target).__name__
+    return f"the function graded is not defined in an exercise cell (it comes from {origin})"
+
+
+def recheck_all(spec: dict[str, Any], known: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> None:
+    """Re-check ``spec['exercises']`` of ``spec['chapter']``; ``emit`` each result."""
+    from utils import checking
+
+    os.environ[checking.STRICT_ENV] = "1"
+    chapter, limit = spec["chapter"], float(spec["limit"])
+    checks_module = importlib.import_module(f"tests.checks.{chapter}")
+    checks = {f.exercise: f for f in vars(checks_module).values() if getattr(f, "chapter", None) == chapter}
+    _guard_reference(chapter)
+    baseline = _fingerprint()
+    namespace, broken, loaded = _load(chapter, spec["chunks"], limit, baseline)
+    for exercise in spec["exercises"]:
+        emit({"exercise": exercise, "started": True})
+        result = {"exercise": exercise, "passed": False, "reason": "", "tampered": []}
+        fn = namespace.get(exercise)
+        calls = len(_REFERENCE_CALLS)
+        if exercise in broken:
+            result["reason"] = broken[exercise]
+        elif fn is None:
+            result["reason"] = f"its exercise cell does not define {exercise}"
+        elif _own(fn):
+            result["tampered"].append(_own(fn))
+        else:
+            try:
+                with _Limit(limit):
+                    checking.recheck(checks[exercise], _learner(fn), None, spec["seed_offset"], known=known[exercise])
+                result["passed"] = True
+            except checking.CheckFailure as failure:
+                result["reason"] = str(failure)
+            except TimeUp:
+                result["reason"] = f"it did not finish in {limit:.0f} s on fresh inputs"
+            except BaseException as error:  # noqa: BLE001
+                result["reason"] = f"the re-check stopped: {type(error).__name__}: {error}"
+        if len(_REFERENCE_CALLS) > calls:
+            result["tampered"].append(f"it called the reference solution ({_REFERENCE_CALLS[-1]})")
+        replaced = loaded.get(exercise, []) + _undo(baseline)
+        if replaced:
+            result["tampered"].append(f"its code replaced {', '.join(replaced[:3])} (put back)")
+        result["passed"] = result["passed"] and not result["tampered"]
+        emit(result)
+
+
+def main() -> None:
+    stdin = sys.stdin.buffer
+    nonce = stdin.readline().decode().strip()
+    spec = json.loads(stdin.readline())
+    import torch
+
+    known = torch.load(io.BytesIO(stdin.read()), weights_only=True)
+    out = os.fdopen(os.dup(1), "w")  # our own handle on stdout: a learner closing sys.stdout changes nothing
+
+    def emit(record: dict[str, Any]) -> None:
+        out.write(f"{nonce} {json.dumps(record)}\n")
+        out.flush()
+
+    try:
+        recheck_all(spec, known, emit)
+    except BaseException as error:  # noqa: BLE001 (report it, whatever it was)
+        emit({"fatal": f"{type(error).__name__}: {error}"})
+    out.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
