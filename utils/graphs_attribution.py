@@ -125,10 +125,13 @@ def local_replacement(model: HookedSAETransformer, transcoders: Sequence[SAE], t
                             cache["blocks.0.hook_resid_pre"][0], acts, errors, logits[0])
 
 
-def replacement_forward(rm: LocalReplacement, leaves: dict[str, Tensor]) -> tuple[dict[int, Tensor], Tensor]:
+def replacement_forward(rm: LocalReplacement, leaves: dict[str, Tensor],
+                        stop_at_layer: int | None = None) -> tuple[dict[int, Tensor], Tensor | None]:
     """Run the replacement model with ``leaves`` (from :meth:`LocalReplacement.leaves`, maybe
     edited). Returns each layer's transcoder pre-activations ``[rows, pos, d_sae]`` (read
-    from the frozen-scale ``ln2.hook_normalized``) and the logits ``[rows, pos, d_vocab]``."""
+    from the frozen-scale ``ln2.hook_normalized``) and the logits ``[rows, pos, d_vocab]``
+    (None with ``stop_at_layer``: only blocks before it run, which saves the unembedding
+    when only latents are targets)."""
     rows = leaves["embed"].shape[0]
     pre: dict[int, Tensor] = {}
 
@@ -150,8 +153,8 @@ def replacement_forward(rm: LocalReplacement, leaves: dict[str, Tensor]) -> tupl
     for layer in rm.transcoders:
         hooks += [(f"blocks.{layer}.ln2.hook_normalized", read(layer)), (f"blocks.{layer}.hook_mlp_out", write(layer))]
     with rm.model.hooks(fwd_hooks=hooks):
-        logits = rm.model(rm.tokens.expand(rows, -1))
-    return pre, logits
+        out = rm.model(rm.tokens.expand(rows, -1), stop_at_layer=stop_at_layer)
+    return pre, out if stop_at_layer is None else None
 
 
 # ---------------------------------------------------------------------------------------
@@ -261,7 +264,8 @@ def build_graph(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], batch: int =
         for start in range(0, len(targets), batch):
             chunk = targets[start: start + batch]
             leaves = rm.leaves(len(chunk))
-            pre, logits = replacement_forward(rm, leaves)
+            latents_only = all(t.kind != "logit" for _, t in chunk)  # then no block after theirs is needed
+            pre, logits = replacement_forward(rm, leaves, max(t.layer for _, t in chunk) + 1 if latents_only else None)
             _target_values(rm, [t for _, t in chunk], pre, logits).sum().backward()
             adjacency[[i for i, _ in chunk]] = _edges_from_grads(rm, nodes, leaves).detach()
     # A latent cannot act on latents of its own layer or earlier: their pre-activations are
