@@ -236,7 +236,7 @@ def _edges_from_grads(rm: LocalReplacement, nodes: list[Node], leaves: dict[str,
     """Each row's edge weights into every node: ``value . gradient`` of every source."""
     # A leaf no target of this pass depends on has no gradient: its edges are zero.
     grads = {name: leaf.grad if leaf.grad is not None else torch.zeros_like(leaf) for name, leaf in leaves.items()}
-    out = torch.zeros(grads["embed"].shape[0], len(nodes), dtype=grads["embed"].dtype)
+    out = torch.zeros(grads["embed"].shape[0], len(nodes), dtype=grads["embed"].dtype, device=grads["embed"].device)
     embed = [(j, n.pos) for j, n in enumerate(nodes) if n.kind == "embed"]
     cols, pos = map(list, zip(*embed))
     out[:, cols] = einops.einsum(grads["embed"][:, pos], rm.embed[pos], "r n d, n d -> r n")
@@ -267,14 +267,14 @@ def build_graph(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], batch: int =
             latents_only = all(t.kind != "logit" for _, t in chunk)  # then no block after theirs is needed
             pre, logits = replacement_forward(rm, leaves, max(t.layer for _, t in chunk) + 1 if latents_only else None)
             _target_values(rm, [t for _, t in chunk], pre, logits).sum().backward()
-            adjacency[[i for i, _ in chunk]] = _edges_from_grads(rm, nodes, leaves).detach()
+            adjacency[[i for i, _ in chunk]] = _edges_from_grads(rm, nodes, leaves).detach().cpu()  # the graph lives on the CPU
     # A latent cannot act on latents of its own layer or earlier: their pre-activations are
     # read before it writes, so those gradients are exactly zero already.
-    probs = rm.logits[-1].double().softmax(-1)[logit_ids].to(rm.embed.dtype)
+    probs = rm.logits[-1].double().softmax(-1)[logit_ids].to(rm.embed.dtype).cpu()
     activation = torch.zeros(len(nodes), dtype=rm.embed.dtype)
     for j, n in enumerate(nodes):
         if n.kind == "transcoder" and not n.is_error:
-            activation[j] = rm.acts[n.layer][n.pos, n.index]
+            activation[j] = rm.acts[n.layer][n.pos, n.index].item()
     activation[[j for j, n in enumerate(nodes) if n.kind == "logit"]] = probs
     return Graph(nodes, adjacency, activation, probs, rm.model.to_str_tokens(rm.tokens[0]))
 
@@ -301,7 +301,7 @@ def edge_errors(rm: LocalReplacement, graph: Graph, batch: int = 256) -> Float[T
                 else:
                     leaves[f"latents.{n.layer}"][r, n.pos, n.index] = 0.0
             pre, logits = replacement_forward(rm, leaves)
-            moved = base - _values_all(targets, pre, logits)  # [rows, n_targets]
+            moved = (base - _values_all(targets, pre, logits)).cpu()  # [rows, n_targets]
             for r, (j, _) in enumerate(chunk):
                 errors[t_index, j] = moved[r] - graph.adjacency[t_index, j]
     return errors
