@@ -44,6 +44,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--shaped-layers", type=int, default=2, help="gpt2-shaped transcoders at layers 0..N-1 (the model is cut there)")
     parser.add_argument("--shaped-pos", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backends", default="toy,gpt2-shaped", help="comma-separated: toy, gpt2-shaped")
     return parser.parse_args()
 
 
@@ -70,15 +71,8 @@ def measure(model, transcoders, tokens, batch: int, repeats: int, device: str, c
     return out
 
 
-def main() -> None:
-    args = parse_args()
-    torch.manual_seed(0)
-    results: dict[str, dict] = {}
-    bk = load_backend("toy", device=args.device)
-    toy_tcs = [bk.dictionary("transcoder", layer) for layer in range(bk.model.cfg.n_layers)]
-    for task in ("facts", "ioi"):
-        tokens = bk.world.task_batch(task, 1, seed=0).tokens.to(args.device)
-        results[f"toy/{task}"] = measure(bk.model, toy_tcs, tokens, args.batch, args.repeats, args.device)
+def shaped_figures(args: argparse.Namespace) -> dict[str, dict]:
+    """The figures on the gpt2-shaped backend, cut after ``--shaped-layers`` blocks."""
     shaped = load_gpt2_shaped(args.device, layers=range(args.shaped_layers), kinds=("transcoder",))
     model = shaped.model
     model.cfg.n_layers = args.shaped_layers  # the replacement model needs a transcoder at every layer: cut the model there
@@ -86,7 +80,22 @@ def main() -> None:
     tokens = torch.randint(1000, 20000, (1, args.shaped_pos), device=args.device)
     tokens[0, 0] = model.tokenizer.bos_token_id
     tcs = [shaped.dictionary("transcoder", layer) for layer in range(args.shaped_layers)]
-    results[f"gpt2-shaped/{args.shaped_layers}-layers"] = measure(model, tcs, tokens, args.batch, args.repeats, args.device)
+    return {f"gpt2-shaped/{args.shaped_layers}-layers": measure(model, tcs, tokens, args.batch, args.repeats, args.device)}
+
+
+def main() -> None:
+    args = parse_args()
+    torch.manual_seed(0)
+    results: dict[str, dict] = {}
+    backends = args.backends.split(",")
+    if "toy" in backends:
+        bk = load_backend("toy", device=args.device)
+        toy_tcs = [bk.dictionary("transcoder", layer) for layer in range(bk.model.cfg.n_layers)]
+        for task in ("facts", "ioi"):
+            tokens = bk.world.task_batch(task, 1, seed=0).tokens.to(args.device)
+            results[f"toy/{task}"] = measure(bk.model, toy_tcs, tokens, args.batch, args.repeats, args.device)
+    if "gpt2-shaped" in backends:
+        results.update(shaped_figures(args))
     print(json.dumps(results, indent=1))
     for name, r in results.items():
         line = (f"{name}: {r['n_nodes']} nodes ({r['n_targets']} targets, {r['n_pos']} tokens), {r['n_edges']} edges; "

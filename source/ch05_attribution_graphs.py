@@ -369,7 +369,7 @@ print(f"largest |removal effect - edge| / largest |edge| = {worst:.2g} (float32 
 # $$I = w(\hat A + \hat A^2 + \hat A^3 + \dots) = w\,\big((1 - \hat A)^{-1} - 1\big).$$
 #
 # Edges only go forward, so $\hat A$ is nilpotent: the series stops after as many terms as
-# the longest path (here at most four: embedding, two latents, logit).
+# the longest path has edges (here three: embedding, layer-0 latent, layer-1 latent, logit).
 
 # %% [markdown] exercise="logit_influence" title="Compute every node's influence on the logits" difficulty=2 importance=5 minutes=15
 # Return $I = w(\hat A + \hat A^2 + \dots)$ for the adjacency matrix `adjacency`
@@ -732,10 +732,20 @@ else:
 #   indirect object). Interventions on the real model confirm its predictions where they
 #   concern the value side, and the QK path stays outside the graph by construction.
 #
-# **Benchmark** (`python -m benchmarks.attribution_graphs`, shared 2-core CPU, one torch
-# thread): see the report of the chapter's issue for the figures measured when it was
-# written: graph construction time as a multiple of a forward pass, peak memory, and the
-# largest edge error relative to the largest edge (about 1e-6 in float32).
+# **Benchmark** (`python -m benchmarks.attribution_graphs`, measured on a shared 2-core CPU
+# with one torch thread; timings there vary by a factor of two or more from run to run).
+# On the organism's fact prompt (226 nodes, 202 targets) the graph takes 0.2 to 0.3 s,
+# 40 to 80 times one forward pass of the prompt (3 to 5 ms), and on an IOI prompt (458
+# nodes, 413 targets) 0.45 to 1 s, 30 to 65 times (two runs). The cost grows with the
+# number of targets: each target is one row of a batched forward and backward pass, so the
+# design's aim of 10 forward passes per graph is **not** met; it holds per batch of
+# targets, not per prompt. Peak memory stays under 0.8 GB (most of it the Python process
+# and its libraries). Every edge was checked by removing its source: the largest error was
+# 7e-6, 6e-7 of the largest edge (float32 rounding). On the GPT-2-shaped backend (random
+# weights, two layers, 24,576-latent transcoders with about 50 active per token, a 12-token
+# prompt) the graph has 1,256 nodes and 228,383 edges and took 322 s on one CPU thread,
+# about 960 forward passes, with a peak of 3.8 GB; its largest edge error was 1.3e-6 of the
+# largest edge.
 #
 # **Open questions.** Would a skip transcoder (with a linear bypass) shrink the error
 # nodes' share at the last position? How much of IOI's subject inhibition could a graph
