@@ -685,10 +685,12 @@ print("donor:  ", " ".join(model.to_str_tokens(facts.corrupted_tokens[0])[1:]), 
 # ## 8. Scale-up: GPT-2 small
 #
 # The same construction on GPT-2 small with the Dunefsky et al. transcoders at all 12
-# layers (12 downloads of about 150 MB; a GPU helps). In TransformerLens GPT-2's
-# `ln2.hook_normalized` is again $Px/s(x)$, so `local_replacement` applies unchanged. The
-# graph has thousands of nodes: we build it for a short fact prompt, prune it and print the
-# most influential latents. Offline it prints one line and skips.
+# layers (12 downloads of about 150 MB). In TransformerLens GPT-2's `ln2.hook_normalized` is
+# again $Px/s(x)$, so `local_replacement` applies unchanged. A full graph has thousands of
+# targets, each a row of a backward pass through GPT-2 (minutes on a GPU, far longer on a
+# CPU), so we build a *partial* one in two batched passes: first the top logit's incoming
+# edges, then those of the 8 latents with the largest edges into it. Offline it prints one
+# line and skips.
 
 # %% tags=["scaleup"]
 # NBVAL_IGNORE_OUTPUT
@@ -703,16 +705,20 @@ else:
     g_transcoders = [gpt2.dictionary("transcoder", layer) for layer in range(g_model.cfg.n_layers)]
     g_tokens = g_model.to_tokens("The Eiffel Tower is in the city of")
     g_rm = local_replacement(g_model, g_transcoders, g_tokens)
-    g_ids, g_probs = checked(salient_logits)(g_rm.logits[-1])
+    g_ids, g_probs = checked(salient_logits)(g_rm.logits[-1], max_n=3)
     print("salient logits:", [(w, round(p, 3)) for w, p in zip(g_model.to_str_tokens(g_ids), g_probs.tolist())])
-    g_graph = build_graph(g_rm, g_ids, batch=32)
-    g_pruned = prune(g_graph)
-    print(f"{len(g_graph.nodes)} nodes; pruned to {int(g_pruned.nodes.sum())} nodes and {int(g_pruned.edges.sum())} edges;",
-          {k: round(v, 3) for k, v in g_pruned.scores.items()})
-    g_latents = g_graph.mask("transcoder", error=False)
-    for j in sorted((j for j in range(len(g_graph.nodes)) if g_latents[j]), key=lambda j: -g_pruned.node_influence[j])[:8]:
-        n = g_graph.nodes[j]
-        print(f"  {n} on {g_graph.tokens[n.pos]!r}: influence {g_pruned.node_influence[j].item():.3g}")
+    g_logit = graph_nodes(g_rm, g_ids)[-len(g_ids)]  # the top logit's node
+    g_first = build_graph(g_rm, g_ids, batch=16, targets=[g_logit])
+    g_row = g_first.adjacency[g_first.index(g_logit)]
+    g_latents = g_first.mask("transcoder", error=False)
+    g_top = [g_first.nodes[j] for j in torch.where(g_latents, g_row.abs(), 0.0).topk(8).indices.tolist()]
+    g_graph = build_graph(g_rm, g_ids, batch=16, targets=[g_logit, *g_top])
+    print(f"{len(g_graph.nodes)} nodes; the 8 latents with the largest edges into {g_model.to_single_str_token(g_logit.index)!r}:")
+    for n in g_top:
+        inputs = g_graph.adjacency[g_graph.index(n)]
+        best = inputs.abs().topk(3).indices.tolist()
+        print(f"  {n} on {g_graph.tokens[n.pos]!r}: edge {g_row[g_first.index(n)].item():.3g}; largest inputs "
+              + ", ".join(f"{g_graph.nodes[s]} ({inputs[s].item():.3g})" for s in best))
 
 # %% [markdown]
 # ## Summary

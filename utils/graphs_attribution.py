@@ -252,13 +252,18 @@ def _edges_from_grads(rm: LocalReplacement, nodes: list[Node], leaves: dict[str,
     return out
 
 
-def build_graph(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], batch: int = 128, threshold: float = 0.0) -> Graph:
+def build_graph(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], batch: int = 128, threshold: float = 0.0,
+                targets: Sequence[Node] | None = None) -> Graph:
     """The attribution graph of the prompt: one backward pass per target (latents active
     above ``threshold`` and the logits ``logit_ids`` at the last position), ``batch``
     targets per pass. A latent below the threshold is left out of the graph; what it
-    contributes is then in no node (like a bias)."""
+    contributes is then in no node (like a bias). ``targets`` restricts the backward passes
+    to those nodes (a partial graph, for large models: other latents keep their outgoing
+    edges into the targets but get no incoming ones)."""
     nodes = graph_nodes(rm, logit_ids, threshold)
-    targets = [(i, n) for i, n in enumerate(nodes) if n.kind == "logit" or (n.kind == "transcoder" and not n.is_error)]
+    wanted = set(targets) if targets is not None else None
+    targets = [(i, n) for i, n in enumerate(nodes) if (n.kind == "logit" or (n.kind == "transcoder" and not n.is_error))
+               and (wanted is None or n in wanted)]
     adjacency = torch.zeros(len(nodes), len(nodes), dtype=rm.embed.dtype)
     with torch.enable_grad():
         for start in range(0, len(targets), batch):
