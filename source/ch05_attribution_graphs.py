@@ -697,7 +697,7 @@ print("donor:  ", " ".join(model.to_str_tokens(facts.corrupted_tokens[0])[1:]), 
 from utils.backends.gpt2 import load_gpt2
 
 try:
-    gpt2 = load_gpt2("cuda" if torch.cuda.is_available() else "cpu", kinds=("transcoder",))
+    gpt2 = load_gpt2("cuda" if torch.cuda.is_available() else "cpu", layers=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], kinds=("transcoder",))
 except RuntimeError as error:
     print(f"skipped ({error})")
 else:
