@@ -279,9 +279,17 @@ def graph_figure(graph: Graph, title: str, tokens: Sequence[str] | None = None, 
     if nodes:
         effects = [graph.nodes[n] for n in nodes]
         scale = max(abs(e) for e in effects) or 1.0
+        # Text only on the strongest node of each (position, layer, kind) cell: all of them
+        # overlap into an unreadable pile; every node keeps its label in the hover.
+        strongest: dict[tuple[int, int, int], Node] = {}
+        for n in nodes:
+            cell = (n.pos, n.layer, ROW_OF_KIND[n.kind])
+            if cell not in strongest or abs(graph.nodes[n]) > abs(graph.nodes[strongest[cell]]):
+                strongest[cell] = n
+        shown = set(strongest.values())
         figure.add_scatter(
             x=[where[n][0] for n in nodes], y=[where[n][1] for n in nodes], mode="markers+text",
-            text=[graph.label(n) for n in nodes], textposition="top center", textfont=dict(size=9), showlegend=False,
+            text=[graph.label(n) if n in shown else "" for n in nodes], textposition="top center", textfont=dict(size=9), showlegend=False,
             customdata=[f"{graph.label(n)}<br>effect {sig3(graph.nodes[n])}<br>{graph.hover.get(n, '')}" for n in nodes],
             hovertemplate="%{customdata}<extra></extra>",
             marker=dict(size=14, color=effects, colorscale="RdBu", cmin=-scale, cmax=scale,
