@@ -3,6 +3,7 @@ mistake catalogs (``tests/mistakes``), and count how many are caught and how man
 message that names the mistake (anything more specific than "N of M entries differ").
 
     python -m benchmarks.check_generality          # prints one line per mistake, then totals
+    python -m benchmarks.check_generality --catalog independent --chapter ch01_attribution --json out.json
 
 The catalog's own mistakes are tested in ``tests/``; these are written separately, as a
 learner might get things wrong, to measure the generic diagnoses of ``utils.compare`` and
@@ -273,21 +274,206 @@ def path_layer_zero(model, attn_sae, tokens, answer_ids, distractor_ids, layer, 
 GENERIC = ("entries differ (max abs diff", "the check could not use your result")
 
 
-def main() -> None:
-    rows, caught, named = [], 0, 0
-    for chapter, exercise, fn in UNSEEN:
-        try:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the checks on catalogs of implementations they were not tuned to.")
+    parser.add_argument("--catalog", choices=("unseen", "independent", "all"), default="all",
+                        help="unseen: the UNSEEN mistakes above; independent: benchmarks/independent (wrong and "
+                             "correct implementations written blind); all: both (default)")
+    parser.add_argument("--chapter", action="append", default=None, metavar="CH",
+                        help="only this chapter (repeatable), e.g. ch01_attribution")
+    parser.add_argument("--json", metavar="PATH", help="write every row and the summaries to PATH")
+    parser.add_argument("--sentinel", choices=("exercise", "entry", "none"), default="exercise",
+                        help="after each exercise's entries (or after every entry), run the reference through the "
+                             "same check: if it fails, an earlier entry poisoned state the check did not restore")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars from the implementations' loops
+
+    rows: list[dict[str, Any]] = []
+    sentinels: list[dict[str, Any]] = []
+    if args.catalog in ("unseen", "all"):
+        rows += _run_unseen(args.chapter)
+    if args.catalog in ("independent", "all"):
+        independent, independent_sentinels = _run_independent(args.chapter, args.sentinel)
+        rows += independent
+        sentinels += independent_sentinels
+    summary = _summarise(rows)
+    _print_summary(summary, rows, sentinels)
+    if args.json:
+        import sys
+
+        meta = {"argv": argv if argv is not None else sys.argv[1:], "torch_threads": torch.get_num_threads(),
+                "SAE_CIRCUITS_STRICT": os.environ.get("SAE_CIRCUITS_STRICT"), "commit": _commit()}
+        with open(args.json, "w") as handle:
+            json.dump({"meta": meta, "summary": summary, "rows": rows, "sentinels": sentinels}, handle, indent=1)
+        print(f"wrote {len(rows)} rows to {args.json}")
+
+
+def _commit() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _global_state() -> dict[str, Any]:
+    """Process-wide state an implementation can change behind the check's back."""
+    return {"grad_enabled": torch.is_grad_enabled(), "default_dtype": str(torch.get_default_dtype()),
+            "num_threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled()}
+
+
+def _restore_global_state(state: dict[str, Any]) -> None:
+    torch.set_grad_enabled(state["grad_enabled"])
+    torch.set_default_dtype(getattr(torch, state["default_dtype"].removeprefix("torch.")))
+    torch.set_num_threads(state["num_threads"])
+    torch.use_deterministic_algorithms(state["deterministic"])
+
+
+def _run_check(chapter: str, exercise: str, fn: Callable[..., Any]) -> dict[str, Any]:
+    """Run one check on ``fn``: passed / CheckFailure / crash, the message, what it printed,
+    the time, and any process-wide state the call left changed (restored before returning)."""
+    import contextlib
+    import io
+    import time
+
+    before = _global_state()
+    printed = io.StringIO()
+    start = time.perf_counter()
+    crash = None
+    try:
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
             checks_of(chapter)[exercise](fn)
-            message, ok = "PASSED (not caught)", False
-        except CheckFailure as failure:
-            message, ok = str(failure), True
-        is_named = ok and not any(g in message for g in GENERIC)
-        caught += ok
-        named += is_named
-        rows.append({"exercise": f"{chapter}.{exercise}", "mistake": fn.__name__, "caught": ok, "named": is_named,
-                     "message": message[:160]})
-        print(f"{'named ' if is_named else 'caught' if ok else 'MISSED'}  {exercise}.{fn.__name__}: {message[:140]}")
-    print(json.dumps({"unseen_mistakes": len(UNSEEN), "caught": caught, "named": named}))
+        passed, message = True, "PASSED"
+    except CheckFailure as failure:
+        passed, message = False, str(failure)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # a check must raise CheckFailure and nothing else
+        passed, crash = False, type(error).__name__
+        message = f"CRASH {crash}: {error}"
+    seconds = time.perf_counter() - start
+    after = _global_state()
+    leaked = {key: [before[key], after[key]] for key in before if before[key] != after[key]}
+    if leaked:
+        _restore_global_state(before)
+    return {"passed": passed, "message": message, "crash": crash, "seconds": round(seconds, 2),
+            "state_left_changed": leaked, "printed": printed.getvalue()[-2000:]}
+
+
+def _run_unseen(chapters: list[str] | None) -> list[dict[str, Any]]:
+    rows = []
+    for chapter, exercise, fn in UNSEEN:
+        if chapters and chapter not in chapters:
+            continue
+        result = _run_check(chapter, exercise, fn)
+        message = "PASSED (not caught)" if result["passed"] else result["message"]
+        caught = not result["passed"]
+        is_named = caught and result["crash"] is None and not any(g in message for g in GENERIC)
+        outcome = "CRASH" if result["crash"] else "named" if is_named else "caught" if caught else "MISSED"
+        rows.append({"catalog": "unseen", "chapter": chapter, "exercise": exercise, "name": fn.__name__,
+                     "correct": False, "description": "", "names": list(GENERIC), "outcome": outcome,
+                     "caught": caught, "named": is_named, "message": message, "crash": result["crash"],
+                     "seconds": result["seconds"], "state_left_changed": result["state_left_changed"]})
+        print(f"{outcome:8} unseen {chapter}.{exercise}.{fn.__name__}: {message[:160]}", flush=True)
+    return rows
+
+
+def _run_independent(chapters: list[str] | None, sentinel: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    import importlib
+
+    from benchmarks.independent import load_all
+
+    entries = [impl for impl in load_all() if not chapters or impl.chapter in chapters]
+    rows, sentinels = [], []
+    for k, impl in enumerate(entries):
+        result = _run_check(impl.chapter, impl.exercise, impl.fn)
+        message = result["message"]
+        if impl.correct:
+            outcome = "accepted" if result["passed"] else "CRASH" if result["crash"] else "REJECTED"
+            caught = is_named = False
+        else:
+            caught = not result["passed"]
+            is_named = caught and result["crash"] is None and any(p in message.lower() for p in impl.names)
+            outcome = "CRASH" if result["crash"] else "named" if is_named else "caught" if caught else "MISSED"
+        rows.append({"catalog": "independent", "chapter": impl.chapter, "exercise": impl.exercise, "name": impl.name,
+                     "correct": impl.correct, "description": impl.description, "names": list(impl.names),
+                     "outcome": outcome, "caught": caught, "named": is_named, "accepted": impl.correct and result["passed"],
+                     "message": message, "crash": result["crash"], "seconds": result["seconds"],
+                     "state_left_changed": result["state_left_changed"]})
+        leak = f"  [left changed: {result['state_left_changed']}]" if result["state_left_changed"] else ""
+        print(f"{outcome:8} {impl.chapter}.{impl.exercise}.{impl.name}: {message[:160]}{leak}", flush=True)
+        last_of_exercise = k + 1 == len(entries) or (entries[k + 1].chapter, entries[k + 1].exercise) != (
+            impl.chapter, impl.exercise)
+        if sentinel == "entry" or (sentinel == "exercise" and last_of_exercise):
+            reference = getattr(importlib.import_module(f"solutions.{impl.chapter}"), impl.exercise)
+            check = _run_check(impl.chapter, impl.exercise, reference)
+            sentinels.append({"chapter": impl.chapter, "exercise": impl.exercise, "after": impl.name,
+                              "passed": check["passed"], "message": check["message"][:500]})
+            if not check["passed"]:
+                print(f"POISONED {impl.chapter}.{impl.exercise}: the reference fails its check after "
+                      f"{impl.name}: {check['message'][:160]}", flush=True)
+    return rows, sentinels
+
+
+def _counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    wrong = [r for r in rows if not r["correct"]]
+    right = [r for r in rows if r["correct"]]
+    caught = sum(r["caught"] for r in wrong)
+    named = sum(r["named"] for r in wrong)
+    accepted = sum(r["outcome"] == "accepted" for r in right)
+    return {"wrong": len(wrong), "caught": caught, "named": named,
+            "caught_pct": round(100 * caught / len(wrong), 1) if wrong else None,
+            "named_pct": round(100 * named / len(wrong), 1) if wrong else None,
+            "correct": len(right), "accepted": accepted,
+            "crashes": sum(r["outcome"] == "CRASH" for r in rows),
+            "state_left_changed": sum(bool(r["state_left_changed"]) for r in rows)}
+
+
+def _summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for catalog in ("unseen", "independent"):
+        mine = [r for r in rows if r["catalog"] == catalog]
+        if not mine:
+            continue
+        per_exercise: dict[str, Any] = {}
+        per_chapter: dict[str, Any] = {}
+        for key in dict.fromkeys(f"{r['chapter']}.{r['exercise']}" for r in mine):
+            per_exercise[key] = _counts([r for r in mine if f"{r['chapter']}.{r['exercise']}" == key])
+        for chapter in dict.fromkeys(r["chapter"] for r in mine):
+            per_chapter[chapter] = _counts([r for r in mine if r["chapter"] == chapter])
+        summary[catalog] = {"total": _counts(mine), "chapters": per_chapter, "exercises": per_exercise}
+    return summary
+
+
+def _print_summary(summary: dict[str, Any], rows: list[dict[str, Any]], sentinels: list[dict[str, Any]]) -> None:
+    def line(label: str, c: dict[str, Any]) -> str:
+        wrong = (f"wrong caught {c['caught']}/{c['wrong']} ({c['caught_pct']}%), named {c['named']}/{c['wrong']} "
+                 f"({c['named_pct']}%)" if c["wrong"] else "no wrong entries")
+        extra = f", CRASH {c['crashes']}" if c["crashes"] else ""
+        extra += f", state left changed {c['state_left_changed']}" if c["state_left_changed"] else ""
+        accepted = f"; correct accepted {c['accepted']}/{c['correct']}" if c["correct"] else ""
+        return f"{label}: {wrong}{accepted}{extra}"
+
+    for catalog, parts in summary.items():
+        print(f"\n== {catalog} catalog")
+        for exercise, counts in parts["exercises"].items():
+            print("  " + line(exercise, counts))
+        for chapter, counts in parts["chapters"].items():
+            print(line(chapter, counts))
+        print(line("TOTAL", parts["total"]))
+    problems = [r for r in rows if r["outcome"] in ("MISSED", "REJECTED", "CRASH")]
+    if problems:
+        print("\nMISSED wrong, REJECTED correct and CRASH rows:")
+        for r in problems:
+            print(f"  {r['outcome']:8} {r['chapter']}.{r['exercise']}.{r['name']}: {r['message'][:160]}")
+    poisoned = [s for s in sentinels if not s["passed"]]
+    print(f"\nsentinels (reference re-checked after the entries): {len(sentinels) - len(poisoned)}/{len(sentinels)} passed")
+    for s in poisoned:
+        print(f"  POISONED {s['chapter']}.{s['exercise']} after {s['after']}: {s['message'][:160]}")
+    print(json.dumps({catalog: parts["total"] for catalog, parts in summary.items()}))
 
 
 if __name__ == "__main__":
