@@ -46,13 +46,13 @@ def diff_probabilities(logits, answer_ids, distractor_ids):
 
 
 @wrong(CH, "logit_diff", "averages over the batch (returns a scalar)",
-       names=('per prompt', 'one value per prompt', 'scalar', 'averag', 'do not average'))
+       names=('per prompt', 'one value per prompt', 'scalar', 'averag', 'do not average', 'reduce over a dim'))
 def diff_batch_mean(logits, answer_ids, distractor_ids):
     return _logit_diff(logits, answer_ids, distractor_ids).mean()
 
 
 @wrong(CH, "logit_diff", "indexes final[:, answer_ids]: a [batch, batch] table",
-       names=('[batch, batch]', 'diagonal', '(batch, batch)', 'broadcast'))
+       names=('[batch, batch]', 'diagonal', '(batch, batch)', 'broadcast', 'one dim too many'))
 def diff_outer_indexing(logits, answer_ids, distractor_ids):
     final = logits[:, -1]
     return final[:, answer_ids] - final[:, distractor_ids]
@@ -82,7 +82,7 @@ def diff_centres_in_place(logits, answer_ids, distractor_ids):
 
 
 @wrong(CH, "logit_diff", "takes the absolute value of the difference",
-       names=('abs', 'sign', 'negative'))
+       names=('absolute value', 'sign', 'negative'))
 def diff_absolute(logits, answer_ids, distractor_ids):
     return _logit_diff(logits, answer_ids, distractor_ids).abs()
 
@@ -196,7 +196,7 @@ def ablation_own_mean(model, sae, tokens, answer_ids, distractor_ids, latents, p
 
 
 @wrong(CH, "ablation_effects", "add_sae(use_error_term=True) and no reset: the SAE stays attached",
-       names=('attached', 'reset_saes', 'left on'))
+       names=('attached', 'reset_saes', 'left on', 'left an sae'))
 def ablation_leaves_sae(model, sae, tokens, answer_ids, distractor_ids, latents, pos=-1, baseline=None):
     model.add_sae(sae, use_error_term=True)
     clean = _logit_diff(model(tokens), answer_ids, distractor_ids)
@@ -433,7 +433,7 @@ def ig_gradient_only(model, sae, tokens, answer_ids, distractor_ids, patched, st
 
 
 @wrong(CH, "integrated_gradients", "sums the gradients over steps without dividing by steps",
-       names=('divide by steps', '/ steps', 'averag', 'mean over steps', 'times steps', 'scaled by steps', 'factor of'))
+       names=('divide by steps', '/ steps', 'averag', 'mean over steps', 'times steps', 'scaled by steps', 'factor of', 'without dividing by steps'))
 def ig_sum_not_mean(model, sae, tokens, answer_ids, distractor_ids, patched, steps=10):
     return _ig(model, sae, tokens, answer_ids, distractor_ids, patched, [(k + 0.5) / steps for k in range(steps)],
                divide=False)
@@ -453,7 +453,7 @@ def ig_mean_metric(model, sae, tokens, answer_ids, distractor_ids, patched, step
 
 
 @wrong(CH, "integrated_gradients", "add_sae(use_error_term=True) and no reset: the SAE stays attached",
-       names=('attached', 'reset_saes', 'left on'))
+       names=('attached', 'reset_saes', 'left on', 'left an sae'))
 def ig_leaves_sae(model, sae, tokens, answer_ids, distractor_ids, patched, steps=10):
     name = _acts_name(sae)
     model.add_sae(sae, use_error_term=True)
@@ -555,7 +555,7 @@ def l2l_strictly_before(model, up_sae, down_sae, tokens, pos):
 
 
 @wrong(CH, "latent_to_latent_gradients", "keeps a row for every downstream latent, active or not",
-       names=('inactive', 'active downstream', 'only active', 'extra rows'))
+       names=('inactive', 'active downstream', 'only active', 'extra rows', 'outside the active latents'))
 def l2l_every_down_latent(model, up_sae, down_sae, tokens, pos):
     return _l2l(model, up_sae, down_sae, tokens, pos, rows_all=True)
 
@@ -800,7 +800,7 @@ def t2l_negative_pos(model, sae, tokens, pos):
 
 
 @wrong(CH, "token_to_latent_gradients", "takes the absolute value of gradient · input",
-       names=('abs', 'sign', 'negative'))
+       names=('absolute value', 'sign', 'negative'))
 def t2l_absolute(model, sae, tokens, pos):
     return _t2l(model, sae, tokens, pos, combine=lambda g, e: (g * e).sum(-1).abs())
 
@@ -1046,4 +1046,21 @@ def path_flat_w_o(model, attn_sae, tokens, answer_ids, distractor_ids, layer, he
 
 
 # ---------------------------------------------------------------------------------------
-# Changes to `names` after the first run (each with the message that prompted it): none yet.
+# Changes to `names` after the first run (commit c2ec256 catalog + runner).
+#
+# Loosened, where the check's message names the same mistake in other words:
+# - diff_batch_mean: + "reduce over a dim". Message: "expected shape [batch=6], got []: one dim
+#   is missing (`batch`?); did you reduce over a dim you should keep?"
+# - diff_outer_indexing: + "one dim too many". Message: "expected shape [batch=6], got [6, 6]:
+#   there is one dim too many; did you forget to reduce or index a dim?"
+# - ablation_leaves_sae, ig_leaves_sae: + "left an sae". Message: "`ablation_leaves_sae` left an
+#   SAE at blocks.0.hook_resid_post on the model (hooks are global state) ..."
+# - ig_sum_not_mean: + "without dividing by steps". Message: "summed the gradients over steps
+#   without dividing by steps"
+# - l2l_every_down_latent: + "outside the active latents". Message: "J (...) stores 6748 entries
+#   outside the active latents (e.g. at index [1, 0, 97]): keep only latents that are active"
+#
+# Tightened, where a phrase matched text every message of the check carries (a false "named"):
+# - t2l_absolute, diff_absolute: "abs" -> "absolute value": "abs" matched "max abs diff" in the
+#   generic message "2 of 2048 entries differ, all at n_pos=3; the rest matches (max abs diff
+#   0.0684, ...)", which does not name the mistake.

@@ -118,7 +118,7 @@ def error_without_bos(model, dictionary, tokens):
 
 
 @wrong(CH, "error_term", "reads SAELens's hook_sae_error after add_sae(use_error_term=True), never resets",
-       names=('attached', 'reset_saes', 'left on'))
+       names=('attached', 'reset_saes', 'left on', 'left an sae'))
 def error_leaves_dictionary(model, dictionary, tokens):
     name = f"{output_hook(dictionary)}.hook_sae_error"
     model.add_sae(dictionary, use_error_term=True)
@@ -163,7 +163,7 @@ def _spliced_logits(model, dictionaries, tokens, use_error_term):
 
 
 @wrong(CH, "spliced_task_scores", "ignores use_error_term: always splices without the error term",
-       names=('error term', 'use_error_term'))
+       names=('error term',))
 def scores_ignore_error_term(model, dictionaries, batch, use_error_term=False):
     logits = _spliced_logits(model, dictionaries, batch.tokens, False)
     top = logits[:, -1].argmax(-1)
@@ -172,7 +172,7 @@ def scores_ignore_error_term(model, dictionaries, batch, use_error_term=False):
 
 
 @wrong(CH, "spliced_task_scores", "accuracy against answer_ids only, ignoring the other acceptable answers",
-       names=('acceptable', 'several answers', 'batch.correct', 'other answers', 'any later year', 'accuracy'))
+       names=('acceptable', 'several answers', 'batch.correct', 'other answers', 'any later year'))
 def scores_answer_ids_only(model, dictionaries, batch, use_error_term=False):
     logits = _spliced_logits(model, dictionaries, batch.tokens, use_error_term)
     accuracy = (logits[:, -1].argmax(-1) == batch.answer_ids).float().mean().item()
@@ -198,7 +198,7 @@ def scores_first_dictionary(model, dictionaries, batch, use_error_term=False):
 
 
 @wrong(CH, "spliced_task_scores", "batch.correct[:, top]: averages a [batch, batch] table",
-       names=('[batch, batch]', 'gather', 'diagonal', 'indexing', 'accuracy'))
+       names=('[batch, batch]', 'gather', 'diagonal', 'indexing'))
 def scores_outer_indexing(model, dictionaries, batch, use_error_term=False):
     logits = _spliced_logits(model, dictionaries, batch.tokens, use_error_term)
     top = logits[:, -1].argmax(-1)
@@ -207,7 +207,7 @@ def scores_outer_indexing(model, dictionaries, batch, use_error_term=False):
 
 
 @wrong(CH, "spliced_task_scores", "add_sae for each dictionary and no reset: they stay attached",
-       names=('attached', 'reset_saes', 'left on'))
+       names=('attached', 'reset_saes', 'left on', 'left an sae'))
 def scores_leave_dictionaries(model, dictionaries, batch, use_error_term=False):
     for dictionary in dictionaries:
         model.add_sae(dictionary, use_error_term=use_error_term)
@@ -218,7 +218,7 @@ def scores_leave_dictionaries(model, dictionaries, batch, use_error_term=False):
 
 
 @wrong(CH, "spliced_task_scores", "sums the logit differences over prompts instead of averaging",
-       names=('summed', 'sum over prompts', 'mean logit', 'averag', 'number of prompts', 'logit difference'))
+       names=('summed', 'sum over prompts', 'averag', 'number of prompts'))
 def scores_summed_diff(model, dictionaries, batch, use_error_term=False):
     logits = _spliced_logits(model, dictionaries, batch.tokens, use_error_term)
     top = logits[:, -1].argmax(-1)
@@ -227,7 +227,7 @@ def scores_summed_diff(model, dictionaries, batch, use_error_term=False):
 
 
 @wrong(CH, "spliced_task_scores", "distractor minus answer in the logit difference",
-       names=('sign', 'negat', 'flip', 'logit difference'))
+       names=('sign', 'negat', 'flip'))
 def scores_flipped_diff(model, dictionaries, batch, use_error_term=False):
     logits = _spliced_logits(model, dictionaries, batch.tokens, use_error_term)
     top = logits[:, -1].argmax(-1)
@@ -236,7 +236,7 @@ def scores_flipped_diff(model, dictionaries, batch, use_error_term=False):
 
 
 @wrong(CH, "spliced_task_scores", "accuracy as the share of prompts preferring the answer to the distractor",
-       names=('argmax', 'top prediction', 'accuracy'))
+       names=('argmax', 'top prediction'))
 def scores_pairwise_accuracy(model, dictionaries, batch, use_error_term=False):
     logits = _spliced_logits(model, dictionaries, batch.tokens, use_error_term)
     diff = _logit_diff(logits, batch.answer_ids, batch.distractor_ids)
@@ -353,7 +353,7 @@ def _ablate_with(model, dictionaries, tokens, answer_ids, distractor_ids, nodes,
 
 
 @wrong(CH, "ablate_nodes", "ignores complement: always ablates `nodes` themselves",
-       names=('complement',))
+       names=('complement=true was ignored',))
 def ablate_ignores_complement(model, dictionaries, tokens, answer_ids, distractor_ids, nodes, baseline=None,
                               complement=False):
     return _ablate_with(model, dictionaries, tokens, answer_ids, distractor_ids, nodes, baseline, complement,
@@ -405,7 +405,7 @@ def ablate_errors_to_zero(model, dictionaries, tokens, answer_ids, distractor_id
 
 
 @wrong(CH, "ablate_nodes", "with complement, ablates only the latents outside `nodes`, keeping every error node",
-       names=('complement', 'error nodes outside', 'keeps the error', 'error nodes too'))
+       names=('error nodes outside', 'keeps the error', 'error nodes too', 'error nodes were not ablated'))
 def ablate_complement_latents_only(model, dictionaries, tokens, answer_ids, distractor_ids, nodes, baseline=None,
                                    complement=False):
     def latents_only(mask):
@@ -419,7 +419,7 @@ def ablate_complement_latents_only(model, dictionaries, tokens, answer_ids, dist
 
 
 @wrong(CH, "ablate_nodes", "reshapes the error mask to [pos, 1] for every dictionary (wrong for [.., n_heads, d_head])",
-       names=('attn_sae', 'attention sae', 'hook_z', 'n_heads', 'broadcast', 'reshape'))
+       names=('attention sae', 'hook_z', 'n_heads', 'broadcast', 'reshape'))
 def ablate_error_mask_2d(model, dictionaries, tokens, answer_ids, distractor_ids, nodes, baseline=None,
                          complement=False):
     return _ablate_with(model, dictionaries, tokens, answer_ids, distractor_ids, nodes, baseline, complement,
@@ -446,7 +446,7 @@ def ablate_baseline_position_mean(model, dictionaries, tokens, answer_ids, distr
 
 
 @wrong(CH, "ablate_nodes", "returns the mean over prompts instead of one value per prompt",
-       names=('per prompt', 'one value per prompt', 'scalar', 'averag'))
+       names=('per prompt', 'one value per prompt', 'scalar', 'averag', 'reduce over a dim'))
 def ablate_batch_mean(model, dictionaries, tokens, answer_ids, distractor_ids, nodes, baseline=None,
                       complement=False):
     return _ablate(model, dictionaries, tokens, answer_ids, distractor_ids, nodes, baseline, complement).mean()
@@ -554,7 +554,7 @@ def error_attr_summed_positions(model, dictionary, tokens, answer_ids, distracto
 
 
 @wrong(CH, "error_attribution", "sums over the last dim only (an attention SAE's error keeps its heads)",
-       names=('shape', 'n_heads', 'attn_sae', 'attention sae', 'flatten', 'every dim'))
+       names=('shape', 'n_heads', 'attention sae', 'flatten', 'every dim'))
 def error_attr_last_dim(model, dictionary, tokens, answer_ids, distractor_ids, baseline=None):
     error = _error_grad(model, dictionary, tokens, answer_ids, distractor_ids)
     return (error.grad * (_target(error, baseline) - error.detach())).sum(-1)
@@ -679,7 +679,7 @@ def faith_unnormalised(model, dictionaries, circuit, tokens, answer_ids, distrac
 
 
 @wrong(CH, "faithfulness", "passes no baseline to the ablations: zero ablation whatever `baseline` is",
-       names=('baseline given', 'given baseline', 'baseline argument', 'ignor', 'zero ablation', 'mean baseline'))
+       names=('baseline given', 'given baseline', 'baseline argument', 'ignor', 'zero ablation', 'mean baseline', 'although a baseline was given'))
 def faith_ignores_baseline(model, dictionaries, circuit, tokens, answer_ids, distractor_ids, baseline=None):
     args = (model, dictionaries)
     empty = _m(*args, [], tokens, answer_ids, distractor_ids, None, True)
@@ -744,7 +744,7 @@ def complete_one_minus_faithfulness(model, dictionaries, circuit, tokens, answer
 
 
 @wrong(CH, "completeness", "m(M) and m(empty) swapped in the normalisation",
-       names=('1 - f', 'swap', 'invert', 'flip', 'reversed'))
+       names=('1 - f', 'swap', 'invert', 'flip', 'reversed', '1 - the completeness'))
 def complete_swapped_references(model, dictionaries, circuit, tokens, answer_ids, distractor_ids, baseline=None):
     args = (model, dictionaries)
     empty = _m(*args, [], tokens, answer_ids, distractor_ids, baseline, True)
@@ -771,7 +771,7 @@ def complete_mean_of_ratios(model, dictionaries, circuit, tokens, answer_ids, di
 
 
 @wrong(CH, "completeness", "passes no baseline to the ablations: zero ablation whatever `baseline` is",
-       names=('baseline given', 'given baseline', 'baseline argument', 'ignor', 'zero ablation', 'mean baseline'))
+       names=('baseline given', 'given baseline', 'baseline argument', 'ignor', 'zero ablation', 'mean baseline', 'although a baseline was given'))
 def complete_ignores_baseline(model, dictionaries, circuit, tokens, answer_ids, distractor_ids, baseline=None):
     args = (model, dictionaries)
     empty = _m(*args, [], tokens, answer_ids, distractor_ids, None, True)
@@ -825,7 +825,7 @@ def ppr_counts_nodes(nodes, truth):
 
 
 @wrong(CH, "position_precision_recall", "returns (recall, precision)",
-       names=('swap', 'reversed', 'recall first', 'precision and recall swapped'))
+       names=('swap', 'reversed', 'recall first', 'precision and recall swapped', '(recall, precision)'))
 def ppr_swapped(nodes, truth):
     n_pos = truth.shape[0]
     found = {node.pos % n_pos for node in nodes}
@@ -858,7 +858,7 @@ def ppr_tensors(nodes, truth):
 
 
 @wrong(CH, "position_precision_recall", "recall divided by the number of positions, not of labelled ones",
-       names=('recall', 'denominator', 'labelled positions', '|t|'))
+       names=('denominator', 'labelled positions', '|t|'))
 def ppr_recall_over_all_positions(nodes, truth):
     n_pos = truth.shape[0]
     found = {node.pos % n_pos for node in nodes}
@@ -891,4 +891,35 @@ def ppr_sets_added(nodes, truth):
 
 
 # ---------------------------------------------------------------------------------------
-# Changes to `names` after the first run (each with the message that prompted it): none yet.
+# Changes to `names` after the first run (commit c2ec256 catalog + runner).
+#
+# Loosened, where the check's message names the same mistake in other words:
+# - error_leaves_dictionary, scores_leave_dictionaries: + "left an sae". Message:
+#   "`scores_leave_dictionaries` left an SAE at blocks.0.ln2.hook_normalized, a hook on ... on the
+#   model (hooks are global state) ..."
+# - ablate_ignores_complement: + "complement=true was ignored". Message: "metric (all six, mean,
+#   complement): complement=True was ignored: ablate every node *not* in `nodes`"
+# - ablate_complement_latents_only: + "error nodes were not ablated". Message: "metric (all six,
+#   mean, complement): the error nodes were not ablated: hook hook_sae_error too ..."
+# - ablate_batch_mean: + "reduce over a dim". Message: "expected shape [batch=4], got []: one dim
+#   is missing (`batch`?); did you reduce over a dim you should keep?"
+# - faith_ignores_baseline, complete_ignores_baseline: + "although a baseline was given".
+#   Message: "the nodes were zero-ablated although a baseline was given"
+# - complete_swapped_references: + "1 - the completeness". Message: "this is 1 - the completeness
+#   score: the numerator is m(M \ C) - m(empty)"
+# - ppr_swapped: + "(recall, precision)". Message: "you returned (recall, precision): return
+#   (precision, recall)"
+#
+# Tightened, where a phrase matched the header every message of the check carries (a false
+# "named"):
+# - spliced_task_scores: "accuracy", "mean logit", "logit difference" and "use_error_term" removed
+#   from every entry: each message starts "ioi, transcoder0+resid_sae1, use_error_term=True
+#   (accuracy, mean logit difference): ...", so they matched generic messages such as "1 of 2
+#   entries differ, all at dim 0=1; the rest matches (...)" (scores_outer_indexing,
+#   scores_summed_diff, scores_flipped_diff were counted named on that alone).
+# - ablate_ignores_complement, ablate_complement_latents_only: "complement" removed (header
+#   "metric (all six, mean, complement)").
+# - ablate_error_mask_2d, error_attr_last_dim: "attn_sae" removed (header "error attribution
+#   (attn_sae0, 2 prompts, mean)").
+# - ppr_recall_over_all_positions: "recall" removed (header "case 1 (12 nodes, 14 positions)
+#   (precision, recall)").
