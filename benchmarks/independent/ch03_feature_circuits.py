@@ -488,4 +488,4 @@ def gender_max_form(latents, bios, candidates):
 
 # ---------------------------------------------------------------------------------------
 # Changes to `names` phrases after the first run (with the message that prompted each):
-# (none yet)
+# none after the first run (results_before_ch03-06.json): no caught-but-unnamed message names its mistake in other words.

@@ -878,4 +878,4 @@ def blind_by_ablation(bk, latent):
 
 # ---------------------------------------------------------------------------------------
 # Changes to `names` phrases after the first run (with the message that prompted each):
-# (none yet)
+# none after the first run (results_before_ch03-06.json): no caught-but-unnamed message names its mistake in other words.

@@ -481,4 +481,4 @@ def loss_float64(transcoder, x, y, l1_coefficient):
 
 # ---------------------------------------------------------------------------------------
 # Changes to `names` phrases after the first run (with the message that prompted each):
-# (none yet)
+# none after the first run (results_before_ch03-06.json): no caught-but-unnamed message names its mistake in other words.
