@@ -632,7 +632,7 @@ def train_clt(clt_cfg: CLTConfig, cfg: CLTTrainingConfig, batches: Iterator[CLTB
 def _export(clt: CrossLayerTranscoder, state: _Scaled) -> CrossLayerTranscoder:
     """The trained CLT in the activations' units, each latent rescaled so that its
     activation is what BatchTopK ranked it by (``ReLU(pre) * ||d||``) and its decoder rows
-    have norm 1 together:
+    have norm 1 together in the training's units (before the division by ``s_out``):
 
         W_enc[s][:, i] <- s_in[s] ||d_i|| W_enc[s][:, i],   b_enc[s][i] <- ||d_i|| b_enc[s][i],
         W_dec[s, t][i] <- W_dec[s, t][i] / (||d_i|| s_out[t]),   b_dec[t] <- b_dec[t] / s_out[t].
