@@ -290,3 +290,24 @@ def test_the_shipped_clt_reproduces_its_reported_ce_loss_recovered(bk, report):
 def test_the_clts_l0_is_matched_to_the_shipped_transcoders(report):
     for L in ("0", "1"):
         assert report["cross_layer"]["layers"][L]["l0"] == pytest.approx(report["plt"]["layers"][L]["l0"], rel=0.05)
+
+
+
+def test_intervening_on_a_latent_moves_every_later_mlp_output_through_its_decoders(bk):
+    from utils.clt import intervene
+
+    clt, toks = random_clt(), tokens(bk, n=1)
+    latents, _, _ = read_clt(bk.model, clt, toks)
+    pos, latent = 5, int(latents[0][0, 5].argmax())
+    old = float(latents[0][0, pos, latent])
+    torch.testing.assert_close(intervene(bk.model, clt, toks, [(0, pos, latent, old)]), bk.model(toks))
+
+    def add(target: int):
+        def hook(out, hook):
+            out = out.clone()
+            out[0, pos] += 2.0 * clt.decoder(0, target)[latent]
+            return out
+        return hook
+
+    by_hand = bk.model.run_with_hooks(toks, fwd_hooks=[(f"blocks.{t}.hook_mlp_out", add(t)) for t in range(2)])
+    torch.testing.assert_close(intervene(bk.model, clt, toks, [(0, pos, latent, old + 2.0)]), by_hand)

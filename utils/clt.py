@@ -379,6 +379,41 @@ def spliced(model: Any, clt: CrossLayerTranscoder, use_error_term: bool = False,
 
 
 @torch.no_grad()
+def intervene(model: Any, clt: CrossLayerTranscoder, tokens: Int[Tensor, "batch pos"],
+              edits: Sequence[tuple[int, int, int, float]],
+              frozen_hooks: Sequence[tuple[str, Any]] = ()) -> Float[Tensor, "batch pos d_vocab"]:
+    """Logits with CLT latents set to new values: for each ``(layer, pos, latent, value)``
+    every MLP output ``t >= layer`` at ``pos`` gains ``(value - f) W_dec[layer, t][latent]``,
+    ``f`` the latent's activation *on the current input*. The MLPs themselves stay (their
+    error terms are kept), so every later layer responds; ``frozen_hooks`` (for example a
+    replacement model's freezing hooks) are added for the pass."""
+    wanted: dict[int, list[tuple[int, int, float]]] = {}
+    for layer, pos, latent, value in edits:
+        clt._check_layer(layer)
+        wanted.setdefault(layer, []).append((pos, int(latent), float(value)))
+    deltas: dict[int, Tensor] = {}  # per source layer: new - old latents, [batch, pos, d_sae]
+
+    def read(layer: int) -> Any:
+        def hook(x: Tensor, hook: Any) -> None:
+            acts = clt.encode(layer, x)
+            new = acts.clone()
+            for pos, latent, value in wanted[layer]:
+                new[:, pos, latent] = value
+            deltas[layer] = new - acts
+        return hook
+
+    def write(target: int) -> Any:
+        def hook(out: Tensor, hook: Any) -> Tensor:
+            return out + sum(deltas[s] @ clt.decoder(s, target) for s in clt.cfg.sources(target) if s in deltas)
+        return hook
+
+    hooks = list(frozen_hooks) + [(clt.cfg.hook_in_at(L), read(L)) for L in wanted]
+    hooks += [(clt.cfg.hook_out_at(t), write(t)) for t in range(min(wanted, default=0), clt.cfg.n_layers)]
+    with model.hooks(fwd_hooks=hooks):
+        return model(tokens)
+
+
+@torch.no_grad()
 def read_clt(model: Any, clt: CrossLayerTranscoder, tokens: Int[Tensor, "batch pos"]) -> tuple[
         dict[int, Float[Tensor, "batch pos d_sae"]], dict[int, Float[Tensor, "batch pos d_out"]], dict[int, Float[Tensor, "batch pos d_out"]]]:
     """On the *clean* model (nothing replaced): each layer's latents, the CLT's
