@@ -25,6 +25,13 @@ Contents, in the order a reader needs them:
 * training: :func:`batch_topk`, :func:`reconstruction_loss`, :func:`sparsity_loss`,
   :func:`clt_batches` (activations of any ``HookedTransformer``) and :func:`train_clt`.
 
+For attribution graphs (chapter 05's local replacement model) a CLT changes one thing: the
+MLP output of layer ``t`` is ``decode_layer(t, {s: leaf_s for s <= t}) + error_t``, so a
+latent leaf of layer ``s`` feeds every later MLP output, and the gradient with respect to it
+(its outgoing edges) sums over all its decoders by itself. Encoders still read
+``blocks.{L}.ln2.hook_normalized`` (``encode_pre``); per-layer transcoders go through the same
+code as a CLT without cross-layer decoders (:meth:`CrossLayerTranscoder.from_transcoders`).
+
 Training uses BatchTopK (Bussmann et al. 2024): in a batch of ``N`` tokens, layer ``s`` keeps
 its ``k_s * N`` largest values of ``ReLU(pre) * ||d||`` (``||d||`` the norm of everything the
 latent writes, all its decoders concatenated) and zeroes the rest, so the mean L0 of layer ``s``

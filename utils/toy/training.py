@@ -19,6 +19,11 @@ norm is sqrt(d) (which makes one range of ``lambda`` fit every hook), and the sc
 back into the weights afterwards. ``lambda`` is steered towards a target L0: each step it is
 multiplied by exp(eta * clip((L0 - target) / target, -1, 1)) until the last fifth of
 training, when it is frozen and the learning rate decays to zero.
+
+The cross-layer transcoder (``utils.clt``, chapter 07) and its same-layer control are trained
+afterwards by :func:`train_clts` on the same token stream (same seeds, BOS included, errors
+weighted by the same residual norms, same steps, learning rate and schedule), with BatchTopK
+at the shipped transcoders' L0 instead of a steered L1; ``utils.clt.train_clt`` states its loss.
 """
 from __future__ import annotations
 
