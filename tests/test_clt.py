@@ -178,6 +178,13 @@ def test_splice_without_error_term_replaces_the_mlps_and_cleans_up_after_errors(
         with spliced(bk.model, clt):
             raise RuntimeError("boom")
     assert all(not h.fwd_hooks for h in bk.model.hook_dict.values())
+    bk.model.add_sae(bk.transcoders["blocks.1.ln2.hook_normalized"])
+    try:
+        with pytest.raises(ValueError, match="reset_saes"):
+            with spliced(bk.model, clt):
+                pass
+    finally:
+        bk.model.reset_saes()
 
 
 def test_a_spliced_layer_is_encoded_from_what_earlier_spliced_layers_wrote(bk):

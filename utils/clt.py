@@ -381,8 +381,17 @@ def spliced(model: Any, clt: CrossLayerTranscoder, use_error_term: bool = False,
 
     hooks = [(clt.cfg.hook_in_at(layer), read(layer)) for layer in range(replaced[-1] + 1)]
     hooks += [(clt.cfg.hook_out_at(layer), write(layer)) for layer in replaced]
+    _refuse_attached_saes(model, [name for name, _ in hooks])
     with model.hooks(fwd_hooks=hooks):
         yield splice
+
+
+def _refuse_attached_saes(model: Any, names: Sequence[str]) -> None:
+    """A SAELens dictionary attached at a hook replaces its hook point: say so plainly."""
+    taken = sorted(set(names) & set(getattr(model, "acts_to_saes", {})))
+    if taken:
+        raise ValueError(f"SAELens dictionaries are attached at {taken}, where the CLT reads or writes: "
+                         "call model.reset_saes() (or leave their `with model.saes(...)` block) first")
 
 
 @torch.no_grad()
@@ -414,8 +423,10 @@ def intervene(model: Any, clt: CrossLayerTranscoder, tokens: Int[Tensor, "batch 
             return out + sum(deltas[s] @ clt.decoder(s, target) for s in clt.cfg.sources(target) if s in deltas)
         return hook
 
-    hooks = list(frozen_hooks) + [(clt.cfg.hook_in_at(L), read(L)) for L in wanted]
+    hooks = [(clt.cfg.hook_in_at(L), read(L)) for L in wanted]
     hooks += [(clt.cfg.hook_out_at(t), write(t)) for t in range(min(wanted, default=0), clt.cfg.n_layers)]
+    _refuse_attached_saes(model, [name for name, _ in hooks])
+    hooks = list(frozen_hooks) + hooks
     with model.hooks(fwd_hooks=hooks):
         return model(tokens)
 
