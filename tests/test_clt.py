@@ -318,3 +318,13 @@ def test_intervening_on_a_latent_moves_every_later_mlp_output_through_its_decode
 
     by_hand = bk.model.run_with_hooks(toks, fwd_hooks=[(f"blocks.{t}.hook_mlp_out", add(t)) for t in range(2)])
     torch.testing.assert_close(intervene(bk.model, clt, toks, [(0, pos, latent, old + 2.0)]), by_hand)
+
+
+def test_training_is_reproducible_from_its_seeds(bk):
+    def run():
+        stream = (bk.world.corpus(4, 16, seed=500 + t).tokens for t in itertools.count())
+        cfg = CLTTrainingConfig(k=(3.0, 3.0), steps=5, calibration_batches=1)
+        return train_clt(CLTConfig(128, 32, 2), cfg, clt_batches(bk.model, stream, 2), progress=False).clt
+
+    a, b = run(), run()
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
