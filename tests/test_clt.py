@@ -328,3 +328,15 @@ def test_training_is_reproducible_from_its_seeds(bk):
 
     a, b = run(), run()
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
+def test_the_clt_follows_the_backend_to_float64_and_still_splices_exactly():
+    bk64 = load_backend("toy", fresh=True, dtype=torch.float64)
+    if bk64.clt is None:
+        pytest.skip("no CLT built yet")
+    assert bk64.clt.dtype == torch.float64
+    toks = tokens(bk64)
+    with torch.no_grad():
+        clean = bk64.model(toks)
+        with spliced(bk64.model, bk64.clt, use_error_term=True):
+            assert (bk64.model(toks) - clean).abs().max() < 1e-10

@@ -32,6 +32,16 @@ latent leaf of layer ``s`` feeds every later MLP output, and the gradient with r
 ``blocks.{L}.ln2.hook_normalized`` (``encode_pre``); per-layer transcoders go through the same
 code as a CLT without cross-layer decoders (:meth:`CrossLayerTranscoder.from_transcoders`).
 
+Training reads an endless iterator of token batches through any ``HookedTransformer``; for
+GPT-2 on the organism's text (chapter 06's ``text_dataset``), a two-layer CLT for a few steps::
+
+    rows = torch.tensor(text_dataset(gpt2, texts, context_size=128)["tokens"])
+    stream = (rows[i % len(rows):][:8] for i in itertools.count(0, 8))
+    run = train_clt(CLTConfig(768, 3072, n_layers=2), CLTTrainingConfig(k=(32, 32), steps=5),
+                    clt_batches(gpt2, stream, n_layers=2, drop_bos=True))
+
+(all twelve layers have 78 decoders: 0.7 GB of weights at 3,072 latents per layer).
+
 Training uses BatchTopK (Bussmann et al. 2024): in a batch of ``N`` tokens, layer ``s`` keeps
 its ``k_s * N`` largest values of ``ReLU(pre) * ||d||`` (``||d||`` the norm of everything the
 latent writes, all its decoders concatenated) and zeroes the rest, so the mean L0 of layer ``s``
