@@ -27,7 +27,7 @@ from utils.toy.generator import World
 from utils.toy.model import load_model, make_model, save_model
 from utils.toy.report import clt_entry, flat_labels, full_report
 from utils.toy.tokenizer import build_tokenizer, load_tokenizer
-from utils.toy.training import CLT_NAMES, EVAL_SEEDS, train_clts, train_dictionaries, train_model
+from utils.toy.training import CLT_NAMES, EVAL_SEEDS, train_dictionaries, train_model, train_organism_clts
 
 
 def specs_of(model) -> list[DictionarySpec]:
@@ -81,7 +81,7 @@ def build_clts(root: Path = ARTIFACTS, steps: int = 2000, seed: int = 0) -> dict
     report = json.loads((root / REPORT).read_text())
     k = matched_l0(report, model.cfg.n_layers)
     torch.manual_seed(seed)
-    runs = train_clts(model, world, k, steps=steps)
+    runs = train_organism_clts(model, world, k, steps=steps)
     for name, run in runs.items():
         run.clt.save(clt_folder(root, name))
     clts = load_clts(root)  # report what was written

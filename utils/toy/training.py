@@ -21,7 +21,7 @@ multiplied by exp(eta * clip((L0 - target) / target, -1, 1)) until the last fift
 training, when it is frozen and the learning rate decays to zero.
 
 The cross-layer transcoder (``utils.clt``, chapter 07) and its same-layer control are trained
-afterwards by :func:`train_clts` on the same token stream (same seeds, BOS included, errors
+afterwards by :func:`train_organism_clts` on the same token stream (same seeds, BOS included, errors
 weighted by the same residual norms, same steps, learning rate and schedule), with BatchTopK
 at the shipped transcoders' L0 instead of a steered L1; ``utils.clt.train_clt`` states its loss.
 """
@@ -39,8 +39,7 @@ from sae_lens.saes.sae import TrainStepInput
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from utils.clt import CLTConfig, CLTTrainingConfig, CLTTrainingRun, clt_batches
-from utils.clt import train_clts as train_clt_set
+from utils.clt import CLTConfig, CLTTrainingConfig, CLTTrainingRun, clt_batches, train_clts
 from utils.toy.dictionaries import D_SAE, DictionarySpec, empty_dictionary
 from utils.toy.generator import World
 
@@ -196,7 +195,7 @@ def clt_token_batches(world: World, batch: int = 64, seq_len: int = 48) -> Itera
         yield world.corpus(batch, seq_len, seed=DICTIONARY_SEEDS + t).tokens
 
 
-def train_clts(model: HookedSAETransformer, world: World, k: tuple[float, ...], steps: int = 2000) -> dict[str, CLTTrainingRun]:
+def train_organism_clts(model: HookedSAETransformer, world: World, k: tuple[float, ...], steps: int = 2000) -> dict[str, CLTTrainingRun]:
     """The organism's CLT and its same-layer control, trained together on the stream the
     PLTs were trained on (BOS included, errors weighted by the residual norm as theirs),
     with BatchTopK at ``k`` latents per token per layer (the shipped PLTs' L0)."""
@@ -205,4 +204,4 @@ def train_clts(model: HookedSAETransformer, world: World, k: tuple[float, ...], 
     runs = {name: (CLTConfig(d_model, D_SAE, n_layers, cross_layer=name == "cross_layer",
                              metadata={"model_name": "toy", "trained_as": "batchtopk", "k": list(k), "steps": steps}), cfg)
             for name in CLT_NAMES}
-    return train_clt_set(runs, clt_batches(model, clt_token_batches(world), n_layers))
+    return train_clts(runs, clt_batches(model, clt_token_batches(world), n_layers))
