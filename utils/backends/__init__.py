@@ -30,6 +30,8 @@ class Backend:
         ``blocks.{L}.hook_mlp_out`` (``sae.cfg.metadata.hook_name_out``).
     world: the synthetic data generator with ground-truth labels (toy only, else None).
     explanations: the offline explanation table for latents (toy only, else None).
+    clt: a cross-layer transcoder over every MLP (``utils.clt.CrossLayerTranscoder``; toy
+        only, else None). It is not among ``dictionaries``: it has no single layer.
     """
 
     name: str
@@ -39,6 +41,7 @@ class Backend:
     transcoders: dict[str, Transcoder] = field(default_factory=dict)
     world: Any = None
     explanations: Any = None
+    clt: Any = None
 
     def __post_init__(self) -> None:
         for kind, group in zip(KINDS, (self.saes, self.attn_saes, self.transcoders)):
@@ -76,7 +79,7 @@ class Backend:
         self.model.to(device or self.model.cfg.device, print_details=False)
         if dtype is not None:
             self.model.to(dtype, print_details=False)
-        for sae in self.dictionaries.values():
+        for sae in [*self.dictionaries.values(), *([self.clt] if self.clt is not None else [])]:
             sae.to(device or sae.device)
             if dtype is not None:
                 sae.to(dtype)

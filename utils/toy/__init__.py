@@ -15,10 +15,26 @@ from pathlib import Path
 
 ARTIFACTS = Path(__file__).parent / "artifacts"  # tokenizer/, model/, <kind>/<name>/, *.json
 TOKENIZER, MODEL, EXPLANATIONS, REPORT = "tokenizer", "model", "explanations.json", "report.json"
+CLT = "clt"  # artifacts/clt/<name>/: the cross-layer transcoder and its same-layer control
 
 
-def load(device: str = "cpu", root: Path = ARTIFACTS):
-    """The committed model organism as a ``utils.backends.Backend`` (offline, seconds)."""
+def clt_folder(root: Path, name: str) -> Path:
+    return root / CLT / name
+
+
+def load_clts(root: Path = ARTIFACTS, device: str = "cpu") -> dict:
+    """The saved cross-layer transcoders by name (``utils.toy.training.CLT_NAMES``):
+    ``cross_layer`` (the CLT, ``bk.clt``) and ``same_layer`` (the same training without
+    cross-layer decoders, a control for comparisons)."""
+    from utils.clt import CrossLayerTranscoder
+    from utils.toy.training import CLT_NAMES
+
+    return {name: CrossLayerTranscoder.load(clt_folder(root, name), device) for name in CLT_NAMES}
+
+
+def load(device: str = "cpu", root: Path = ARTIFACTS, with_clt: bool = True):
+    """The committed model organism as a ``utils.backends.Backend`` (offline, seconds);
+    ``bk.clt`` is its cross-layer transcoder (None if not built, or not ``with_clt``)."""
     from utils.backends import Backend
     from utils.toy.dictionaries import dictionary_specs, load_dictionary
     from utils.toy.explanations import ExplanationTable
@@ -41,4 +57,12 @@ def load(device: str = "cpu", root: Path = ARTIFACTS):
         transcoders={s.hook: loaded[s.name] for s in specs if s.kind == "transcoder"},
         world=world,
         explanations=ExplanationTable.load(root / EXPLANATIONS),
+        clt=_load_clt(root, device) if with_clt else None,
     )
+
+
+def _load_clt(root: Path, device: str):
+    from utils.clt import CrossLayerTranscoder
+
+    folder = clt_folder(root, "cross_layer")
+    return CrossLayerTranscoder.load(folder, device) if folder.exists() else None

@@ -17,6 +17,13 @@
   on half the tokens and scored on the other half.
 - Per label, ``label_share``: the share of corpus tokens that carry it (the precision of a
   latent that fired equally on every token).
+- ``clt`` (when cross-layer transcoders are saved): for the CLT (``cross_layer``), its
+  same-layer control (``same_layer``: the same trainer without cross-layer decoders) and the
+  shipped PLTs taken together (``plt``), on the same held-out text: per layer the L0, the
+  explained variance of that layer's MLP output, the dead fraction and planted-feature
+  recovery; CE-loss recovered and added loss with every MLP replaced at once (``all``) and
+  with each layer's alone (``"0"``, ``"1"``: for the PLTs these are the ``transcoder.L``
+  entries' figures); task accuracy with every MLP replaced; and the training record.
 """
 from __future__ import annotations
 
@@ -31,6 +38,8 @@ from sae_lens import SAE, HookedSAETransformer
 from scipy.stats import rankdata
 from torch import Tensor
 
+from utils.clt import CrossLayerTranscoder, read_clt
+from utils.clt import spliced as clt_spliced
 from utils.toy.dictionaries import DictionarySpec
 from utils.toy.generator import BROAD_LABELS, TaskBatch, World
 from utils.toy.training import EVAL_SEEDS
@@ -204,14 +213,60 @@ def dictionary_report(model: HookedSAETransformer, sae: SAE, spec: DictionarySpe
     }
 
 
+def clt_ce_losses(model: HookedSAETransformer, clt: CrossLayerTranscoder,
+                  tokens: Int[Tensor, "batch pos"]) -> dict[str, dict[str, float]]:
+    """Next-token CE clean, with the CLT in place of the MLP outputs of every layer at once
+    (``all``) or of one layer alone (``"0"``, ``"1"``...), and with those outputs zeroed."""
+    n = clt.cfg.n_layers
+    out = {}
+    with torch.no_grad():
+        clean = model(tokens, return_type="loss").item()
+        for key, layers in [("all", list(range(n)))] + [(str(L), [L]) for L in range(n)]:
+            zero = model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[
+                (clt.cfg.hook_out_at(L), lambda act, hook: torch.zeros_like(act)) for L in layers]).item()
+            with clt_spliced(model, clt, layers=layers):
+                patched = model(tokens, return_type="loss").item()
+            out[key] = {"clean": clean, "spliced": patched, "zero": zero}
+    return out
+
+
+def clt_report(model: HookedSAETransformer, clt: CrossLayerTranscoder, tokens: Int[Tensor, "batch pos"],
+               labels: dict[str, Bool[Tensor, " token"]], batches: dict[str, TaskBatch]) -> dict:
+    """Every figure of one CLT (or of PLTs as one, ``CrossLayerTranscoder.from_transcoders``)."""
+    latents, recon, true = read_clt(model, clt, tokens)
+    layers = {}
+    for L in range(clt.cfg.n_layers):
+        reading = DictionaryReading(*(einops.rearrange(t, "b p d -> (b p) d") for t in (true[L], recon[L], latents[L])))
+        acts = reading.latents
+        layers[str(L)] = {
+            "l0": round((acts > 0).float().sum(-1).mean().item(), 3),
+            "explained_variance": round(explained_variance(reading), 4),
+            "dead_fraction": round((acts.max(0).values <= 0).float().mean().item(), 4),
+            "recovery": recovery(acts, labels, auroc(acts, torch.stack(list(labels.values()), dim=1))),
+        }
+    ce = clt_ce_losses(model, clt, tokens)
+    with clt_spliced(model, clt):
+        spliced_acc = {task: task_scores(last_logits(model, b), b)["accuracy"] for task, b in batches.items()}
+    return {
+        "n_layers": clt.cfg.n_layers, "d_sae": clt.cfg.d_sae, "cross_layer": clt.cfg.cross_layer,
+        "layers": layers,
+        "ce_loss_recovered": {k: round((v["zero"] - v["spliced"]) / (v["zero"] - v["clean"]), 4) for k, v in ce.items()},
+        "added_loss": {k: round(v["spliced"] - v["clean"], 4) for k, v in ce.items()},
+        "ce_loss": {k: {name: round(x, 4) for name, x in v.items()} for k, v in ce.items()},
+        "task_accuracy_spliced": {t: round(a, 4) for t, a in spliced_acc.items()},
+    }
+
+
 def flat_labels(labels: dict[str, Bool[Tensor, "batch pos"]]) -> dict[str, Bool[Tensor, " token"]]:
     return {name: einops.rearrange(mask, "b p -> (b p)") for name, mask in labels.items()}
 
 
 def full_report(model: HookedSAETransformer, dictionaries: dict[str, SAE],
                 specs: list[DictionarySpec], world: World, n_prompts: int = 200,
-                n_seqs: int = 256, seq_len: int = 48) -> dict:
-    """The report's JSON (schema in issue 3 and the README of ``utils/toy``)."""
+                n_seqs: int = 256, seq_len: int = 48,
+                clts: dict[str, CrossLayerTranscoder] | None = None) -> dict:
+    """The report's JSON (schema in issue 3 and the README of ``utils/toy``); with ``clts``
+    (keyed by name) a ``clt`` entry compares them with the transcoders of ``dictionaries``."""
     batches = task_batches(world, n_prompts)
     corpus = world.corpus(n_seqs, seq_len, seed=EVAL_SEEDS)
     labels = flat_labels(corpus.labels)
@@ -219,7 +274,7 @@ def full_report(model: HookedSAETransformer, dictionaries: dict[str, SAE],
     for task, batch in batches.items():
         tasks[task] = {k: round(v, 4) for k, v in task_scores(last_logits(model, batch),
                                                               batch).items()}
-    return {
+    result = {
         "tasks": tasks,
         "dictionaries": {spec.name: dictionary_report(model, dictionaries[spec.name], spec,
                                                       corpus.tokens, labels, batches)
@@ -228,3 +283,18 @@ def full_report(model: HookedSAETransformer, dictionaries: dict[str, SAE],
         "eval": {"n_prompts": n_prompts, "n_seqs": n_seqs, "seq_len": seq_len,
                  "seed": EVAL_SEEDS},
     }
+    if clts:
+        result["clt"] = clt_entry(model, dictionaries, specs, world, clts, n_prompts, n_seqs, seq_len)
+    return result
+
+
+def clt_entry(model: HookedSAETransformer, dictionaries: dict[str, SAE], specs: list[DictionarySpec],
+              world: World, clts: dict[str, CrossLayerTranscoder], n_prompts: int = 200,
+              n_seqs: int = 256, seq_len: int = 48) -> dict:
+    """The report's ``clt`` entry: :func:`clt_report` of each CLT in ``clts`` and of the
+    transcoders of ``dictionaries`` taken together (``plt``), on :func:`full_report`'s data."""
+    batches = task_batches(world, n_prompts)
+    corpus = world.corpus(n_seqs, seq_len, seed=EVAL_SEEDS)
+    labels = flat_labels(corpus.labels)
+    plts = CrossLayerTranscoder.from_transcoders([dictionaries[s.name] for s in specs if s.kind == "transcoder"])
+    return {name: clt_report(model, clt, corpus.tokens, labels, batches) for name, clt in {**clts, "plt": plts}.items()}

@@ -19,10 +19,17 @@ norm is sqrt(d) (which makes one range of ``lambda`` fit every hook), and the sc
 back into the weights afterwards. ``lambda`` is steered towards a target L0: each step it is
 multiplied by exp(eta * clip((L0 - target) / target, -1, 1)) until the last fifth of
 training, when it is frozen and the learning rate decays to zero.
+
+The cross-layer transcoder (``utils.clt``, chapter 07) and its same-layer control are trained
+afterwards by :func:`train_organism_clts` on the same token stream (same seeds, BOS included, errors
+weighted by the same residual norms, same steps, learning rate and schedule), with BatchTopK
+at the shipped transcoders' L0 instead of a steered L1; ``utils.clt.train_clt`` states its loss.
 """
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 
 import einops
 import torch
@@ -32,6 +39,7 @@ from sae_lens.saes.sae import TrainStepInput
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from utils.clt import CLTConfig, CLTTrainingConfig, CLTTrainingRun, clt_batches, train_clts
 from utils.toy.dictionaries import D_SAE, DictionarySpec, empty_dictionary
 from utils.toy.generator import World
 
@@ -172,3 +180,28 @@ def train_dictionaries(model: HookedSAETransformer, world: World,
             l0s.append(l0)
         bar.set_postfix(l0=" ".join(f"{v:.0f}" for v in l0s))
     return {t.spec.name: t.export() for t in trainees}
+
+
+# ---------------------------------------------------------------------------------------
+# Cross-layer transcoders (chapter 07), trained after the dictionaries on the same stream.
+
+CLT_NAMES = ("cross_layer", "same_layer")  # the CLT, and the same trainer without cross-layer decoders
+
+
+def clt_token_batches(world: World, batch: int = 64, seq_len: int = 48) -> Iterator[Int[Tensor, "batch pos"]]:
+    """The dictionaries' token stream: ``seed=DICTIONARY_SEEDS - 1`` first (it sets the
+    scales), then step ``t`` reads ``seed=DICTIONARY_SEEDS + t``, then the calibration batches."""
+    for t in itertools.count(-1):
+        yield world.corpus(batch, seq_len, seed=DICTIONARY_SEEDS + t).tokens
+
+
+def train_organism_clts(model: HookedSAETransformer, world: World, k: tuple[float, ...], steps: int = 2000) -> dict[str, CLTTrainingRun]:
+    """The organism's CLT and its same-layer control, trained together on the stream the
+    PLTs were trained on (BOS included, errors weighted by the residual norm as theirs),
+    with BatchTopK at ``k`` latents per token per layer (the shipped PLTs' L0)."""
+    n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
+    cfg = CLTTrainingConfig(k=k, steps=steps)
+    runs = {name: (CLTConfig(d_model, D_SAE, n_layers, cross_layer=name == "cross_layer",
+                             metadata={"model_name": "toy", "trained_as": "batchtopk", "k": list(k), "steps": steps}), cfg)
+            for name in CLT_NAMES}
+    return train_clts(runs, clt_batches(model, clt_token_batches(world), n_layers))
