@@ -15,10 +15,10 @@ used; on a Linux machine without an NVIDIA GPU the CPU build comes from PyTorch'
 (``TORCH_INDEX=URL`` picks another). A stamp file records what was installed; a second call
 that finds it returns at once.
 
-``--browser-libs`` fetches, with ``npm pack``, the scripts that circuit-tracer's viewer page
-loads from CDNs (d3 with d3-jetpack, dagre, pako) into ``<venv>/browser-libs``: the browser
-test serves them where the CDNs cannot be reached (this machine). Nothing of either is copied
-into the repository.
+``--browser-libs`` fetches, with ``npm pack``, stand-ins for the scripts that circuit-tracer's
+viewer page loads from CDNs (d3 7 with d3-jetpack, dagre, pako; see :data:`BROWSER_LIBS`)
+into ``<venv>/browser-libs``: the browser test serves them where the CDNs cannot be reached.
+Nothing of circuit-tracer or of these packages is copied into the repository.
 """
 from __future__ import annotations
 
@@ -37,9 +37,16 @@ CT_VERSION = "0.5.0"
 DEFAULT_VENV = Path.home() / ".cache" / "sae-circuits" / "circuit-tracer-venv"
 STAMP = ".sae-circuits-installed"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-# npm package, file inside it, the name the browser test serves it under.
+# npm package, file inside it, the name the browser test serves it under. The viewer page
+# loads d3 7 and Anthropic's fork of d3-jetpack; npm has d3 7 and gka's d3-jetpack, whose
+# helpers (append("div.class"), appendMany, at, st, nestBy, conventions ...) the page uses.
+# d3-jetpack 2.1.0 is the last build that extends the page's global d3 (2.2 and 2.3 replace
+# it with an empty object or bundle a second d3-selection), and its nestBy needs d3 5's
+# d3-collection.
 BROWSER_LIBS = (
-    ("d3-jetpack@2.3.0", "package/build/d3v7+jetpack.js", "d3v7+jetpack.js"),
+    ("d3@7.9.0", "package/dist/d3.min.js", "d3.min.js"),
+    ("d3-collection@1.0.7", "package/dist/d3-collection.min.js", "d3-collection.min.js"),
+    ("d3-jetpack@2.1.0", "package/build/d3-jetpack.js", "d3-jetpack.js"),
     ("dagre@0.8.5", "package/dist/dagre.min.js", "dagre.min.js"),
     ("pako@2.1.0", "package/dist/pako.min.js", "pako.min.js"),
 )
@@ -56,9 +63,9 @@ def venv_python(path: str | Path | None = None) -> Path:
 
 def course_torch_version() -> str:
     """The course's torch version without its local tag (``2.13.0+cpu`` -> ``2.13.0``)."""
-    import torch
+    from importlib.metadata import version
 
-    return torch.__version__.split("+")[0]
+    return version("torch").split("+")[0]
 
 
 def wanted() -> dict[str, str]:
