@@ -88,11 +88,11 @@ def test_nodes_and_links_are_the_pruned_graph(toy, exported):
         n = graph.nodes[j]
         kind = "error" if n.kind == "transcoder" and n.is_error else n.kind
         assert pruned.nodes[j] and node["ctx_idx"] == n.pos and node["feature_type"] == TYPES[kind]
+        layer = {"embed": "E", "logit": str(n.layer + 1)}.get(kind, str(n.layer))  # logits sit above the last layer
+        assert node["layer"] == layer, (n, node["layer"])
         if kind == "transcoder":
-            assert node["layer"] == str(n.layer) and node["feature"] == cantor_pair(n.layer, int(n.index))
+            assert node["feature"] == cantor_pair(n.layer, int(n.index))
             assert node["clerp"] == labels[n] and node["activation"] == pytest.approx(float(graph.activation[j]))
-        elif kind == "embed":
-            assert node["layer"] == "E"
     # Every prompt position keeps its embedding node, drawn under its token.
     assert data["metadata"]["prompt_tokens"] == graph.tokens
     assert sorted(n["ctx_idx"] for n in data["nodes"] if n["feature_type"] == "embedding") == list(range(len(graph.tokens)))
