@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from utils.graphs_attribution import Graph, Pruned, influence, normalized_adjacency
@@ -88,6 +89,20 @@ def viewer_node(graph: Graph, j: int, label: str, cumulative: float, n_layers: i
     return out
 
 
+def kept_part(graph: Graph, pruned: Pruned | None) -> tuple[list[int], Bool[Tensor, "n n"], Float[Tensor, " n"]]:
+    """What is written: the indices of the kept nodes that a kept edge touches (embeddings and
+    logits always), the kept nonzero edges among them (``[target, source]``), and every node's
+    influence on the logits (:func:`influence`, or ``pruned.node_influence``)."""
+    if pruned is None:
+        keep = torch.ones(len(graph.nodes), dtype=torch.bool)
+        edges, scores = graph.adjacency != 0, influence(normalized_adjacency(graph.adjacency), graph.logit_weights)
+    else:
+        keep, edges, scores = pruned.nodes, pruned.edges, pruned.node_influence
+    edges = edges & (graph.adjacency != 0) & keep[:, None] & keep[None, :]
+    touched = edges.any(0) | edges.any(1) | graph.mask("embed") | graph.mask("logit")
+    return (keep & touched).nonzero().flatten().tolist(), edges, scores
+
+
 def viewer_json(graph: Graph, pruned: Pruned | None = None, *, slug: str, scan: str = "sae-circuits",
                 labels: dict[Node, str] | None = None, node_threshold: float | str | None = "auto",
                 pinned: Sequence[Node] = (), supernodes: dict[str, Sequence[Node]] | None = None,
@@ -99,27 +114,22 @@ def viewer_json(graph: Graph, pruned: Pruned | None = None, *, slug: str, scan: 
     are named groups of nodes there, and ``clicked`` (default: the most probable logit) is the
     node whose links the viewer shows first. ``node_threshold`` is the top of the viewer's
     pruning slider: ``"auto"`` puts it where every exported node shows (the largest cumulative
-    influence among them, rounded up to the slider's step of 0.01), None leaves the slider out."""
+    influence among them, rounded up to the slider's step of 0.01), None leaves the slider out.
+    ``slug`` names the graph and its file: letters, digits, ``-``, ``_`` and ``.``."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", slug):
+        raise ValueError(f"a slug names a file: letters, digits, '-', '_' and '.' only, got {slug!r}")
     labels = {**graph.labels, **(labels or {})}
-    n_layers = max(n.layer for n in graph.nodes if n.kind == "logit")
-    if pruned is not None:
-        keep, edges, scores = pruned.nodes, pruned.edges, pruned.node_influence
-    else:
-        keep = torch.ones(len(graph.nodes), dtype=torch.bool)
-        edges, scores = graph.adjacency != 0, influence(normalized_adjacency(graph.adjacency), graph.logit_weights)
-    edges = edges & (graph.adjacency != 0) & keep[:, None] & keep[None, :]
-    touched = edges.any(0) | edges.any(1) | graph.mask("embed") | graph.mask("logit")
+    kept, edges, scores = kept_part(graph, pruned)
     cumulative = cumulative_influence(scores.double())
-    kept = [j for j in range(len(graph.nodes)) if keep[j] and touched[j]]
-    exported = {graph.nodes[j] for j in kept}
-    logits = [n for n in graph.nodes if n.kind == "logit"]
-    top = max(logits, key=lambda n: float(graph.activation[graph.index(n)]))
+    top = max((n for n in graph.nodes if n.kind == "logit"), key=lambda n: float(graph.activation[graph.index(n)]))
     clicked = clicked if clicked is not None else top
+    exported = {graph.nodes[j] for j in kept}
     for node in [*pinned, *(n for group in (supernodes or {}).values() for n in group), clicked]:
         if node not in exported:
             raise ValueError(f"{node} is pinned, clicked or in a supernode, but it is not a node of the exported graph")
     if node_threshold == "auto":
         node_threshold = min(1.0, math.ceil(max(float(cumulative[j]) for j in kept) * 100 - 1e-9) / 100)
+    n_layers = top.layer
     return {
         "metadata": {"slug": slug, "scan": scan, "transcoder_list": [], "prompt_tokens": list(graph.tokens),
                      "prompt": prompt if prompt is not None else " ".join(graph.tokens),

@@ -1,12 +1,19 @@
-"""A course graph opened in circuit-tracer's own viewer, in a real browser.
+"""The course side by side with circuit-tracer, from circuit-tracer's own venv.
 
-``benchmarks.circuit_tracer.viewer`` serves chapter 05's pruned graph of the organism's fact
-prompt (``utils.ct_export``) with circuit-tracer's local server from circuit-tracer's venv;
-headless Chromium (Debian's package, driven by Playwright) opens it and the test checks what
-a learner sees: every exported node drawn in the link graph, the prompt's tokens along its
-axis, the top logit's token, the clicked logit's input latents listed with the course's
-labels, the pinned latents in the subgraph panel, and no script error. A screenshot goes to
-a temporary folder whose path is printed.
+1. ``test_graphs_agree_with_circuit_tracer``: the organism's fact prompt exported
+   (``benchmarks.circuit_tracer.export``), circuit-tracer's graph built by its own
+   ``attribute`` in its venv (``runner``), and the course's graph built with circuit-tracer's
+   conventions: the same nodes, every edge within 1e-5 of the largest, the same influence
+   ranking (what ``python -m benchmarks.attribution_graphs --against circuit-tracer`` times).
+
+2. ``test_viewer_draws_the_course_graph``: a course graph opened in circuit-tracer's own
+   viewer, in a real browser. ``benchmarks.circuit_tracer.viewer`` serves chapter 05's pruned
+   graph of the organism's fact prompt (``utils.ct_export``) with circuit-tracer's local
+   server from its venv; headless Chromium (Debian's package, driven by Playwright) opens it
+   and the test checks what a learner sees: every exported node drawn in the link graph, the
+   prompt's tokens along its axis, the top logit's token, the clicked logit's input latents
+   listed with the course's labels, the pinned latents in the subgraph panel, and no script
+   error. A screenshot goes to a temporary folder whose path is printed.
 
 The viewer page loads d3 (with Anthropic's fork of d3-jetpack), dagre and pako from public
 CDNs. Where those cannot be reached (offline, as on the course's build machines) the test
@@ -15,9 +22,10 @@ answers those requests with stand-ins from npm, fetched by
 d3-jetpack 2.1.0 and :data:`GLUE` (the one helper of Anthropic's fork the page uses that
 gka's lacks), dagre, pako. Which scripts were used is printed.
 
-Skips, with the reason, when circuit-tracer's venv is absent (``python -m
-benchmarks.circuit_tracer.venv`` makes it, about 3 minutes), or when the CDNs are unreachable
-and the stand-ins absent; without Chromium it skips, except in CI (``CI`` set), where it fails.
+Both skip, with the reason, when circuit-tracer's venv is absent (``python -m
+benchmarks.circuit_tracer.venv`` makes it, about 3 minutes). The viewer test also skips when
+the CDNs are unreachable and the stand-ins absent, and without Chromium, except in CI (``CI``
+set), where that fails.
 """
 from __future__ import annotations
 
@@ -69,12 +77,34 @@ def stand_ins() -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def served():
-    """circuit-tracer's server on chapter 05's fact graph; yields the page's URL, the graph and
-    the stand-in scripts (None where the CDNs answer)."""
+def ct_venv():
+    """circuit-tracer's venv, or a skip that says how to make it."""
     reason = venv.missing_reason()
     if reason:
         pytest.skip(reason)
+    return venv.venv_python()
+
+
+def test_graphs_agree_with_circuit_tracer(ct_venv):
+    from benchmarks.circuit_tracer.side_by_side import measure, toy_case
+
+    case = toy_case()
+    case.prompts = case.prompts[:1]
+    with tempfile.TemporaryDirectory() as workdir:
+        result = measure(case, threads=1, repeats=1, batch=64, python=ct_venv, workdir=Path(workdir))
+    facts = result["prompts"]["facts"]
+    assert facts["same_nodes"], f"node sets differ: {facts}"
+    assert facts["circuit_tracer_logit_error"] < 1e-5, "circuit-tracer's copy of the model computes other logits"
+    assert facts["max_edge_difference"] < 1e-5
+    assert facts["influence_spearman"] > 0.999
+    print(f"{facts['n_nodes']} nodes, max edge difference {facts['max_edge_difference']:.2g}, "
+          f"circuit-tracer {result['circuit_tracer']['versions']}")
+
+
+@pytest.fixture(scope="module")
+def served(ct_venv):
+    """circuit-tracer's server on chapter 05's fact graph; yields the page's URL, the graph and
+    the stand-in scripts (None where the CDNs answer)."""
     if not Path(CHROMIUM).exists():
         message = f"Debian's chromium is not installed at {CHROMIUM} (apt-get install -y chromium)"
         if os.environ.get("CI"):
