@@ -20,8 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -119,7 +121,8 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="sae-circuits-viewer-"))
     slug = stage(data, folder)
     server = start(folder, args.port, python)
-    print(f"circuit-tracer's viewer: {url(args.port, slug)}  (Ctrl+C stops it; graphs in {folder})")
+    print(f"circuit-tracer's viewer: {url(args.port, slug)}  (Ctrl+C stops it; graphs in {folder})", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the server too
     try:
         server.wait()
     except KeyboardInterrupt:
