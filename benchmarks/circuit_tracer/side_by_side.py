@@ -253,7 +253,7 @@ def prompt_line(backend: str, name: str, p: dict) -> str:
 def main(args: argparse.Namespace) -> None:
     """Run the comparison for ``args.backends`` (from ``benchmarks.attribution_graphs``)."""
     if args.device != "cpu":
-        raise SystemExit(f"the side-by-side comparison runs on the CPU (circuit-tracer's venv has torch's CPU build), "
+        raise SystemExit(f"the side-by-side comparison times both sides on the CPU (--device cpu), "
                          f"not on {args.device!r}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
