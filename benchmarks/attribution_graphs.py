@@ -2,6 +2,11 @@
 
     python -m benchmarks.attribution_graphs                      # toy + gpt2-shaped (2 layers)
     python -m benchmarks.attribution_graphs --shaped-layers 12 --device cuda
+    python -m benchmarks.attribution_graphs --against circuit-tracer [--threads N]   # side by side
+
+With ``--against circuit-tracer`` it builds both graphs on the same prompts and prints, per
+backend, ``BACKEND: course S s, circuit-tracer S s, ratio R, max edge difference D``
+(``benchmarks.circuit_tracer.side_by_side``); otherwise it prints what follows.
 
 Prints one JSON object, then readable lines. Figures, per backend:
 
@@ -42,9 +47,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=128, help="targets per backward pass")
     parser.add_argument("--shaped-layers", type=int, default=2, help="gpt2-shaped transcoders at layers 0..N-1 (the model is cut there)")
-    parser.add_argument("--shaped-pos", type=int, default=16)
+    parser.add_argument("--shaped-pos", type=int, default=None, help="gpt2-shaped prompt length (16; 12 with --against)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", default="toy,gpt2-shaped", help="comma-separated: toy, gpt2-shaped")
+    parser.add_argument("--against", choices=["circuit-tracer"], help="time and compare with circuit-tracer's graphs")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on both sides (with --against)")
+    parser.add_argument("--ct-venv", help="circuit-tracer's venv (default: benchmarks.circuit_tracer.venv's)")
     return parser.parse_args()
 
 
@@ -77,7 +85,7 @@ def shaped_figures(args: argparse.Namespace) -> dict[str, dict]:
     model = shaped.model
     model.cfg.n_layers = args.shaped_layers  # the replacement model needs a transcoder at every layer: cut the model there
     model.blocks = model.blocks[: args.shaped_layers]
-    tokens = torch.randint(1000, 20000, (1, args.shaped_pos), device=args.device)
+    tokens = torch.randint(1000, 20000, (1, args.shaped_pos or 16), device=args.device)
     tokens[0, 0] = model.tokenizer.bos_token_id
     tcs = [shaped.dictionary("transcoder", layer) for layer in range(args.shaped_layers)]
     return {f"gpt2-shaped/{args.shaped_layers}-layers": measure(model, tcs, tokens, args.batch, args.repeats, args.device)}
@@ -85,6 +93,10 @@ def shaped_figures(args: argparse.Namespace) -> dict[str, dict]:
 
 def main() -> None:
     args = parse_args()
+    if args.against == "circuit-tracer":
+        from benchmarks.circuit_tracer.side_by_side import main as side_by_side
+
+        return side_by_side(args)
     torch.manual_seed(0)
     results: dict[str, dict] = {}
     backends = args.backends.split(",")

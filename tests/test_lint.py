@@ -62,6 +62,13 @@ def test_what_chapters_import_is_in_requirements_core():
     assert not _undeclared(_imports(chapter_code), _declared("requirements-core.txt"))
 
 
+# Runs in circuit-tracer's own venv (benchmarks/circuit_tracer/venv.py installs circuit-tracer,
+# which brings these), never in the course's.
+CIRCUIT_TRACER_RUNNER = ROOT / "benchmarks" / "circuit_tracer" / "runner.py"
+
+
 def test_every_import_is_declared():
     everything = _python_files("utils", "tests", "source", "benchmarks") + [ROOT / "conftest.py"]
+    everything.remove(CIRCUIT_TRACER_RUNNER)
     assert not _undeclared(_imports(everything), _declared("requirements.txt", "requirements-core.txt"))
+    assert _imports([CIRCUIT_TRACER_RUNNER]) <= {"circuit_tracer", "transformer_lens", "transformers", "safetensors"}
