@@ -1,7 +1,7 @@
 """Chapter 05's attribution graphs: cost and exactness.
 
-    python -m benchmarks.attribution_graphs                      # toy + gpt2-shaped (2 layers)
-    python -m benchmarks.attribution_graphs --shaped-layers 12 --device cuda
+    python -m utils.course bench attribution_graphs                      # toy + gpt2-shaped (2 layers)
+    python -m utils.course bench attribution_graphs --shaped-layers 12 --device cuda
 
 Prints one JSON object, then readable lines. Figures, per backend:
 
@@ -37,15 +37,13 @@ from utils.backends.gpt2 import load_gpt2_shaped
 from utils.graphs_attribution import build_graph, edge_errors, local_replacement, salient_logit_ids
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=128, help="targets per backward pass")
     parser.add_argument("--shaped-layers", type=int, default=2, help="gpt2-shaped transcoders at layers 0..N-1 (the model is cut there)")
     parser.add_argument("--shaped-pos", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", default="toy,gpt2-shaped", help="comma-separated: toy, gpt2-shaped")
-    return parser.parse_args()
 
 
 def measure(model, transcoders, tokens, batch: int, repeats: int, device: str, check_edges: bool = True) -> dict:
@@ -83,8 +81,7 @@ def shaped_figures(args: argparse.Namespace) -> dict[str, dict]:
     return {f"gpt2-shaped/{args.shaped_layers}-layers": measure(model, tcs, tokens, args.batch, args.repeats, args.device)}
 
 
-def main() -> None:
-    args = parse_args()
+def main(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     results: dict[str, dict] = {}
     backends = args.backends.split(",")
@@ -106,5 +103,8 @@ def main() -> None:
         print(line)
 
 
-if __name__ == "__main__":
-    main()
+
+if __name__ == "__main__":  # the chapters name `python -m utils.course bench attribution_graphs`
+    from utils.course.__main__ import bench_alias
+
+    bench_alias("attribution_graphs")

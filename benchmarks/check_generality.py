@@ -2,16 +2,16 @@
 mistake catalogs (``tests/mistakes``), and count how many are caught and how many get a
 message that names the mistake (anything more specific than "N of M entries differ").
 
-    python -m benchmarks.check_generality          # prints one line per mistake, then totals
+    python -m utils.course bench check_generality          # prints one line per mistake, then totals
 
 The catalog's own mistakes are tested in ``tests/``; these are written separately, as a
-learner might get things wrong, to measure the generic diagnoses of ``utils.compare`` and
-the watched side effects of ``utils.checking.run``.
+learner might get things wrong, to measure the generic diagnoses of ``utils.course.compare`` and
+the watched side effects of ``utils.course.checking.run``.
 """
 from __future__ import annotations
 
+import argparse
 import json
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -19,10 +19,10 @@ import torch
 
 import solutions.ch00_toolkit as s0
 import solutions.ch01_attribution as s1
-from tests.harness import checks_of
-from utils.checking import CheckFailure
+from utils.course import settings
+from utils.course.chapter import Chapter
+from utils.course.checking import CheckFailure
 
-os.environ["SAE_CIRCUITS_STRICT"] = "1"
 UNSEEN: list[tuple[str, str, Callable[..., Any]]] = []
 
 
@@ -273,11 +273,12 @@ def path_layer_zero(model, attn_sae, tokens, answer_ids, distractor_ids, layer, 
 GENERIC = ("entries differ (max abs diff", "the check could not use your result")
 
 
-def main() -> None:
+def main(args: argparse.Namespace) -> None:
     rows, caught, named = [], 0, 0
     for chapter, exercise, fn in UNSEEN:
         try:
-            checks_of(chapter)[exercise](fn)
+            with settings.strict_checks():
+                Chapter(chapter).check(exercise)(fn)
             message, ok = "PASSED (not caught)", False
         except CheckFailure as failure:
             message, ok = str(failure), True
@@ -288,7 +289,3 @@ def main() -> None:
                      "message": message[:160]})
         print(f"{'named ' if is_named else 'caught' if ok else 'MISSED'}  {exercise}.{fn.__name__}: {message[:140]}")
     print(json.dumps({"unseen_mistakes": len(UNSEEN), "caught": caught, "named": named}))
-
-
-if __name__ == "__main__":
-    main()

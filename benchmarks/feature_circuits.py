@@ -1,7 +1,7 @@
 """Chapter 03's methods at work: what a sparse feature circuit costs, and how exact its edges are.
 
-    python -m benchmarks.feature_circuits                 # toy backend, 32 IOI prompts
-    python -m benchmarks.feature_circuits --prompts 64
+    python -m utils.course bench feature_circuits                 # toy backend, 32 IOI prompts
+    python -m utils.course bench feature_circuits --prompts 64
 
 Prints one JSON object, then readable lines. Figures, on the toy model with all six
 dictionaries (attention SAE, transcoder, residual SAE at each of two layers):
@@ -62,12 +62,13 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--node-threshold", type=float, default=0.1)
-    args = parser.parse_args()
+
+
+def main(args: argparse.Namespace) -> None:
     torch.set_grad_enabled(False)
     bk = load_backend("toy")
     model, world = bk.model, bk.world
@@ -165,7 +166,3 @@ def readable(report: dict) -> str:
         f"edge attribution vs edge ablation, {a['edges']} edges: Spearman {a['spearman']:.3g}, Pearson {a['pearson']:.3g}, "
         f"sign agreement {a['sign_agreement']:.3g}",
     ])
-
-
-if __name__ == "__main__":
-    main()

@@ -32,7 +32,7 @@ import einops
 from transformer_lens.utils import test_prompt
 
 from utils.backends import load_backend
-from utils.checking import checked
+from utils.course.checking import checked
 from utils.dashboards import latent_dashboard
 from utils.explorer import explorer_summary, latent_explorer, sae_acts
 from utils.memory import free, memory_table

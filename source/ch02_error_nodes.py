@@ -45,7 +45,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from utils.backends import load_backend
-from utils.checking import checked
+from utils.course.checking import checked
 from utils.attribution import agreement
 from utils.circuits import label_positions, mean_baseline, node_attribution, rank_nodes
 from utils.toy.report import auroc

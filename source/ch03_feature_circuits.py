@@ -56,7 +56,7 @@ from solutions.ch01_attribution import logit_diff
 from exercises.ch02_error_nodes import ablate_nodes, completeness, faithfulness
 from utils.attribution import agreement
 from utils.backends import load_backend
-from utils.checking import checked
+from utils.course.checking import checked
 from utils.circuits import dictionary_key, label_positions, mean_baseline, node_attribution, rank_nodes
 from utils.graphs import Graph, Tracer, direct_change, graph_figure
 from utils.toy.report import auroc

@@ -1,7 +1,7 @@
 """Checks of chapter 02 (Error nodes). Each runs your function on the checks' own toy backend,
 watches what it does, and compares with known outputs recorded from the reference; a
 failure names the likely mistake (the catalogued ones in ``tests/mistakes``, or a generic
-family of ``utils.compare``)."""
+family of ``utils.course.compare``)."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,9 +11,9 @@ from sae_lens import SAE
 from torch import Tensor
 
 from tests.mistakes.ch02_error_nodes import MISTAKES
-from utils.checking import backend, exercise_check, expect_tensor, fail, known, run, seed, signatures
+from utils.course.checking import backend, exercise_check, expect_tensor, fail, known, run, seed, signatures
 from utils.circuits import NodeBaseline, dictionary_values, mean_baseline, node_attribution, rank_nodes
-from utils.compare import TOLERANCE
+from utils.course.compare import tolerance
 from utils.nodes import KINDS, Node
 
 CHAPTER = "ch02_error_nodes"
@@ -34,7 +34,7 @@ def _numbers(out: Any, names: tuple[str, ...]) -> Tensor:
     if not isinstance(out, tuple) or len(out) != len(names):
         return None
     try:
-        return torch.tensor([_number(v, n) for v, n in zip(out, names)], dtype=TOLERANCE.dtype)
+        return torch.tensor([_number(v, n) for v, n in zip(out, names)], dtype=tolerance().dtype)
     except Exception:
         return None
 
@@ -44,7 +44,7 @@ def _expect_numbers(got: Any, key: str, names: tuple[str, ...], what: str, mista
     if not isinstance(got, tuple) or len(got) != len(names):
         fail(f"expected a tuple ({', '.join(names)}), got {type(got).__name__}"
              + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""))
-    values = torch.tensor([_number(v, n) for v, n in zip(got, names)], dtype=TOLERANCE.dtype)
+    values = torch.tensor([_number(v, n) for v, n in zip(got, names)], dtype=tolerance().dtype)
     want = known(key, values)
     if torch.allclose(values.flip(0), want, rtol=1e-3, atol=1e-6) and not torch.allclose(values, want, rtol=1e-3, atol=1e-6):
         fail(f"{what}: you returned ({', '.join(reversed(names))}): return ({', '.join(names)})")
@@ -198,7 +198,7 @@ def _check_circuit_score(fn: Any, name: str, offset: int) -> None:
             args = (bk.model, dictionaries, circuit, batch.tokens, batch.answer_ids, batch.distractor_ids)
             values.append(_number(run(fn, bk, *args, baseline=baseline), name))
             thunks.append(signatures(MISTAKES[name], *args, baseline=baseline))
-        got = torch.tensor(values, dtype=TOLERANCE.dtype)
+        got = torch.tensor(values, dtype=tolerance().dtype)
         mistakes = {diagnosis: (lambda d=diagnosis: _stack([t[d]() for t in thunks])) for diagnosis in thunks[0]}
         sizes = ", ".join(str(len(c)) for c in circuits)
         expect_tensor(got, known(f"{name}_{i}", got), name=f"{name} ({what}; circuits of {sizes} nodes)", dims="circuit",
@@ -207,7 +207,7 @@ def _check_circuit_score(fn: Any, name: str, offset: int) -> None:
 
 def _stack(results: list[Any]) -> Tensor | None:
     try:
-        return torch.tensor([float(r) for r in results], dtype=TOLERANCE.dtype)
+        return torch.tensor([float(r) for r in results], dtype=tolerance().dtype)
     except Exception:
         return None
 

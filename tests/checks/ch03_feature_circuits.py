@@ -1,7 +1,7 @@
 """Checks of chapter 03 (Sparse feature circuits). Each runs your function on the checks' own
 toy backend, watches what it does, and compares with known outputs recorded from the
 reference; a failure names the likely mistake (the catalogued ones in ``tests/mistakes``, or
-a generic family of ``utils.compare``)."""
+a generic family of ``utils.course.compare``)."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from tests.mistakes.ch03_feature_circuits import MISTAKES
-from utils.checking import backend, exercise_check, expect_tensor, fail, known, run, seed, signatures
+from utils.course.checking import backend, exercise_check, expect_tensor, fail, known, run, seed, signatures
 from utils.circuits import dictionary_values, mean_baseline, node_attribution, output_hook, rank_nodes
 from utils.nodes import Node
 from utils.toy.report import auroc

@@ -1,7 +1,7 @@
 """Checks of chapter 04 (Transcoder circuits). Each runs your function on the checks' own toy
 backend, watches what it does, and compares with known outputs recorded from the reference;
 a failure names the likely mistake (the catalogued ones in ``tests/mistakes``, or a generic
-family of ``utils.compare``). The blind case study is graded against the organism's ground
+family of ``utils.course.compare``). The blind case study is graded against the organism's ground
 truth instead (``utils.transcoders.blind_case_truths``)."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from sae_lens import HookedSAETransformer, Transcoder
 from torch import Tensor
 
 from tests.mistakes.ch04_transcoders import MISTAKES
-from utils.checking import CheckFailure, backend, exercise_check, expect_close, expect_tensor, fail, known, run, seed, signatures
-from utils.compare import TOLERANCE
+from utils.course.checking import CheckFailure, backend, exercise_check, expect_close, expect_tensor, fail, known, run, seed, signatures
+from utils.course.compare import tolerance
 from utils.transcoders import (
     CaseTruth,
     blind,
@@ -230,7 +230,7 @@ MAX_UPSTREAM = 5
 
 def _truths(bk: Any, latents: list[int], corpus_seed: int) -> dict[int, CaseTruth]:
     """Ground truth, computed once per process for each (dtype, latents, seed)."""
-    key = (TOLERANCE.dtype, tuple(latents), corpus_seed)
+    key = (tolerance().dtype, tuple(latents), corpus_seed)
     if key not in _TRUTHS:
         _TRUTHS[key] = blind_case_truths(bk, latents, seed=corpus_seed)
     return _TRUTHS[key]

@@ -1,7 +1,7 @@
 """Checks of chapter 05 (Attribution graphs). Each runs your function on the checks' own toy
 backend, watches what it does, and compares with known outputs recorded from the reference;
 a failure names the likely mistake (the catalogued ones in ``tests/mistakes``, or a generic
-family of ``utils.compare``)."""
+family of ``utils.course.compare``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -13,7 +13,7 @@ from sae_lens import HookedSAETransformer
 from torch import Tensor
 
 from tests.mistakes.ch05_attribution_graphs import MISTAKES
-from utils.checking import backend, exercise_check, expect_tensor, fail, known, run, seed, signatures
+from utils.course.checking import backend, exercise_check, expect_tensor, fail, known, run, seed, signatures
 from utils.graphs_attribution import Graph, build_graph, local_replacement, salient_logit_ids
 from utils.nodes import Node
 
