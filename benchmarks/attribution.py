@@ -38,7 +38,7 @@ from torch import Tensor
 
 from benchmarks.gpt2_shaped import peak_memory
 from solutions.ch01_attribution import ablation_effects, attribution_patching, integrated_gradients
-from utils.attribution import pearson, spearman
+from utils.metrics import pearson, spearman
 from utils.backends import load_backend
 from utils.backends.gpt2 import load_gpt2_shaped
 

@@ -44,7 +44,7 @@ from solutions.ch01_attribution import logit_diff
 from solutions.ch02_error_nodes import ablate_nodes, completeness, error_attribution, faithfulness
 from utils.backends import load_backend
 from utils.backends.gpt2 import load_gpt2_shaped
-from utils.attribution import agreement
+from utils.metrics import agreement
 from utils.circuits import mean_baseline, node_attribution, rank_nodes
 from utils.nodes import Node
 

@@ -35,11 +35,11 @@ import torch
 
 from solutions.ch01_attribution import logit_diff
 from solutions.ch03_feature_circuits import ablation_edges, edge_effects
-from utils.attribution import agreement
+from utils.metrics import agreement
 from utils.backends import load_backend
-from utils.circuits import dictionary_key, mean_baseline, node_attribution, rank_nodes
+from utils.circuits import mean_baseline, node_attribution, rank_nodes
 from utils.graphs import direct_change, node_gradients
-from utils.nodes import Node
+from utils.nodes import Node, dictionary_key
 
 CONSECUTIVE = [(("attn_sae", 0), ("transcoder", 0)), (("attn_sae", 0), ("resid_sae", 0)), (("transcoder", 0), ("resid_sae", 0)),
                (("resid_sae", 0), ("attn_sae", 1)), (("resid_sae", 0), ("transcoder", 1)), (("resid_sae", 0), ("resid_sae", 1)),

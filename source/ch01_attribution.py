@@ -40,7 +40,7 @@ from utils.attribution import splice_for_gradients
 from utils.progress import progress
 
 # %%
-from utils.attribution import spearman
+from utils.metrics import spearman
 from utils.backends import load_backend
 from utils.course.checking import checked
 from utils.patching import patch_each_position

@@ -11,6 +11,7 @@ from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
 from tests.mistakes.ch00_toolkit import MISTAKES
+from utils.backends import Backend
 from utils.course.checking import (
     backend,
     exercise_check,
@@ -153,7 +154,7 @@ def check_reconstruction_metrics(reconstruction_metrics: Any) -> None:
         _expect_l0_and_variance(bk, sae, tokens, got, want)
 
 
-def _expect_losses(bk: Any, sae: SAE, tokens: Tensor, got: dict[str, Any], want: dict[str, float]) -> None:
+def _expect_losses(bk: Backend, sae: SAE, tokens: Tensor, got: dict[str, Any], want: dict[str, float]) -> None:
     losses = max(want["ce_clean"], want["ce_zero"])
     expect_close(got["ce_clean"], want["ce_clean"], name="ce_clean")
     if abs(float(got["ce_spliced"]) - float(got["ce_clean"])) < 1e-6 * losses:
@@ -172,7 +173,7 @@ def _expect_losses(bk: Any, sae: SAE, tokens: Tensor, got: dict[str, Any], want:
     expect_close(got["ce_recovered"], want["ce_recovered"], name="ce_recovered", scale=losses / (want["ce_zero"] - want["ce_clean"]))
 
 
-def _expect_l0_and_variance(bk: Any, sae: SAE, tokens: Tensor, got: dict[str, Any], want: dict[str, float]) -> None:
+def _expect_l0_and_variance(bk: Backend, sae: SAE, tokens: Tensor, got: dict[str, Any], want: dict[str, float]) -> None:
     hook = sae.cfg.metadata.hook_name
     with torch.no_grad():  # one spliced pass gives what the l0 and variance mistakes would use
         _, cache = bk.model.run_with_cache_with_saes(tokens, saes=[sae])

@@ -11,6 +11,7 @@ from sae_lens import SAE
 from torch import Tensor
 
 from tests.mistakes.ch02_error_nodes import MISTAKES
+from utils.backends import Backend
 from utils.course.checking import backend, exercise_check, expect_tensor, fail, known, run, seed, signatures
 from utils.circuits import NodeBaseline, dictionary_values, mean_baseline, node_attribution, rank_nodes
 from utils.course.compare import tolerance
@@ -88,19 +89,19 @@ def check_spliced_task_scores(spliced_task_scores: Any) -> None:
 # 2. ablate_nodes
 
 
-def _top_latents(bk: Any, dictionary: SAE, tokens: Tensor, pos: int, k: int, key: str) -> list[int]:
+def _top_latents(bk: Backend, dictionary: SAE, tokens: Tensor, pos: int, k: int, key: str) -> list[int]:
     """The k latents with the largest mean activation at ``pos``: chosen from the backend when
     known outputs are recorded, then stored, so float noise elsewhere cannot change the choice."""
     acts, _ = dictionary_values(bk.model, [dictionary], tokens)[dictionary.cfg.metadata.hook_name]
     return known(key, acts[:, pos].mean(0).topk(k).indices.tolist())
 
 
-def _baseline(bk: Any, dictionaries: list[SAE], task: str, draw: int) -> NodeBaseline:
+def _baseline(bk: Backend, dictionaries: list[SAE], task: str, draw: int) -> NodeBaseline:
     """Position-wise means over 16 other prompts of the task (seed ``draw``)."""
     return mean_baseline(bk.model, dictionaries, bk.world.task_batch(task, 16, seed=draw).tokens)
 
 
-def _ranked(bk: Any, dictionaries: list[SAE], batch: Any, baseline: NodeBaseline, k: int, key: str,
+def _ranked(bk: Backend, dictionaries: list[SAE], batch: Any, baseline: NodeBaseline, k: int, key: str,
             errors: bool = True) -> list[Node]:
     """The k nodes with the largest mean attribution: a circuit drawn from the backend when known
     outputs are recorded, then stored, so near-ties cannot reorder it on another machine."""
@@ -171,7 +172,7 @@ def check_error_attribution(error_attribution: Any) -> None:
 # 4. faithfulness and completeness
 
 
-def _circuit_cases(bk: Any, offset: int) -> list[tuple[Any, list[SAE], list[list[Node]], NodeBaseline | None, str]]:
+def _circuit_cases(bk: Backend, offset: int) -> list[tuple[Any, list[SAE], list[list[Node]], NodeBaseline | None, str]]:
     """(batch, dictionaries, circuits, baseline, description): circuits of several sizes drawn
     from the attribution ranking, with and without error nodes, some at negative positions."""
     every = [bk.dictionary(kind, layer) for kind in KINDS for layer in (0, 1)]

@@ -15,6 +15,7 @@ from sae_lens.saes.sae import SAEConfig, TrainingSAEConfig
 from torch import Tensor
 
 from tests.mistakes.ch06_training import MISTAKES
+from utils.backends import Backend
 from utils.course.checking import Signatures, backend, call, exercise_check, expect_tensor, fail, known, run, seed, signatures
 from utils.course import compare
 from utils.training import new_transcoder
@@ -210,7 +211,7 @@ def check_label_precision(label_precision: Any) -> None:
 # 5. transcoder_loss
 
 
-def _mlp_io(bk: Any, layer: int, n_seqs: int, draw: int) -> tuple[Tensor, Tensor]:
+def _mlp_io(bk: Backend, layer: int, n_seqs: int, draw: int) -> tuple[Tensor, Tensor]:
     """The MLP input and output of ``layer``, one row per non-BOS token of some corpus text."""
     hook_in, hook_out = f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out"
     tokens = bk.world.corpus(n_seqs=n_seqs, seq_len=20, seed=draw).tokens

@@ -18,7 +18,8 @@ from solutions.ch02_error_nodes import (
     spliced_task_scores,
 )
 from utils.course.checking import Mistake
-from utils.circuits import node_masks, output_hook
+from utils.circuits import node_masks
+from utils.nodes import output_hook
 
 # --- error_term ----------------------------------------------------------------------
 

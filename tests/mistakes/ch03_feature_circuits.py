@@ -9,9 +9,9 @@ import torch
 
 from solutions.ch03_feature_circuits import ablation_edges, edge_effects, probe_latent_effects
 from utils.course.checking import Mistake
-from utils.circuits import output_hook
+from utils.nodes import output_hook
 from utils.graphs import node_gradients, splice_for_edges
-from utils.toy.report import auroc
+from utils.metrics import auroc
 
 # --- edge_effects --------------------------------------------------------------------
 

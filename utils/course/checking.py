@@ -40,7 +40,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -48,6 +48,9 @@ from torch import Tensor
 from utils.course import ROOT, compare, settings
 from utils.course.chapter import Chapter
 from utils.course.compare import CheckFailure, expect_close, expect_sparse, expect_tensor, fail  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:
+    from utils.backends import Backend
 
 RECORD_COMMAND = "python -m utils.course record"
 
@@ -280,7 +283,7 @@ def _import_all_checks() -> None:
 
 @dataclass
 class _Pristine:
-    backend: Any
+    backend: Backend
     params: dict[str, Tensor]
     flags: dict[str, tuple[Any, str, Any]]  # description -> (object, attribute, value)
 
@@ -290,7 +293,7 @@ _IN_USE: list[_Pristine] = []
 _CFG_FLAGS = ("use_split_qkv_input", "use_attn_result", "use_hook_mlp_in", "use_attn_in", "use_hook_tokens")
 
 
-def backend(name: str = "toy") -> Any:
+def backend(name: str = "toy") -> Backend:
     """The checks' own copy of backend ``name`` in the current settings, restored to its
     pristine state (no hooks, no SAEs, original weights and flags)."""
     settings = _SETTINGS.get()
@@ -320,19 +323,19 @@ def _round_to_tf32(x: Tensor) -> Tensor:
     return rounded.view(torch.float32)
 
 
-def _modules(bk: Any) -> dict[str, torch.nn.Module]:
+def _modules(bk: Backend) -> dict[str, torch.nn.Module]:
     found = {"model": bk.model}
     for kind, group in (("saes", bk.saes), ("attn_saes", bk.attn_saes), ("transcoders", bk.transcoders)):
         found.update({f"{kind}[{key!r}]": module for key, module in group.items()})
     return found
 
 
-def _parameters(bk: Any, clone: bool = False) -> dict[str, Tensor]:
+def _parameters(bk: Backend, clone: bool = False) -> dict[str, Tensor]:
     return {f"{m}.{p}": (t.detach().clone() if clone else t) for m, module in _modules(bk).items()
             for p, t in module.state_dict(keep_vars=True).items()}
 
 
-def _flags(bk: Any) -> dict[str, tuple[Any, str, Any]]:
+def _flags(bk: Backend) -> dict[str, tuple[Any, str, Any]]:
     flags = {f"model.cfg.{f}": (bk.model.cfg, f, getattr(bk.model.cfg, f)) for f in _CFG_FLAGS
              if hasattr(bk.model.cfg, f)}
     for m, module in _modules(bk).items():
@@ -505,7 +508,7 @@ def _learner_line(error: BaseException) -> str:
     return f"\n  at {where}line {frame.lineno} of {frame.name}{code}"
 
 
-def run(fn: Any, bk: Any, *args: Any, grad: bool = False, **kwargs: Any) -> Any:
+def run(fn: Any, bk: Backend, *args: Any, grad: bool = False, **kwargs: Any) -> Any:
     """Call ``fn(*args, **kwargs)`` as the notebook would (gradients off unless ``grad``)
     and watch it: inputs changed in place, grad mode left changed, hooks or SAEs left on
     ``bk``'s model, weights or flags changed. The harm is undone before the check fails."""

@@ -12,14 +12,18 @@ report`` prints the figures of merit as JSON. The grammar and label set are docu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from utils.backends.base import Backend
 
 ARTIFACTS = Path(__file__).parent / "artifacts"  # tokenizer/, model/, <kind>/<name>/, *.json
 TOKENIZER, MODEL, EXPLANATIONS, REPORT = "tokenizer", "model", "explanations.json", "report.json"
 
 
-def load(device: str = "cpu", root: Path = ARTIFACTS):
+def load(device: str = "cpu", root: Path = ARTIFACTS) -> Backend:
     """The committed model organism as a ``utils.backends.Backend`` (offline, seconds)."""
-    from utils.backends import Backend
+    from utils.backends.base import Backend
     from utils.toy.dictionaries import dictionary_specs, load_dictionary
     from utils.toy.explanations import ExplanationTable
     from utils.toy.generator import World
