@@ -3,9 +3,9 @@
 Grading works from the instructor's side. For each submission (a notebook, or every
 notebook in a folder), one result keyed by its path:
 
-1. **Intake** (:mod:`~utils.course.grading.intake`). A file that is not a readable notebook (empty, invalid JSON, a folder named
-   ``x.ipynb``, a link, too large) or not the expected chapter gets one row saying why;
-   the rest of the batch goes on. The chapter is ``--chapter``, else one named in the
+1. **Intake** (:mod:`~utils.course.grading.intake`). A file that is not a readable notebook
+   (empty, invalid JSON, a folder named ``x.ipynb``, a link, too large) or not the expected
+   chapter gets one row saying why; the rest of the batch goes on. The chapter is ``--chapter``, else one named in the
    path, else the one whose exercises the notebook holds.
 2. **Restore** (:mod:`utils.course.screening`): the setup and check cells come from the pristine
    learner notebook, nbval markers and stored outputs are dropped, and what the learner
@@ -13,7 +13,8 @@ notebook in a folder), one result keyed by its path:
 3. **Execute** the restored notebook with ``pytest --nbval-lax`` and ``SAE_CIRCUITS_STRICT=1``
    (a wrong exercise's check cell raises), in a fresh folder, in a kernel that may write
    only to that folder (:mod:`utils.course.sandbox`), with a time limit per cell and per
-   submission; a dead kernel is noticed at once.
+   submission (:mod:`~utils.course.grading.worker`); a dead kernel is noticed at once
+   (:mod:`~utils.course.grading.plugin`).
 4. **Re-check** each exercise whose check passed in a clean process (:mod:`utils.course.recheck`):
    the learner's exercise cells in place of the stubs, checked on inputs drawn with another
    seed against outputs the reference computed in this process.
@@ -23,8 +24,8 @@ nothing looked tampered with. The denominator is the course's exercise list: a m
 exercise, a skipped, expected-to-fail or timed-out check, or a dead kernel is a FAIL with
 its reason. Each submission runs in its own process tree, killed at the end; a course
 snapshot it cannot write (or, without Landlock, its own copy, hashed afterwards) holds the
-checks and known outputs. Prints a table per chapter and the reasons, and writes JUnit
-XML (one test case per exercise) and JSON on request.
+checks and known outputs. :mod:`~utils.course.grading.report` makes a table per chapter
+with the reasons, JUnit XML (one test case per exercise) and JSON.
 """
 from __future__ import annotations
 
