@@ -14,10 +14,11 @@ from tests.mistakes.ch02_error_nodes import MISTAKES
 from utils.backends import Backend
 from utils.course.checking import backend, exercise_check, expect_tensor, fail, known, run, seed, signatures
 from utils.circuits import NodeBaseline, dictionary_values, mean_baseline, node_attribution, rank_nodes
-from utils.course.compare import tolerance
 from utils.nodes import KINDS, Node
 
 CHAPTER = "ch02_error_nodes"
+
+NUMBERS = torch.float32  # scores the learner returns as Python numbers, compared as the fixtures hold them
 
 
 def _number(value: Any, name: str) -> float:
@@ -35,7 +36,7 @@ def _numbers(out: Any, names: tuple[str, ...]) -> Tensor:
     if not isinstance(out, tuple) or len(out) != len(names):
         return None
     try:
-        return torch.tensor([_number(v, n) for v, n in zip(out, names)], dtype=tolerance().dtype)
+        return torch.tensor([_number(v, n) for v, n in zip(out, names)], dtype=NUMBERS)
     except Exception:
         return None
 
@@ -45,7 +46,7 @@ def _expect_numbers(got: Any, key: str, names: tuple[str, ...], what: str, mista
     if not isinstance(got, tuple) or len(got) != len(names):
         fail(f"expected a tuple ({', '.join(names)}), got {type(got).__name__}"
              + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""))
-    values = torch.tensor([_number(v, n) for v, n in zip(got, names)], dtype=tolerance().dtype)
+    values = torch.tensor([_number(v, n) for v, n in zip(got, names)], dtype=NUMBERS)
     want = known(key, values)
     if torch.allclose(values.flip(0), want, rtol=1e-3, atol=1e-6) and not torch.allclose(values, want, rtol=1e-3, atol=1e-6):
         fail(f"{what}: you returned ({', '.join(reversed(names))}): return ({', '.join(names)})")
@@ -199,7 +200,7 @@ def _check_circuit_score(fn: Any, name: str, offset: int) -> None:
             args = (bk.model, dictionaries, circuit, batch.tokens, batch.answer_ids, batch.distractor_ids)
             values.append(_number(run(fn, bk, *args, baseline=baseline), name))
             thunks.append(signatures(MISTAKES[name], *args, baseline=baseline))
-        got = torch.tensor(values, dtype=tolerance().dtype)
+        got = torch.tensor(values, dtype=NUMBERS)
         mistakes = {diagnosis: (lambda d=diagnosis: _stack([t[d]() for t in thunks])) for diagnosis in thunks[0]}
         sizes = ", ".join(str(len(c)) for c in circuits)
         expect_tensor(got, known(f"{name}_{i}", got), name=f"{name} ({what}; circuits of {sizes} nodes)", dims="circuit",
@@ -208,7 +209,7 @@ def _check_circuit_score(fn: Any, name: str, offset: int) -> None:
 
 def _stack(results: list[Any]) -> Tensor | None:
     try:
-        return torch.tensor([float(r) for r in results], dtype=tolerance().dtype)
+        return torch.tensor([float(r) for r in results], dtype=NUMBERS)
     except Exception:
         return None
 
