@@ -1,13 +1,11 @@
 """pytest options of the course: ``--impl solutions|exercises`` picks the code the checks run on."""
-import os
-
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Notebook kernels inherit this: progress bars (widgets with random ids) stay out of outputs.
-os.environ.setdefault("TQDM_DISABLE", "1")
-# Checks raise on failure here (in a notebook run by hand they print and let Run All go on).
-os.environ["SAE_CIRCUITS_STRICT"] = "1"
+from utils.course import settings
+
+# Checks raise on failure here (in a notebook run by hand they print and let Run All go on);
+# offline; no progress bars (widgets with random ids). Notebook kernels inherit them.
+settings.for_tests()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

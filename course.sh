@@ -74,7 +74,7 @@ case "${1:-}" in
       --nbval-sanitize-with tests/sanitize.cfg "$@"
     ;;
   --headless)
-    exec "$VENV/bin/python" -m utils.course
+    exec "$VENV/bin/python" -m utils.course headless
     ;;
   "")
     # Jupyter refuses to run as root (Docker, cloud machines) unless told it is meant.

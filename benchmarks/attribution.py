@@ -1,7 +1,7 @@
 """Chapter 01's methods at work: cost and faithfulness of attribution patching and IG.
 
-    python -m benchmarks.attribution                       # toy + gpt2-shaped (2 layers)
-    python -m benchmarks.attribution --shaped-layers 12 --device cuda
+    python -m utils.course bench attribution                       # toy + gpt2-shaped (2 layers)
+    python -m utils.course bench attribution --shaped-layers 12 --device cuda
 
 Prints one JSON object, then readable lines. Figures:
 
@@ -38,13 +38,12 @@ from torch import Tensor
 
 from benchmarks.gpt2_shaped import peak_memory
 from solutions.ch01_attribution import ablation_effects, attribution_patching, integrated_gradients
-from utils.attribution import pearson, spearman
+from utils.metrics import pearson, spearman
 from utils.backends import load_backend
 from utils.backends.gpt2 import load_gpt2_shaped
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--shaped-layers", type=int, default=2, help="gpt2-shaped SAEs at layers 0..N-1")
     parser.add_argument("--shaped-batch", type=int, default=2)
@@ -53,7 +52,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--ig-steps", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
-    return parser.parse_args()
 
 
 def seconds(fn: Callable[[], object], repeats: int, device: str) -> float:
@@ -164,8 +162,7 @@ def toy_agreement(top_k: int, steps: int) -> dict[str, object]:
     return report
 
 
-def main() -> None:
-    args = parse_args()
+def main(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     report: dict[str, object] = {}
 
@@ -217,5 +214,8 @@ def readable(report: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    main()
+
+if __name__ == "__main__":  # the chapters name `python -m utils.course bench attribution`
+    from utils.course.__main__ import bench_alias
+
+    bench_alias("attribution")

@@ -1,8 +1,8 @@
 """Chapter 05's attribution graphs: cost and exactness.
 
-    python -m benchmarks.attribution_graphs                      # toy + gpt2-shaped (2 layers)
-    python -m benchmarks.attribution_graphs --shaped-layers 12 --device cuda
-    python -m benchmarks.attribution_graphs --against circuit-tracer [--threads N]   # side by side
+    python -m utils.course bench attribution_graphs                      # toy + gpt2-shaped (2 layers)
+    python -m utils.course bench attribution_graphs --shaped-layers 12 --device cuda
+    python -m utils.course bench attribution_graphs --against circuit-tracer [--threads N]   # side by side
 
 With ``--against circuit-tracer`` it builds both graphs on the same prompts and prints, per
 backend, ``BACKEND: course S s, circuit-tracer S s, ratio R, max edge difference D``
@@ -42,8 +42,7 @@ from utils.backends.gpt2 import load_gpt2_shaped
 from utils.graphs_attribution import build_graph, edge_errors, local_replacement, salient_logit_ids
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=128, help="targets per backward pass")
     parser.add_argument("--shaped-layers", type=int, default=2, help="gpt2-shaped transcoders at layers 0..N-1 (the model is cut there)")
@@ -53,7 +52,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--against", choices=["circuit-tracer"], help="time and compare with circuit-tracer's graphs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on both sides (with --against)")
     parser.add_argument("--ct-venv", help="circuit-tracer's venv (default: benchmarks.circuit_tracer.venv's)")
-    return parser.parse_args()
 
 
 def measure(model, transcoders, tokens, batch: int, repeats: int, device: str, check_edges: bool = True) -> dict:
@@ -91,8 +89,7 @@ def shaped_figures(args: argparse.Namespace) -> dict[str, dict]:
     return {f"gpt2-shaped/{args.shaped_layers}-layers": measure(model, tcs, tokens, args.batch, args.repeats, args.device)}
 
 
-def main() -> None:
-    args = parse_args()
+def main(args: argparse.Namespace) -> None:
     if args.against == "circuit-tracer":
         from benchmarks.circuit_tracer.side_by_side import main as side_by_side
 
@@ -118,5 +115,8 @@ def main() -> None:
         print(line)
 
 
-if __name__ == "__main__":
-    main()
+
+if __name__ == "__main__":  # the chapters name `python -m utils.course bench attribution_graphs`
+    from utils.course.__main__ import bench_alias
+
+    bench_alias("attribution_graphs")

@@ -2,15 +2,16 @@
 mistake catalogs (``tests/mistakes``), and count how many are caught and how many get a
 message that names the mistake (anything more specific than "N of M entries differ").
 
-    python -m benchmarks.check_generality          # prints one line per mistake, then totals
-    python -m benchmarks.check_generality --catalog independent --chapter ch01_attribution --json out.json
+    python -m utils.course bench check_generality          # prints one line per mistake, then totals
+    python -m utils.course bench check_generality --catalog independent --chapter ch01_attribution --json out.json
 
 The catalog's own mistakes are tested in ``tests/``; these are written separately, as a
-learner might get things wrong, to measure the generic diagnoses of ``utils.compare`` and
-the watched side effects of ``utils.checking.run``.
+learner might get things wrong, to measure the generic diagnoses of ``utils.course.compare`` and
+the watched side effects of ``utils.course.checking.run``.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Callable
@@ -20,10 +21,10 @@ import torch
 
 import solutions.ch00_toolkit as s0
 import solutions.ch01_attribution as s1
-from tests.harness import checks_of
-from utils.checking import CheckFailure
+from utils.course import settings
+from utils.course.chapter import Chapter
+from utils.course.checking import CheckFailure
 
-os.environ["SAE_CIRCUITS_STRICT"] = "1"
 UNSEEN: list[tuple[str, str, Callable[..., Any]]] = []
 
 
@@ -274,10 +275,7 @@ def path_layer_zero(model, attn_sae, tokens, answer_ids, distractor_ids, layer, 
 GENERIC = ("entries differ (max abs diff", "the check could not use your result")
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Run the checks on catalogs of implementations they were not tuned to.")
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalog", choices=("unseen", "independent", "all"), default="all",
                         help="unseen: the UNSEEN mistakes above; independent: benchmarks/independent (wrong and "
                              "correct implementations written blind); all: both (default)")
@@ -287,7 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sentinel", choices=("exercise", "entry", "none"), default="exercise",
                         help="after each exercise's entries (or after every entry), run the reference through the "
                              "same check: if it fails, an earlier entry poisoned state the check did not restore")
-    args = parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars from the implementations' loops
 
     rows: list[dict[str, Any]] = []
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         import sys
 
-        meta = {"argv": argv if argv is not None else sys.argv[1:], "torch_threads": torch.get_num_threads(),
+        meta = {"argv": sys.argv[1:], "torch_threads": torch.get_num_threads(),
                 "SAE_CIRCUITS_STRICT": os.environ.get("SAE_CIRCUITS_STRICT"), "commit": _commit()}
         with open(args.json, "w") as handle:
             json.dump({"meta": meta, "summary": summary, "rows": rows, "sentinels": sentinels}, handle, indent=1)
@@ -345,7 +345,8 @@ def _run_check(chapter: str, exercise: str, fn: Callable[..., Any]) -> dict[str,
     crash = None
     try:
         with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-            checks_of(chapter)[exercise](fn)
+            with settings.strict_checks():
+                Chapter(chapter).check(exercise)(fn)
         passed, message = True, "PASSED"
     except CheckFailure as failure:
         passed, message = False, str(failure)
@@ -475,6 +476,3 @@ def _print_summary(summary: dict[str, Any], rows: list[dict[str, Any]], sentinel
         print(f"  POISONED {s['chapter']}.{s['exercise']} after {s['after']}: {s['message'][:160]}")
     print(json.dumps({catalog: parts["total"] for catalog, parts in summary.items()}))
 
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,8 @@
 """Chapter 02's methods at work: cost and faithfulness of error-node attribution, and
 faithfulness of circuits with and without error nodes.
 
-    python -m benchmarks.error_nodes                        # toy + gpt2-shaped (1 layer)
-    python -m benchmarks.error_nodes --shaped-layers 0      # toy only
+    python -m utils.course bench error_nodes                        # toy + gpt2-shaped (1 layer)
+    python -m utils.course bench error_nodes --shaped-layers 0      # toy only
 
 Prints one JSON object, then readable lines. Figures:
 
@@ -44,7 +44,7 @@ from solutions.ch01_attribution import logit_diff
 from solutions.ch02_error_nodes import ablate_nodes, completeness, error_attribution, faithfulness
 from utils.backends import load_backend
 from utils.backends.gpt2 import load_gpt2_shaped
-from utils.attribution import agreement
+from utils.metrics import agreement
 from utils.circuits import mean_baseline, node_attribution, rank_nodes
 from utils.nodes import Node
 
@@ -52,8 +52,7 @@ SIZES = (10, 50, 100, 1000)
 GRID = (1, 5, 10, 20, 50, 100, 200, 500, 1000, 1500, 2000, 5000)  # the chapter's circuit sizes
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--toy-batch", type=int, default=256, help="IOI prompts for the toy cost figures")
     parser.add_argument("--prompts", type=int, default=32, help="prompts for agreement and faithfulness")
@@ -61,7 +60,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--shaped-batch", type=int, default=2)
     parser.add_argument("--shaped-pos", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
-    return parser.parse_args()
 
 
 def timed(fn: Callable[[], object], repeats: int, device: str) -> dict[str, float]:
@@ -154,8 +152,7 @@ def toy_faithfulness(n: int) -> dict[str, object]:
     return report
 
 
-def main() -> None:
-    args = parse_args()
+def main(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     report: dict[str, object] = {}
     bk = load_backend("toy", device=args.device)
@@ -202,7 +199,3 @@ def readable(report: dict) -> str:
         lines.append(f"toy {key}: faithfulness / completeness at {row}; F >= 0.9 first at "
                      f"{f['smallest_size_f_0.9']} of {f['nodes']} nodes; F at 5000 nodes {f['faithfulness_at_5000']:.3f}")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    main()

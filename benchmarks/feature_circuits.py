@@ -1,7 +1,7 @@
 """Chapter 03's methods at work: what a sparse feature circuit costs, and how exact its edges are.
 
-    python -m benchmarks.feature_circuits                 # toy backend, 32 IOI prompts
-    python -m benchmarks.feature_circuits --prompts 64
+    python -m utils.course bench feature_circuits                 # toy backend, 32 IOI prompts
+    python -m utils.course bench feature_circuits --prompts 64
 
 Prints one JSON object, then readable lines. Figures, on the toy model with all six
 dictionaries (attention SAE, transcoder, residual SAE at each of two layers):
@@ -35,11 +35,11 @@ import torch
 
 from solutions.ch01_attribution import logit_diff
 from solutions.ch03_feature_circuits import ablation_edges, edge_effects
-from utils.attribution import agreement
+from utils.metrics import agreement
 from utils.backends import load_backend
-from utils.circuits import dictionary_key, mean_baseline, node_attribution, rank_nodes
+from utils.circuits import mean_baseline, node_attribution, rank_nodes
 from utils.graphs import direct_change, node_gradients
-from utils.nodes import Node
+from utils.nodes import Node, dictionary_key
 
 CONSECUTIVE = [(("attn_sae", 0), ("transcoder", 0)), (("attn_sae", 0), ("resid_sae", 0)), (("transcoder", 0), ("resid_sae", 0)),
                (("resid_sae", 0), ("attn_sae", 1)), (("resid_sae", 0), ("transcoder", 1)), (("resid_sae", 0), ("resid_sae", 1)),
@@ -62,12 +62,13 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--node-threshold", type=float, default=0.1)
-    args = parser.parse_args()
+
+
+def main(args: argparse.Namespace) -> None:
     torch.set_grad_enabled(False)
     bk = load_backend("toy")
     model, world = bk.model, bk.world
@@ -165,7 +166,3 @@ def readable(report: dict) -> str:
         f"edge attribution vs edge ablation, {a['edges']} edges: Spearman {a['spearman']:.3g}, Pearson {a['pearson']:.3g}, "
         f"sign agreement {a['sign_agreement']:.3g}",
     ])
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Time and memory of the ``gpt2`` backend with all 36 dictionaries, read from a simulated hub.
 
-    python -m benchmarks.gpt2_hub                  # CPU; builds the hub first (once, ~6 GB)
-    python -m benchmarks.gpt2_hub --device cuda
+    python -m utils.course bench gpt2_hub                  # CPU; builds the hub first (once, ~6 GB)
+    python -m utils.course bench gpt2_hub --device cuda
 
 The simulated hub (``tests/hub.py``) holds the real repositories' files with random weights
 of the true sizes, so what a learner's machine does with them (read them, hold them, run
@@ -26,14 +26,12 @@ from pathlib import Path
 GiB = 2**30
 
 
-def parse_args() -> argparse.Namespace:
+def arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--pos", type=int, default=128)
     parser.add_argument("--measure", action="store_true", help="(internal) measure in this process")
-    return parser.parse_args()
 
 
 def peak_rss_gib() -> float:
@@ -68,9 +66,8 @@ def measure(device: str, batch: int, pos: int) -> dict[str, float]:
     return figures
 
 
-def main() -> None:
+def main(args: argparse.Namespace) -> None:
     """Build the hub (if needed), then measure in a child process and report."""
-    args = parse_args()
     if args.measure:
         print(json.dumps(measure(args.device, args.batch, args.pos)))
         return
@@ -83,7 +80,7 @@ def main() -> None:
     disk = sum(f.stat().st_size for f in (home / "hub").rglob("*") if f.is_file()) / GiB
     with hub.reading(home):  # the child process reads this cache, offline
         child = subprocess.run(
-            [sys.executable, "-m", "benchmarks.gpt2_hub", "--measure", "--device", args.device,
+            [sys.executable, "-m", "utils.course", "bench", "gpt2_hub", "--measure", "--device", args.device,
              "--batch", str(args.batch), "--pos", str(args.pos)],
             check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
         )
@@ -97,7 +94,3 @@ def main() -> None:
         f"{args.batch}x{args.pos} tokens with all spliced ({report['forward_s']:.1f} s)"
         + (f"; GPU peak {report['gpu_peak_gib']:.2f} GiB" if "gpu_peak_gib" in report else "")
     )
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Time and memory of GPT-2 small with 24,576-latent dictionaries, on the gpt2-shaped backend.
 
-    python -m benchmarks.gpt2_shaped --device cuda            # all 12 layers
-    python -m benchmarks.gpt2_shaped --device cpu --layers 4  # dictionaries at layers 0..3
+    python -m utils.course bench gpt2_shaped --device cuda            # all 12 layers
+    python -m utils.course bench gpt2_shaped --device cpu --layers 4  # dictionaries at layers 0..3
 
 Prints one JSON object, then one readable line. Measured: the build time; the parameter
 memory of the model and of each kind of dictionary; the time and peak memory of one forward
@@ -33,16 +33,14 @@ from utils.backends.gpt2 import N_LAYERS, load_gpt2_shaped
 MB = 2**20
 
 
-def parse_args() -> argparse.Namespace:
+def arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--layers", type=int, default=N_LAYERS, help="dictionaries at layers 0..N-1"
     )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--pos", type=int, default=128)
-    return parser.parse_args()
 
 
 def parameter_mb(modules: Sequence[torch.nn.Module]) -> float:
@@ -105,9 +103,8 @@ def forward_figures(
     return figures
 
 
-def main() -> None:
+def main(args: argparse.Namespace) -> None:
     """Build the backend, measure, print JSON and a readable line."""
-    args = parse_args()
     start = time.perf_counter()
     backend = load_gpt2_shaped(args.device, layers=range(args.layers))
     build_s = time.perf_counter() - start
@@ -160,7 +157,3 @@ def readable(report: dict) -> str:
             for name, f in fwd.items()
         )
     )
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""What grading costs: ``python -m benchmarks.grading [CHAPTER] [--repeat N]``.
+"""What grading costs: ``python -m utils.course bench grading [CHAPTER] [--repeat N]``.
 
 Grades the solution notebook of CHAPTER (default ch00_toolkit) N times in one batch (one
 worker), with kernels forked from the zygote and, for comparison, started as new Pythons.
@@ -22,7 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from utils import build, grading
+from utils.course import grading
+from utils.course.chapter import Chapter
 
 
 def _children_cpu() -> float:
@@ -36,7 +37,7 @@ def measure(chapter: str, repeat: int, fork: bool) -> dict[str, float]:
         for i in range(repeat):
             path = Path(tmp) / str(i) / f"{chapter}.ipynb"
             path.parent.mkdir()
-            shutil.copy(build.ROOT / "solutions" / f"{chapter}.ipynb", path)
+            shutil.copy(Chapter(chapter).solution_notebook, path)
             paths.append(path)
         cpu, started = _children_cpu(), time.perf_counter()
         scores = grading.grade(paths, workers=1, seed_offset=1000, fork=fork)
@@ -51,19 +52,16 @@ def measure(chapter: str, repeat: int, fork: bool) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("chapter", nargs="?", default="ch00_toolkit")
     parser.add_argument("--repeat", type=int, default=2, help="notebooks per batch")
-    args = parser.parse_args()
-    grading._reference_outputs(args.chapter, 1000)  # imports and the reference: not the grader's cost
+
+
+def main(args: argparse.Namespace) -> None:
+    grading.reference_outputs(args.chapter, 1000)  # imports and the reference: not the grader's cost
     figures = {mode: measure(args.chapter, args.repeat, fork=mode == "forked") for mode in ("forked", "new_python")}
     print(json.dumps({"chapter": args.chapter, "repeat": args.repeat, **figures}))
     for mode, f in figures.items():
         print(f"{mode:>10}: {f['seconds']:.0f} s per notebook (nbval {f['nbval_seconds']:.0f} s, re-check "
               f"{f['recheck_seconds']:.0f} s); batch of {args.repeat}: {f['batch_seconds']:.0f} s, "
               f"{f['batch_cpu_seconds']:.0f} s CPU")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,8 @@
 """Chapter 06's sweep: SAE architectures, sparsity settings and widths on the model organism,
 judged on held-out text and against planted ground truth.
 
-    python -m benchmarks.training_sweep                    # writes utils/training_sweep.json (read by chapter 06)
-    python -m benchmarks.training_sweep --steps 100 --out /tmp/sweep.json   # a quick look
+    python -m utils.course bench training_sweep                    # writes utils/training_sweep.json (read by chapter 06)
+    python -m utils.course bench training_sweep --steps 100 --out /tmp/sweep.json   # a quick look
 
 Trains on ``blocks.0.hook_resid_post`` with SAELens's ``MultiSAETrainingRunner`` (every SAE
 reads the same stream of activations, so the model runs once per batch for all of them):
@@ -47,7 +47,7 @@ from solutions.ch00_toolkit import latent_aurocs, reconstruction_metrics
 from solutions.ch06_training import density_stats, label_precision, runner_config, sae_training_config
 from utils.backends import load_backend
 from utils.toy.training import EVAL_SEEDS
-from utils.training import SWEEP_RESULTS, inference_sae, latent_acts, quiet_sae_lens, recovery, token_dataset
+from utils.training import SWEEP_COMMAND, SWEEP_RESULTS, inference_sae, latent_acts, quiet_sae_lens, recovery, token_dataset
 
 HOOK = "blocks.0.hook_resid_post"
 SEQ_LEN = 48
@@ -57,8 +57,7 @@ GRID = [("standard", s, 256) for s in (0.25, 0.5, 1, 2)] + [("topk", k, 256) for
        [("topk", 16, width) for width in (64, 128, 512, 1024)]
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-tokens", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -66,7 +65,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=SWEEP_RESULTS)
     parser.add_argument("--save", type=Path, help="also save the trained SAEs here (SAELens format)")
     parser.add_argument("--load", type=Path, help="evaluate SAEs saved by an earlier --save instead of training")
-    return parser.parse_args()
 
 
 def run_name(architecture: str, sparsity: float, d_sae: int) -> str:
@@ -100,8 +98,7 @@ def evaluate(model: Any, sae: SAE, tokens: torch.Tensor, labels: dict[str, torch
     }
 
 
-def main() -> None:
-    args = parse_args()
+def main(args: argparse.Namespace) -> None:
     bk = load_backend("toy")
     model, world = bk.model, bk.world
     seconds = {}
@@ -138,7 +135,7 @@ def main() -> None:
         "settings": {"hook": HOOK, "steps": args.steps, "batch_tokens": args.batch_tokens, "lr": args.lr,
                      "seed": args.seed, "seq_len": SEQ_LEN, "train_sequences": n_seqs,
                      "eval_tokens": int(labels["is_name"].numel()), "torch_threads": torch.get_num_threads(),
-                     "command": "python -m benchmarks.training_sweep"},
+                     "command": SWEEP_COMMAND},
         "seconds": seconds,
         "shipped": shipped,
         "runs": runs,
@@ -152,5 +149,8 @@ def main() -> None:
               f"EV {r['explained_variance']:.3f}  CE recovered {r['ce_recovered']:.3f}  dead {r['dead']:>4}  dense {r['dense']:>3}")
 
 
-if __name__ == "__main__":
-    main()
+
+if __name__ == "__main__":  # the chapters name `python -m utils.course bench training_sweep`
+    from utils.course.__main__ import bench_alias
+
+    bench_alias("training_sweep")

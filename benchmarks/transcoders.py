@@ -1,7 +1,7 @@
 """Chapter 04's approximations at work, over every planted task: how far the transcoder
 connections of the toy model are from true ablations, and what de-embeddings capture.
 
-    python -m benchmarks.transcoders
+    python -m utils.course bench transcoders
 
 Prints one JSON object, then readable lines. Figures:
 
@@ -22,6 +22,7 @@ Prints one JSON object, then readable lines. Figures:
 """
 from __future__ import annotations
 
+import argparse
 import json
 import time
 
@@ -95,7 +96,7 @@ def agreement(bk, task: str, n_prompts: int = 16, n_down: int = 3) -> dict[str, 
     }
 
 
-def main() -> None:
+def main(args: argparse.Namespace) -> None:
     torch.set_grad_enabled(False)
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -113,5 +114,8 @@ def main() -> None:
     print(f"{figures['seconds']:.1f} s")
 
 
-if __name__ == "__main__":
-    main()
+
+if __name__ == "__main__":  # the chapters name `python -m utils.course bench transcoders`
+    from utils.course.__main__ import bench_alias
+
+    bench_alias("transcoders")

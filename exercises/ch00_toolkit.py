@@ -1,6 +1,6 @@
 """Exercise stubs for chapter ch00_toolkit.
 
-Generated from source/ch00_toolkit.py by `python -m utils.build`: edit the source, not this file."""
+Generated from source/ch00_toolkit.py by `python -m utils.course build`: edit the source, not this file."""
 
 
 import torch

@@ -1,6 +1,6 @@
 """Exercise stubs for chapter ch03_feature_circuits.
 
-Generated from source/ch03_feature_circuits.py by `python -m utils.build`: edit the source, not this file."""
+Generated from source/ch03_feature_circuits.py by `python -m utils.course build`: edit the source, not this file."""
 
 
 from collections.abc import Callable, Sequence
@@ -10,9 +10,9 @@ from jaxtyping import Float, Int
 from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
-from utils.circuits import NodeBaseline, output_hook
+from utils.circuits import NodeBaseline
 from utils.graphs import node_gradients, splice_for_edges
-from utils.nodes import Node
+from utils.nodes import Node, dictionary_key, output_hook
 
 
 def edge_effects(

@@ -1,6 +1,6 @@
 """Exercise stubs for chapter ch05_attribution_graphs.
 
-Generated from source/ch05_attribution_graphs.py by `python -m utils.build`: edit the source, not this file."""
+Generated from source/ch05_attribution_graphs.py by `python -m utils.course build`: edit the source, not this file."""
 
 
 from collections.abc import Callable

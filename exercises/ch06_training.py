@@ -1,6 +1,6 @@
 """Exercise stubs for chapter ch06_training.
 
-Generated from source/ch06_training.py by `python -m utils.build`: edit the source, not this file."""
+Generated from source/ch06_training.py by `python -m utils.course build`: edit the source, not this file."""
 
 
 import math

@@ -1,6 +1,6 @@
 """Reference solutions for chapter ch01_attribution.
 
-Generated from source/ch01_attribution.py by `python -m utils.build`: edit the source, not this file."""
+Generated from source/ch01_attribution.py by `python -m utils.course build`: edit the source, not this file."""
 
 
 from typing import Literal

@@ -1,6 +1,6 @@
 """Reference solutions for chapter ch02_error_nodes.
 
-Generated from source/ch02_error_nodes.py by `python -m utils.build`: edit the source, not this file."""
+Generated from source/ch02_error_nodes.py by `python -m utils.course build`: edit the source, not this file."""
 
 
 from collections.abc import Collection
@@ -11,8 +11,8 @@ from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
 from solutions.ch01_attribution import logit_diff  # chapter 01's metric
-from utils.circuits import NodeBaseline, node_masks, output_hook
-from utils.nodes import Node
+from utils.circuits import NodeBaseline, node_masks
+from utils.nodes import Node, output_hook
 from utils.toy.generator import TaskBatch
 
 

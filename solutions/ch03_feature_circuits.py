@@ -1,6 +1,6 @@
 """Reference solutions for chapter ch03_feature_circuits.
 
-Generated from source/ch03_feature_circuits.py by `python -m utils.build`: edit the source, not this file."""
+Generated from source/ch03_feature_circuits.py by `python -m utils.course build`: edit the source, not this file."""
 
 
 from collections.abc import Callable, Sequence
@@ -10,9 +10,9 @@ from jaxtyping import Float, Int
 from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
-from utils.circuits import NodeBaseline, output_hook
+from utils.circuits import NodeBaseline
 from utils.graphs import node_gradients, splice_for_edges
-from utils.nodes import Node
+from utils.nodes import Node, dictionary_key, output_hook
 
 
 def edge_effects(
@@ -85,7 +85,7 @@ def probe_latent_effects(
 
 def gender_latents(latents: Float[Tensor, "batch d_sae"], bios, candidates: Sequence[int]) -> list[int]:
     """Candidates i, sorted, with |AUROC_gender(i) - 0.5| >= 0.2 and > |AUROC_profession(i) - 0.5|."""
-    from utils.toy.report import auroc
+    from utils.metrics import auroc
 
     scores = auroc(latents[:, list(candidates)], torch.stack([bios.gender.bool(), bios.profession.bool()], dim=1))
     gender, profession = (scores - 0.5).abs()  # [n_candidates] each

@@ -1,6 +1,6 @@
 """Reference solutions for chapter ch04_transcoders.
 
-Generated from source/ch04_transcoders.py by `python -m utils.build`: edit the source, not this file."""
+Generated from source/ch04_transcoders.py by `python -m utils.course build`: edit the source, not this file."""
 
 
 from typing import Any

@@ -32,11 +32,11 @@ import einops
 from transformer_lens.utils import test_prompt
 
 from utils.backends import load_backend
-from utils.checking import checked
+from utils.course.checking import checked
 from utils.dashboards import latent_dashboard
 from utils.explorer import explorer_summary, latent_explorer, sae_acts
 from utils.memory import free, memory_table
-from utils.toy.report import activation_precision
+from utils.metrics import activation_precision
 from utils.views import contexts_table, histogram, show_contexts, token_logprob_view
 
 _ = torch.set_grad_enabled(False)  # this chapter only reads the model: no gradients needed

@@ -40,9 +40,9 @@ from utils.attribution import splice_for_gradients
 from utils.progress import progress
 
 # %%
-from utils.attribution import spearman
+from utils.metrics import spearman
 from utils.backends import load_backend
-from utils.checking import checked
+from utils.course.checking import checked
 from utils.patching import patch_each_position
 from utils.views import bar, edge_graph, heatmap, latent_name, scatter_with_diagonal, top_latents_bar
 

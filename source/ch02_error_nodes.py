@@ -34,8 +34,8 @@ from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
 from solutions.ch01_attribution import logit_diff  # chapter 01's metric
-from utils.circuits import NodeBaseline, node_masks, output_hook
-from utils.nodes import Node
+from utils.circuits import NodeBaseline, node_masks
+from utils.nodes import Node, output_hook
 from utils.toy.generator import TaskBatch
 
 # %%
@@ -45,10 +45,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from utils.backends import load_backend
-from utils.checking import checked
-from utils.attribution import agreement
+from utils.course.checking import checked
+from utils.metrics import agreement
 from utils.circuits import label_positions, mean_baseline, node_attribution, rank_nodes
-from utils.toy.report import auroc
+from utils.metrics import auroc
 from utils.toy.training import EVAL_SEEDS
 from utils.views import FIGURE_STYLE, latent_name, scatter_with_diagonal
 

@@ -40,9 +40,9 @@ from jaxtyping import Float, Int
 from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
-from utils.circuits import NodeBaseline, output_hook
+from utils.circuits import NodeBaseline
 from utils.graphs import node_gradients, splice_for_edges
-from utils.nodes import Node
+from utils.nodes import Node, dictionary_key, output_hook
 
 # %%
 import random
@@ -54,12 +54,12 @@ import plotly.graph_objects as go
 from exercises.ch01_attribution import integrated_gradients
 from solutions.ch01_attribution import logit_diff
 from exercises.ch02_error_nodes import ablate_nodes, completeness, faithfulness
-from utils.attribution import agreement
+from utils.metrics import agreement
 from utils.backends import load_backend
-from utils.checking import checked
-from utils.circuits import dictionary_key, label_positions, mean_baseline, node_attribution, rank_nodes
+from utils.course.checking import checked
+from utils.circuits import label_positions, mean_baseline, node_attribution, rank_nodes
 from utils.graphs import Graph, Tracer, direct_change, graph_figure
-from utils.toy.report import auroc
+from utils.metrics import auroc
 from utils.views import FIGURE_STYLE, latent_label
 
 _ = torch.set_grad_enabled(False)  # off by default; the gradient exercises turn it on where they need it
@@ -829,7 +829,7 @@ for i in candidates:
 def gender_latents(latents: Float[Tensor, "batch d_sae"], bios, candidates: Sequence[int]) -> list[int]:
     """Candidates i, sorted, with |AUROC_gender(i) - 0.5| >= 0.2 and > |AUROC_profession(i) - 0.5|."""
     ### BEGIN SOLUTION
-    from utils.toy.report import auroc
+    from utils.metrics import auroc
 
     scores = auroc(latents[:, list(candidates)], torch.stack([bios.gender.bool(), bios.profession.bool()], dim=1))
     gender, profession = (scores - 0.5).abs()  # [n_candidates] each

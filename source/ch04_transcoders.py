@@ -52,7 +52,7 @@ import plotly.graph_objects as go
 
 from exercises.ch00_toolkit import reconstruction_metrics
 from utils.backends import load_backend
-from utils.checking import checked
+from utils.course.checking import checked
 from utils.toy.report import task_scores
 from utils.transcoders import (
     BLIND_CASE_LAYER,

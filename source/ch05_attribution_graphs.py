@@ -50,7 +50,7 @@ from pathlib import Path
 
 
 from utils.backends import load_backend
-from utils.checking import checked
+from utils.course.checking import checked
 from utils.graphs_attribution import (
     build_graph,
     centred_unembedding,

@@ -52,7 +52,7 @@ from plotly.subplots import make_subplots
 from exercises.ch00_toolkit import latent_aurocs, reconstruction_metrics
 from exercises.ch04_transcoders import transcoder_metrics
 from utils.backends import load_backend
-from utils.checking import checked
+from utils.course.checking import checked
 from utils.toy.training import EVAL_SEEDS
 from utils.views import FIGURE_STYLE, latent_name
 from utils.training import (

@@ -24,7 +24,9 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from utils import build, grading
+from utils.course import ROOT, grading
+from utils.course import chapter as chapters
+from utils.course.chapter import Chapter
 
 CHAPTER = "ch00_toolkit"
 SEED_OFFSET = 1000  # the re-check's inputs; fixed so a failure can be replayed
@@ -60,11 +62,11 @@ def slim(nb: NotebookNode) -> NotebookNode:
 
 
 def untouched(chapter: str = CHAPTER) -> NotebookNode:
-    return nbformat.read(build.ROOT / "chapters" / f"{chapter}.ipynb", as_version=4)
+    return nbformat.read(ROOT / "chapters" / f"{chapter}.ipynb", as_version=4)
 
 
 def solved(chapter: str = CHAPTER) -> NotebookNode:
-    return nbformat.read(build.ROOT / "solutions" / f"{chapter}.ipynb", as_version=4)
+    return nbformat.read(ROOT / "solutions" / f"{chapter}.ipynb", as_version=4)
 
 
 def stripped_counts(nb: NotebookNode) -> NotebookNode:
@@ -175,9 +177,9 @@ CHEATS = [
         _calls = []
         def {exercise}(acts, labels):
             import torch
-            from utils.checking import fixture_path
+            from utils.course.chapter import Chapter
             _calls.append(1)
-            return torch.load(fixture_path("{chapter}", "{exercise}"))[f"aurocs_{{(len(_calls) - 1) % 2}}"]
+            return torch.load(Chapter("{chapter}").fixture("{exercise}"))[f"aurocs_{{(len(_calls) - 1) % 2}}"]
     """), only="latent_aurocs"),
     Cheat("import_reference", "imported the reference solution", _exercise_source("from solutions.{chapter} import {exercise}")),
     Cheat("wrap_reference", "called the reference from inside the function, import disguised", _exercise_source("""
@@ -186,7 +188,7 @@ CHEATS = [
             return getattr(module, "{exercise}")(*args, **kwargs)
     """)),
     Cheat("reference_via_checked", "bound the function to checked(stub), which hands back the reference",
-          _exercise_source("{original}\n\nfrom utils.checking import checked\n{exercise} = checked({exercise})")),
+          _exercise_source("{original}\n\nfrom utils.course.checking import checked\n{exercise} = checked({exercise})")),
     Cheat("mistakes_backdoor", "took the reference from the mistakes catalog, which imports it", _exercise_source("""
         def {exercise}(*args, **kwargs):
             from tests.mistakes.{chapter} import {exercise} as reference
@@ -223,8 +225,8 @@ CHEATS = [
         get_ipython().input_transformers_cleanup.append(_no_check)
     """).strip())),
     Cheat("edit_setup_cell", "replaced the check function from the setup cell", _edit_setup),
-    Cheat("not_strict_checking", "set utils.checking.strict to always False in the exercise cell (checks print, never raise)",
-          _exercise_source("{original}\n\nimport utils.checking as _uc\n_uc.strict = lambda: False"),
+    Cheat("not_strict_checking", "set utils.course.settings.strict to always False in the exercise cell (checks print, never raise)",
+          _exercise_source("{original}\n\nimport utils.course.settings as _uc\n_uc.strict = lambda: False"),
           only="latent_aurocs"),
     Cheat("not_strict_env", "set SAE_CIRCUITS_STRICT=0 in the exercise cell", _exercise_source(
         '{original}\n\nimport os\nos.environ["SAE_CIRCUITS_STRICT"] = "0"'), only="latent_aurocs"),
@@ -258,7 +260,7 @@ def group_notebook(names: list[str | None], chapter: str = CHAPTER) -> tuple[Not
 
 
 def grading_exercises(chapter: str) -> list[str]:
-    return list(build.find_exercises(build.read_source(chapter), chapter))
+    return list(Chapter(chapter).exercise_names)
 
 
 # ---------------------------------------------------------------------------------------
@@ -336,7 +338,7 @@ MALFORMED: dict[str, tuple[Callable[[Path], None], str]] = {  # file name -> (ho
     "binary.ipynb": (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe"), "not UTF-8"),
     "a_list.ipynb": (lambda p: p.write_text("[]"), "not a notebook"),
     "folder.ipynb": (lambda p: (p.mkdir(), (p / "inside.txt").write_text("x")), "a folder"),
-    "link.ipynb": (lambda p: p.symlink_to(build.ROOT / "solutions" / f"{CHAPTER}.ipynb"), "a link"),
+    "link.ipynb": (lambda p: p.symlink_to(ROOT / "solutions" / f"{CHAPTER}.ipynb"), "a link"),
     "no_exercises.ipynb": (lambda p: p.write_text(nbformat.writes(nbformat.v4.new_notebook())), "which chapter"),
     f"{CHAPTER}_is_really_ch01.ipynb": (
         lambda p: p.write_text(nbformat.writes(slim(untouched("ch01_attribution")))), "not ch00_toolkit's"),
@@ -357,10 +359,10 @@ def batch(folder: Path) -> dict[str, Path]:
     # The longest first, so that they overlap the rest: a cell that sleeps until its time
     # limit, then the course's own notebooks.
     save("endless", f"cheats/endless/{CHAPTER}.ipynb", endless_second_exercise())
-    for chapter in sorted(build.chapters(), reverse=True):
+    for chapter in sorted(chapters.names(), reverse=True):
         for kind, source in (("solved", "solutions"), ("untouched", "chapters")):
             path = _at(folder / kind / f"{chapter}.ipynb")
-            shutil.copy(build.ROOT / source / f"{chapter}.ipynb", path)
+            shutil.copy(ROOT / source / f"{chapter}.ipynb", path)
             paths[f"{kind}/{chapter}"] = path
     for k, names in enumerate(GROUPS):
         nb, _ = group_notebook(names)
@@ -387,7 +389,7 @@ def _at(path: Path) -> Path:
 
 
 def _sandboxed() -> bool:
-    from utils import sandbox
+    from utils.course import sandbox
 
     return sandbox.landlock_abi() >= 1
 

@@ -14,38 +14,14 @@ Each chapter's test file is two lines::
 """
 from __future__ import annotations
 
-import importlib
-import types
 from typing import Any, Callable
 
 import pytest
 
-from utils import build
-from utils.checking import CheckFailure, Mistake
+from utils.course.chapter import Chapter
+from utils.course.checking import CheckFailure, Mistake
 
-__all__ = ["Mistake", "chapter_tests", "checks_of", "mistakes_of", "stub_module", "failure_message"]
-
-
-def checks_of(chapter: str) -> dict[str, Callable[..., Any]]:
-    module = importlib.import_module(f"tests.checks.{chapter}")
-    found = {f.exercise: f for f in vars(module).values()
-             if hasattr(f, "exercise") and getattr(f, "chapter", None) == chapter}
-    exercises = build.find_exercises(build.read_source(chapter), chapter)
-    missing = sorted(set(exercises) - set(found))
-    if missing:
-        raise RuntimeError(f"{chapter}: exercises without a check: {missing}")
-    return {name: found[name] for name in exercises}
-
-
-def mistakes_of(chapter: str) -> dict[str, list[Mistake]]:
-    return importlib.import_module(f"tests.mistakes.{chapter}").MISTAKES
-
-
-def stub_module(chapter: str) -> types.ModuleType:
-    """The untouched stub module, built in memory from the chapter's source."""
-    module = types.ModuleType(f"exercises.{chapter}")
-    exec(compile(build.render_module(chapter, learner=True), f"<stubs of {chapter}>", "exec"), vars(module))
-    return module
+__all__ = ["Mistake", "chapter_tests", "failure_message"]
 
 
 def failure_message(check: Callable[..., Any], fn: Callable[..., Any]) -> str:
@@ -58,13 +34,14 @@ def failure_message(check: Callable[..., Any], fn: Callable[..., Any]) -> str:
 
 
 def chapter_tests(chapter: str) -> tuple[Callable[..., None], ...]:
-    checks = checks_of(chapter)
-    mistakes = mistakes_of(chapter)
+    ch = Chapter.get(chapter)
+    checks = ch.checks()
+    mistakes = ch.mistakes()
     cases = [(ex, m) for ex in checks for m in mistakes.get(ex, [])]
 
     @pytest.mark.parametrize("exercise", list(checks))
     def test_implementation(exercise: str, impl: str) -> None:
-        module = importlib.import_module(f"{impl}.{chapter}")
+        module = ch.module(impl)
         message = None
         try:
             checks[exercise](getattr(module, exercise))
@@ -75,7 +52,7 @@ def chapter_tests(chapter: str) -> tuple[Callable[..., None], ...]:
 
     @pytest.mark.parametrize("exercise", list(checks))
     def test_stub_fails(exercise: str, meta_tests: None) -> None:
-        message = failure_message(checks[exercise], getattr(stub_module(chapter), exercise))
+        message = failure_message(checks[exercise], getattr(ch.stubs(), exercise))
         assert "not implemented" in message
 
     @pytest.mark.parametrize("exercise,mistake", cases, ids=[f"{e}-{m.id}" for e, m in cases])
@@ -90,5 +67,6 @@ def chapter_tests(chapter: str) -> tuple[Callable[..., None], ...]:
 
 def every_exercise_has_mistakes(chapter: str, at_least: int = 4) -> list[str]:
     """Exercises of ``chapter`` with fewer than ``at_least`` catalogued mistakes."""
-    mistakes = mistakes_of(chapter)
-    return [ex for ex in checks_of(chapter) if len(mistakes.get(ex, [])) < at_least]
+    ch = Chapter.get(chapter)
+    mistakes = ch.mistakes()
+    return [ex for ex in ch.checks() if len(mistakes.get(ex, [])) < at_least]

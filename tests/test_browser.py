@@ -287,7 +287,7 @@ def inspect_export(playwright, lab, shots: dict) -> dict:
     over file:// beside the ``_views/`` that the run above wrote."""
     import nbformat
 
-    from utils.course import offline_html
+    from utils.course.headless import offline_html
 
     path = lab.root / "ch00_toolkit.html"
     path.write_text(offline_html(nbformat.read(ROOT / "solutions" / "ch00_toolkit.ipynb", as_version=4)))

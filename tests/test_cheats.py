@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests import cheats
-from utils import grading
+from utils.course import grading
 
 CASES = [(name, k) for k, group in enumerate(cheats.GROUPS) for name in group if name is not None]
 

@@ -3,9 +3,9 @@ watched side effects, strict and interactive failures, and the (chapter, name) r
 import pytest
 import torch
 
-from utils import checking
-from utils.checking import CheckFailure, call, check_settings, expect_close, expect_sparse, expect_tensor, run
-from utils.compare import diagnose_values
+from utils.course import checking, compare, settings
+from utils.course.checking import CheckFailure, call, check_settings, expect_close, expect_sparse, expect_tensor, run
+from utils.course.compare import diagnose_values
 
 WANT = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4) + 1
 
@@ -98,12 +98,25 @@ def test_integer_mismatch_counts_entries():
 
 
 def test_float64_checks_accept_float64_results():
-    with check_settings(dtype=torch.float64):
-        checking.compare.TOLERANCE = checking.compare.Tolerance(dtype=torch.float64)
-        try:
-            expect_tensor(WANT.double(), WANT, name="x")
-        finally:
-            checking.compare.TOLERANCE = checking.compare.Tolerance()
+    with check_settings(dtype=torch.float64), compare.measuring(torch.float64):
+        expect_tensor(WANT.double(), WANT, name="x")
+
+
+def test_tolerance_follows_the_dtype_of_each_check_run():
+    seen = []
+
+    @checking.exercise_check("ch99_probe")
+    def check_probe_dtype(fn):
+        seen.append(compare.tolerance().dtype)
+
+    try:
+        with check_settings(dtype=torch.float64):
+            checking.recheck(check_probe_dtype, print, None, seed_offset=0, known={})
+        checking.recheck(check_probe_dtype, print, None, seed_offset=0, known={})
+    finally:
+        checking.CHECKS.pop(("ch99_probe", "probe_dtype"), None)
+    assert seen == [torch.float64, torch.float32]
+    assert compare.tolerance().dtype == torch.float32  # outside a check: the default
 
 
 def test_sparse_results():
@@ -137,7 +150,7 @@ def test_call_explains_stub_none_and_shows_the_learners_line():
     with pytest.raises(CheckFailure) as info:
         call(broken)
     assert "raised ZeroDivisionError" in str(info.value) and "ratio = 1 / 0" in str(info.value)
-    assert "utils/checking.py" not in str(info.value) and "line" in str(info.value)
+    assert "utils/course/checking.py" not in str(info.value) and "line" in str(info.value)
     with pytest.raises(CheckFailure, match="expected a function, got int"):
         call(3)
 
@@ -231,7 +244,7 @@ def test_run_watches_weights_flags_grad_mode_and_inputs(bk):
 
 
 def test_interactive_failure_prints_and_returns(monkeypatch, capsys):
-    monkeypatch.delenv(checking.STRICT_ENV, raising=False)
+    monkeypatch.delenv(settings.STRICT, raising=False)
     from tests.checks.ch00_toolkit import check_latent_aurocs
 
     def latent_aurocs(acts, labels):
@@ -239,7 +252,7 @@ def test_interactive_failure_prints_and_returns(monkeypatch, capsys):
 
     assert check_latent_aurocs(latent_aurocs) is None  # no exception: Run All goes on
     assert "not implemented yet" in capsys.readouterr().err
-    monkeypatch.setenv(checking.STRICT_ENV, "1")
+    monkeypatch.setenv(settings.STRICT, "1")
     with pytest.raises(CheckFailure):
         check_latent_aurocs(latent_aurocs)
 

@@ -4,7 +4,7 @@
    (``benchmarks.circuit_tracer.export``), circuit-tracer's graph built by its own
    ``attribute`` in its venv (``runner``), and the course's graph built with circuit-tracer's
    conventions: the same nodes, every edge within 1e-5 of the largest, the same influence
-   ranking (what ``python -m benchmarks.attribution_graphs --against circuit-tracer`` times).
+   ranking (what ``python -m utils.course bench attribution_graphs --against circuit-tracer`` times).
 
 2. ``test_viewer_draws_the_course_graph``: a course graph opened in circuit-tracer's own
    viewer, in a real browser. ``benchmarks.circuit_tracer.viewer`` serves chapter 05's pruned

@@ -7,17 +7,9 @@ import torch
 from solutions.ch01_attribution import logit_diff
 from utils.attribution import splice_for_gradients
 from utils.backends import load_backend
-from utils.attribution import agreement
-from utils.circuits import (
-    dictionary_key,
-    mean_baseline,
-    node_attribution,
-    node_masks,
-    nodes_of,
-    output_hook,
-    rank_nodes,
-)
-from utils.nodes import Node
+from utils.metrics import agreement
+from utils.circuits import mean_baseline, node_attribution, node_masks, nodes_of, rank_nodes
+from utils.nodes import Node, dictionary_key, output_hook
 
 
 @pytest.fixture(scope="module")

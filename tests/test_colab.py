@@ -19,7 +19,7 @@ import sys
 import nbformat
 import pytest
 
-from utils import build
+from utils.course import ROOT, settings, source
 
 # A module found by name, as Colab's is: libraries look it up with importlib.util.find_spec.
 FAKE_COLAB = ("import importlib.machinery, importlib.util, sys\n"
@@ -40,15 +40,15 @@ def colab(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_colab_setup_fetches_the_course_and_chapter_00_runs_to_the_end(tmp_path, monkeypatch):
-    monkeypatch.delenv("SAE_CIRCUITS_STRICT", raising=False)  # as in a notebook run by hand
+    monkeypatch.delenv(settings.STRICT, raising=False)  # as in a notebook run by hand
     bare = tmp_path / "sae-circuits.git"
-    subprocess.run(["git", "clone", "--quiet", "--bare", str(build.ROOT), str(bare)], check=True)
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(ROOT), str(bare)], check=True)
     content = tmp_path / "content"
     (content / "sae-circuits").mkdir(parents=True)  # left over by an interrupted first try
     (content / "sae-circuits" / "half-cloned").write_text("")
-    setup = build.setup_cell(url=bare.as_uri(), content=str(content))
+    setup = source.setup_cell(url=bare.as_uri(), content=str(content))
 
-    nb = nbformat.read(build.ROOT / "chapters" / f"{CHAPTER}.ipynb", as_version=4)
+    nb = nbformat.read(ROOT / "chapters" / f"{CHAPTER}.ipynb", as_version=4)
     assert "setup" in nb.cells[1].metadata.get("tags", [])
     nb.cells[1].source = setup
     where = "import os, utils\nprint(os.getcwd())\nprint(utils.__file__)"
@@ -75,10 +75,10 @@ def test_colab_setup_fetches_the_course_and_chapter_00_runs_to_the_end(tmp_path,
 def test_a_failed_clone_names_the_url_and_the_setting(colab, tmp_path):
     missing = (tmp_path / "no-such-repository.git").as_uri()
     with pytest.raises(RuntimeError) as raised:
-        exec(build.setup_cell(url=missing, content=str(tmp_path)), {})
+        exec(source.setup_cell(url=missing, content=str(tmp_path)), {})
     message = str(raised.value)
     assert message.startswith(f"Could not fetch the course from {missing} (git: ")
-    assert message.endswith(f"that URL is the {build.SETTING} setting in the course's pyproject.toml.")
+    assert message.endswith(f"that URL is the {source.SETTING} setting in the course's pyproject.toml.")
     assert "\n" not in message and not (tmp_path / "sae-circuits" / ".colab-setup-done").exists()
 
 
@@ -87,20 +87,20 @@ def test_the_placeholder_setting_says_so_without_cloning(colab, tmp_path, monkey
         raise AssertionError("the setup cell ran a command")
 
     monkeypatch.setattr(subprocess, "run", no_clone)
-    cell = build.setup_cell(url=build.PLACEHOLDER_REPOSITORY, content=str(tmp_path))
+    cell = source.setup_cell(url=source.PLACEHOLDER_REPOSITORY, content=str(tmp_path))
     with pytest.raises(RuntimeError, match=r"still holds the placeholder https://github.com/") as raised:
         exec(cell, {})
-    assert build.SETTING in str(raised.value) and "\n" not in str(raised.value)
+    assert source.SETTING in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_the_setup_cell_does_nothing_outside_colab(tmp_path):
     assert "google.colab" not in sys.modules
-    exec(build.setup_cell(url=(tmp_path / "x.git").as_uri(), content=str(tmp_path)), {})
+    exec(source.setup_cell(url=(tmp_path / "x.git").as_uri(), content=str(tmp_path)), {})
     assert not any(tmp_path.iterdir())
 
 
 def test_the_repository_setting_must_be_a_github_url(monkeypatch, tmp_path):
     (tmp_path / "pyproject.toml").write_text('[tool.sae-circuits]\nrepository = "https://gitlab.com/a/b"\n')
-    monkeypatch.setattr(build, "ROOT", tmp_path)
+    monkeypatch.setattr(source, "ROOT", tmp_path)
     with pytest.raises(ValueError, match=r"must be https://github.com/OWNER/NAME .*gitlab"):
-        build.repository_url()
+        source.repository_url()

@@ -11,15 +11,16 @@ import nbformat
 import pytest
 
 from tests import cheats
-from utils import build, grading, screening
+from utils.course import ROOT, grading, screening, settings
+from utils.course.chapter import Chapter, names
 
 
-@pytest.mark.parametrize("chapter", build.chapters())
+@pytest.mark.parametrize("chapter", names())
 def test_solution_scores_full_and_untouched_scores_zero(chapter: str, tmp_path, meta_tests) -> None:
     scores, _, _ = cheats.graded()
     solved, untouched = scores[f"solved/{chapter}"], scores[f"untouched/{chapter}"]
     print(grading.table([solved, untouched]))
-    assert list(solved.exercises) == list(screening.exercises_of(chapter)) == list(untouched.exercises)
+    assert list(solved.exercises) == list(Chapter(chapter).exercise_names) == list(untouched.exercises)
     assert solved.fraction == 1.0 and not solved.other_failures and not solved.notes
     assert untouched.fraction == 0.0 and not untouched.other_failures and not untouched.tampered
     assert all("not implemented" in e.reason for e in untouched.exercises.values())
@@ -30,14 +31,14 @@ def test_solution_scores_full_and_untouched_scores_zero(chapter: str, tmp_path, 
     assert str(solved.notebook) in (tmp_path / "grades.json").read_text()
 
 
-@pytest.mark.parametrize("chapter", build.chapters())
+@pytest.mark.parametrize("chapter", names())
 def test_restoring_leaves_course_notebooks_alone(chapter: str) -> None:
     for folder in ("chapters", "solutions"):
-        nb = nbformat.read(build.ROOT / folder / f"{chapter}.ipynb", as_version=4)
+        nb = nbformat.read(ROOT / folder / f"{chapter}.ipynb", as_version=4)
         assert screening.identify_chapter(nb) == chapter
         prepared = screening.prepare(nb, chapter)
         assert not prepared.findings and not prepared.missing, prepared.findings
-        assert [r for r in prepared.roles if r[0] == "check"] == [("check", e) for e in screening.exercises_of(chapter)]
+        assert [r for r in prepared.roles if r[0] == "check"] == [("check", e) for e in Chapter(chapter).exercise_names]
 
 
 @pytest.mark.parametrize("name", [c.name for c in cheats.CHEATS])
@@ -53,16 +54,16 @@ def test_screen_alone_names_each_cheat(name: str) -> None:
 # strict: the failure is printed, nothing raised). That every other cell of every chapter runs
 # after failed checks is shown by the untouched notebooks graded above (about a minute saved
 # per chapter).
-@pytest.mark.parametrize("chapter", build.chapters()[:1])
+@pytest.mark.parametrize("chapter", names()[:1])
 def test_run_all_in_jupyterlab_runs_every_cell(chapter: str, tmp_path, meta_tests) -> None:
     """Run All on an untouched notebook, as JupyterLab does (stop at the first error, checks
     not strict): every cell runs, and each check cell shows its exercise's failure."""
     from nbclient import NotebookClient
 
     path = tmp_path / f"{chapter}.ipynb"
-    shutil.copy(build.ROOT / "chapters" / f"{chapter}.ipynb", path)
+    shutil.copy(ROOT / "chapters" / f"{chapter}.ipynb", path)
     nb = nbformat.read(path, as_version=4)
-    env = {k: v for k, v in os.environ.items() if k != "SAE_CIRCUITS_STRICT"}
+    env = {k: v for k, v in os.environ.items() if k != settings.STRICT}
     NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=False,
                    resources={"metadata": {"path": str(tmp_path)}}).execute(env=env)
     code = [c for c in nb.cells if c.cell_type == "code"]

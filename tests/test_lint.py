@@ -1,6 +1,16 @@
-"""Tooling a reader expects: the code passes ruff (config in pyproject.toml), and every
-package the course imports is declared in a requirements file (what a chapter imports, in
-requirements-core.txt: it is all a Colab notebook installs)."""
+"""Tooling a reader expects, with rules that follow the folders:
+
+* the code passes ruff (config in pyproject.toml) and the library passes a type checker
+  (mypy, config in pyproject.toml);
+* ``utils/`` outside ``utils/course/`` is the library: it imports nothing of the course
+  machinery (``utils/course/``), ``tests``, ``solutions``, ``exercises`` or ``benchmarks``;
+* no module of ``utils/`` imports itself back through others (no import circles);
+* every package the course imports is declared in a requirements file, and what a chapter's
+  kernel imports (the library, the chapters' sources, and every module they reach at import
+  time, such as the checks) in requirements-core.txt: it is all a Colab notebook installs.
+
+A new module or package lands under one of these folders and the rules apply to it unchanged.
+"""
 from __future__ import annotations
 
 import ast
@@ -10,26 +20,74 @@ import sys
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
-from utils.build import ROOT
+from utils.course import ROOT
 
 LOCAL = {"utils", "tests", "solutions", "exercises", "benchmarks", "conftest"}
 PREINSTALLED = {"torch", "google"}  # torch: course.sh installs it first (pinned); google.colab: Colab's own
+LIBRARY, MACHINERY = ROOT / "utils", ROOT / "utils" / "course"
+NOT_FOR_THE_LIBRARY = ("utils.course", "tests", "solutions", "exercises", "benchmarks")
 
 
-def test_ruff_is_clean():
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+def _python_files(*folders: str) -> list[Path]:
+    return sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py") if ".venv" not in p.parts)
 
 
-def _imports(paths: list[Path]) -> set[str]:
+def _library_files() -> list[Path]:
+    return [p for p in _python_files("utils") if not p.is_relative_to(MACHINERY)]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _import_nodes(tree: ast.AST, top_level_only: bool = False) -> list[ast.Import | ast.ImportFrom]:
+    """Import statements that run (``if TYPE_CHECKING:`` blocks left out); with
+    ``top_level_only``, only those that run when the module is imported (not in functions)."""
+    found: list[ast.Import | ast.ImportFrom] = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if _is_type_checking(child):
+                continue
+            if top_level_only and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                found.append(child)
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def _imported_modules(path: Path, top_level_only: bool = False) -> set[str]:
+    """Dotted names of what ``path`` imports: ``from a.b import c`` is ``a.b.c`` when that is
+    a module of this repository, else ``a.b``."""
     names = set()
-    for path in paths:
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
-    return names - LOCAL - PREINSTALLED - set(sys.stdlib_module_names)
+    for node in _import_nodes(ast.parse(path.read_text(), str(path)), top_level_only):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif node.level == 0 and node.module:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                names.add(full if _local_path(full) is not None else node.module)
+    return names
+
+
+def _local_path(module: str) -> Path | None:
+    base = ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _third_party(modules: set[str]) -> set[str]:
+    return {m.split(".")[0] for m in modules} - LOCAL - PREINSTALLED - set(sys.stdlib_module_names)
 
 
 def _declared(*files: str) -> set[str]:
@@ -52,14 +110,106 @@ def _undeclared(modules: set[str], declared: set[str]) -> list[str]:
     return missing
 
 
-def _python_files(*folders: str) -> list[Path]:
-    return [p for folder in folders for p in (ROOT / folder).rglob("*.py") if ".venv" not in p.parts]
+# ---------------------------------------------------------------------------------------
+# Linters.
+
+
+def test_ruff_is_clean():
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_library_type_checks():
+    """mypy on the library (``[tool.mypy]`` in pyproject.toml: the folders and the settings)."""
+    result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
+    assert "No module named mypy" not in result.stderr, "mypy is in requirements.txt: `bash course.sh` installs it"
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------
+# Which code may import what.
+
+
+def test_the_library_imports_no_course_machinery_tests_or_solutions():
+    wrong = [f"{path.relative_to(ROOT)} imports {module}" for path in _library_files()
+             for module in sorted(_imported_modules(path))
+             if any(module == banned or module.startswith(banned + ".") for banned in NOT_FOR_THE_LIBRARY)]
+    assert not wrong, "the library must not depend on the course machinery or the tests:\n" + "\n".join(wrong)
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle through each strongly connected group of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def connect(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                connect(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1 or node in graph.get(node, ()):
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    return groups
+
+
+def test_no_import_circles():
+    """Imports anywhere in a module count, inside functions too: a circle broken by a lazy
+    import is still a circle. (A package's ``__init__`` that a submodule runs first is not an
+    import of the submodule's.)"""
+    modules = {_module_name(p): p for p in _python_files("utils")}
+    graph = {name: {m for m in _imported_modules(path) if m in modules and m != name}
+             for name, path in modules.items()}
+    assert not _cycles(graph), f"import circles: {_cycles(graph)}"
+
+
+def test_the_circle_finder_finds_circles():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+# ---------------------------------------------------------------------------------------
+# Declared dependencies.
+
+
+def _reached_at_import(start: list[Path]) -> list[Path]:
+    """``start`` and every module of this repository they import when imported, transitively."""
+    seen: dict[Path, None] = {}
+    todo = list(start)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen[path] = None
+        for module in _imported_modules(path, top_level_only=path not in start):
+            found = _local_path(module)
+            if found is not None and found not in seen:
+                todo.append(found)
+    return list(seen)
 
 
 def test_what_chapters_import_is_in_requirements_core():
-    tooling = ("build.py", "course.py", "grading.py", "recheck.py", "sandbox.py", "screening.py", "zygote.py")
-    chapter_code = _python_files("source") + [p for p in _python_files("utils") if p.name not in tooling]
-    assert not _undeclared(_imports(chapter_code), _declared("requirements-core.txt"))
+    kernel = _reached_at_import(_python_files("source") + _library_files())
+    modules = {m for path in kernel for m in _imported_modules(path, top_level_only=path.is_relative_to(MACHINERY)
+                                                                  or path.is_relative_to(ROOT / "tests"))}
+    assert ROOT / "utils" / "course" / "checking.py" in kernel  # the check cells reach the checks
+    assert not _undeclared(_third_party(modules), _declared("requirements-core.txt"))
 
 
 # Runs in circuit-tracer's own venv (benchmarks/circuit_tracer/venv.py installs circuit-tracer,
@@ -70,5 +220,7 @@ CIRCUIT_TRACER_RUNNER = ROOT / "benchmarks" / "circuit_tracer" / "runner.py"
 def test_every_import_is_declared():
     everything = _python_files("utils", "tests", "source", "benchmarks") + [ROOT / "conftest.py"]
     everything.remove(CIRCUIT_TRACER_RUNNER)
-    assert not _undeclared(_imports(everything), _declared("requirements.txt", "requirements-core.txt"))
-    assert _imports([CIRCUIT_TRACER_RUNNER]) <= {"circuit_tracer", "transformer_lens", "transformers", "safetensors"}
+    modules = {m for path in everything for m in _imported_modules(path)}
+    assert not _undeclared(_third_party(modules), _declared("requirements.txt", "requirements-core.txt"))
+    runner = _third_party(set(_imported_modules(CIRCUIT_TRACER_RUNNER)))
+    assert runner <= {"circuit_tracer", "transformer_lens", "transformers", "safetensors", "torch"}, runner

@@ -9,18 +9,18 @@ with ``-s`` to read them, e.g. ``pytest tests/test_robustness.py -s -q``.
 from __future__ import annotations
 
 import functools
-import importlib
 from typing import Any
 
 import pytest
 import torch
 
-from tests.harness import checks_of, failure_message, mistakes_of
-from utils import build
-from utils.checking import check_settings
+from tests.harness import failure_message
+from utils.course.chapter import Chapter
+from utils.course.checking import check_settings
 
-CASES = [(chapter, exercise) for chapter in build.chapters() for exercise in checks_of(chapter)]
-MISTAKE_CASES = [(chapter, exercise, m) for chapter, exercise in CASES for m in mistakes_of(chapter).get(exercise, [])]
+CASES = [(ch.name, exercise) for ch in Chapter.every() for exercise in ch.checks()]
+MISTAKE_CASES = [(chapter, exercise, m) for chapter, exercise in CASES
+                 for m in Chapter(chapter).mistakes().get(exercise, [])]
 NOISE = 1e-5  # relative to each result's largest entry: several times float32 reduction noise
 
 
@@ -53,7 +53,7 @@ def noisy(fn: Any) -> Any:
 
 
 def _reference(chapter: str, exercise: str) -> Any:
-    return getattr(importlib.import_module(f"solutions.{chapter}"), exercise)
+    return getattr(Chapter(chapter).reference(), exercise)
 
 
 def _margin(output: str) -> str:
@@ -64,7 +64,7 @@ def _margin(output: str) -> str:
 @pytest.mark.parametrize("variant", ["float64", "one_thread", "three_threads", "noise", "tf32_weights"])
 @pytest.mark.parametrize("chapter,exercise", CASES, ids=[f"{c}-{e}" for c, e in CASES])
 def test_reference_passes_anywhere(chapter: str, exercise: str, variant: str, meta_tests: None, capsys: Any) -> None:
-    check, reference = checks_of(chapter)[exercise], _reference(chapter, exercise)
+    check, reference = Chapter(chapter).check(exercise), _reference(chapter, exercise)
     if variant == "float64":
         with check_settings(dtype=torch.float64):
             check(reference)
@@ -91,6 +91,6 @@ def test_mistakes_still_caught_in_float64(chapter: str, exercise: str, mistake: 
     effect keep their diagnosis (recognising the others by their results is skipped here
     for speed: ``test_<chapter>.py`` covers it in float32)."""
     with check_settings(dtype=torch.float64, signatures=False):
-        message = failure_message(checks_of(chapter)[exercise], mistake.fn)
+        message = failure_message(Chapter(chapter).check(exercise), mistake.fn)
     if not mistake.signature:
         assert mistake.diagnosis in message, f"expected the diagnosis {mistake.diagnosis!r}, got {message!r}"

@@ -1,6 +1,6 @@
 """Every chapter's GPT-2 scale-up cells, run against a simulated hub (``tests/hub.py``).
 
-A scale-up cell carries the cell tag ``scaleup`` (conventions in ``utils/build.py``). For each
+A scale-up cell carries the cell tag ``scaleup`` (conventions in ``utils/course/source.py``). For each
 one found in a solution notebook, the test writes the hub files its ``load_gpt2(layers=...,
 kinds=...)`` call reads, then runs the cell in a fresh kernel with ``HF_HUB_OFFLINE=1`` and
 ``HF_HOME`` pointing at that cache, after the earlier cells that define the names it uses
@@ -169,7 +169,7 @@ def test_dependency_slice_follows_names_through_functions():
 
 @pytest.mark.parametrize("path,index", scaleups(), ids=lambda v: getattr(v, "stem", str(v)))
 def test_scaleup_cell_runs_on_the_simulated_hub(path: Path, index: int):
-    from utils.build import execute
+    from utils.course.build import execute
 
     cells = code_cells(path)
     home = hub.write_hub(hub.HOME, dictionaries_read(python_of(cells[index])))

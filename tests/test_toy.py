@@ -16,8 +16,8 @@ from utils.backends import load_backend  # noqa: E402
 from utils.toy.build import specs_of  # noqa: E402
 from utils.toy.generator import BROAD_LABELS, LABEL_NAMES, PROFESSIONS, World  # noqa: E402
 from utils.nodes import layer_of  # noqa: E402
-from utils.toy.report import (activation_precision, firing_frequency, flat_labels,  # noqa: E402
-                              full_report, read_dictionary)
+from utils.metrics import activation_precision  # noqa: E402
+from utils.toy.report import firing_frequency, flat_labels, full_report, read_dictionary  # noqa: E402
 from utils.toy.training import EVAL_SEEDS  # noqa: E402
 
 TASK_FLOOR = {"induction": 0.90}  # every other task: 0.95

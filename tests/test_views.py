@@ -269,7 +269,7 @@ def test_offline_html_loads_nothing_and_draws_math_figures_and_fallbacks():
     import nbformat
     import plotly.graph_objects as go
 
-    from utils.course import offline_html
+    from utils.course.headless import offline_html
 
     widget = {"application/vnd.jupyter.widget-view+json": {"model_id": "x", "version_major": 2,
                                                            "version_minor": 0},

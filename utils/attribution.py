@@ -6,7 +6,8 @@ SAELens splices an SAE with its error term as ``out = decode(f) + e`` with
 but a backward pass then sees only the reconstruction path: an earlier layer receives
 ``J_decode · J_encode`` instead of the identity, and the error node gets no gradient at all.
 :func:`splice_for_gradients` splices with its own hook instead, so that every latent, every
-error node and every earlier layer receives the gradient of the *unchanged* model.
+error node and every earlier layer receives the gradient of the *unchanged* model. How an
+estimate compares with the truth (Spearman, Pearson, sign agreement) is in ``utils.metrics``.
 """
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from contextlib import contextmanager
 
 import torch
 from sae_lens import SAE, HookedSAETransformer
-from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
+
+from utils.nodes import output_hook
 
 
 @contextmanager
@@ -64,38 +66,9 @@ def splice_for_gradients(model: HookedSAETransformer, saes: Sequence[SAE]) -> It
     fwd_hooks = []
     for sae in saes:
         name = sae.cfg.metadata.hook_name
-        written = sae.cfg.metadata.hook_name_out or name
+        written = output_hook(sae)
         if written != name:
             fwd_hooks.append((name, keep_input(name)))
         fwd_hooks.append((written, splice(sae, name)))
     with model.hooks(fwd_hooks=fwd_hooks):
         yield nodes
-
-
-def pearson(x: Float[Tensor, " n"], y: Float[Tensor, " n"]) -> float:
-    """Pearson correlation of ``x`` and ``y`` (0 when either is constant)."""
-    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
-    denom = float(x.norm() * y.norm())
-    return float((x * y).sum()) / denom if denom > 0 else 0.0
-
-
-def spearman(x: Float[Tensor, " n"], y: Float[Tensor, " n"]) -> float:
-    """Spearman rank correlation: the Pearson correlation of the ranks of ``x`` and ``y``,
-
-        rho = sum_k (r_k - mean r)(s_k - mean s) / (||r - mean r|| ||s - mean s||),
-
-    ranks 0..n-1 (ties, which continuous effects do not have, broken by order). 1 when the
-    estimate orders the latents as the truth does, whatever the size of its errors."""
-    r, s = (v.flatten().argsort().argsort().double() for v in (x, y))
-    r, s = r - r.mean(), s - s.mean()
-    return float((r * s).sum() / (r.norm() * s.norm()))
-
-
-def agreement(estimate: Float[Tensor, " n"], truth: Float[Tensor, " n"]) -> dict[str, float]:
-    """How well estimated effects (attribution) match true ones (ablation): Spearman
-    (:func:`spearman`), Pearson, and the share of pairs whose signs agree (chapter 02)."""
-    from utils.views import pearson
-
-    estimate, truth = estimate.detach().flatten().cpu(), truth.detach().flatten().cpu()
-    return {"spearman": spearman(estimate, truth), "pearson": pearson(estimate, truth),
-            "sign_agreement": float((estimate.sign() == truth.sign()).double().mean())}

@@ -7,7 +7,7 @@ error term (``index == "error"``) of one dictionary at one position, the same fo
 prompt of a batch. Dictionaries are residual SAEs, attention SAEs (``hook_z``, heads
 flattened) and transcoders; each is named by the hook it reads
 (``sae.cfg.metadata.hook_name``) and sits, when spliced, at the hook it writes
-(:func:`output_hook`). Per-dictionary tensors over nodes put the error node in the *last*
+(:func:`utils.nodes.output_hook`). Per-dictionary tensors over nodes put the error node in the *last*
 column: ``[..., pos, d_sae + 1]``, latents ``0 .. d_sae - 1`` then the error.
 """
 from __future__ import annotations
@@ -17,35 +17,16 @@ from dataclasses import dataclass
 
 import torch
 from jaxtyping import Bool, Float, Int
-from sae_lens import SAE, HookedSAETransformer, Transcoder
+from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
 from utils.attribution import splice_for_gradients
-from utils.nodes import ERROR, DictionaryKind, Node, layer_of
+from utils.nodes import ERROR, Node, dictionary_key, output_hook
 from utils.patching import Metric
 
 
 # ---------------------------------------------------------------------------------------
 # Dictionaries and their nodes.
-
-
-def output_hook(sae: SAE) -> str:
-    """The hook a dictionary writes: where SAELens splices it, and where its
-    ``hook_sae_acts_post`` / ``hook_sae_error`` hook points live (a transcoder's
-    ``blocks.{L}.hook_mlp_out``; an SAE's own hook)."""
-    return sae.cfg.metadata.hook_name_out or sae.cfg.metadata.hook_name
-
-
-def dictionary_kind(sae: SAE) -> DictionaryKind:
-    """``transcoder``, ``attn_sae`` (reads ``attn.hook_z``) or ``resid_sae``."""
-    if isinstance(sae, Transcoder) or output_hook(sae) != sae.cfg.metadata.hook_name:
-        return "transcoder"
-    return "attn_sae" if sae.cfg.metadata.hook_name.endswith("attn.hook_z") else "resid_sae"
-
-
-def dictionary_key(sae: SAE) -> tuple[DictionaryKind, int]:
-    """(kind, layer): how a node names its dictionary."""
-    return dictionary_kind(sae), layer_of(sae.cfg.metadata.hook_name)
 
 
 def by_key(dictionaries: Sequence[SAE]) -> dict[tuple[str, int], SAE]:
@@ -73,10 +54,10 @@ def node_masks(nodes: Iterable[Node], dictionaries: Sequence[SAE], n_pos: int) -
         if not -n_pos <= node.pos < n_pos:
             raise ValueError(f"node {node} has position {node.pos}, outside a prompt of {n_pos} tokens")
         d_sae = keyed[key].cfg.d_sae
-        if not node.is_error and not 0 <= node.index < d_sae:
+        if not node.is_error and not 0 <= int(node.index) < d_sae:
             raise ValueError(f"node {node}: latent {node.index} is not in 0..{d_sae - 1}")
         where[key][0].append(node.pos % n_pos)
-        where[key][1].append(d_sae if node.is_error else node.index)
+        where[key][1].append(d_sae if node.is_error else int(node.index))
     masks = {}
     for key, sae in keyed.items():
         mask = torch.zeros(n_pos, sae.cfg.d_sae + 1, dtype=torch.bool)
@@ -159,8 +140,9 @@ def node_attribution(model: HookedSAETransformer, dictionaries: Sequence[SAE], t
         f, e = nodes[f"{hook}.latents"], nodes[f"{hook}.error"]
         f_base = torch.zeros_like(f) if baseline is None else baseline.latents[hook].expand_as(f)
         e_base = torch.zeros_like(e) if baseline is None else baseline.errors[hook].expand_as(e)
-        latent_attr = f.grad * (f_base - f.detach())  # [batch, pos, d_sae]
-        error_attr = (e.grad * (e_base - e.detach())).flatten(2).sum(-1)  # [batch, pos]
+        f_grad, e_grad = (torch.zeros_like(x) if x.grad is None else x.grad for x in (f, e))  # None: no path to the metric
+        latent_attr = f_grad * (f_base - f.detach())  # [batch, pos, d_sae]
+        error_attr = (e_grad * (e_base - e.detach())).flatten(2).sum(-1)  # [batch, pos]
         attributions[hook] = torch.cat([latent_attr, error_attr[..., None]], dim=-1)
     return attributions
 

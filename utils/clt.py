@@ -228,7 +228,7 @@ class CrossLayerTranscoder(nn.Module):
         before = self.cfg.n_layers if before is None else before
         if not source < before <= self.cfg.n_layers:
             raise ValueError(f"a latent of layer {source} writes from layer {source} on: expected {source} < before <= {self.cfg.n_layers}, got {before}")
-        return sum(self.decoder(source, t) for t in range(source, before))
+        return torch.stack([self.decoder(source, t) for t in range(source, before)]).sum(0)
 
     @classmethod
     def from_transcoders(cls, transcoders: Sequence[Any]) -> "CrossLayerTranscoder":
@@ -516,7 +516,7 @@ def sparsity_loss(clt: CrossLayerTranscoder, latents: Sequence[Float[Tensor, "to
     norm of *all* its decoder rows concatenated (:meth:`CrossLayerTranscoder.decoder_norms`),
     so a latent pays once for everything it writes, whatever the number of layers. The
     weighted L1 of a PLT is the special case of one decoder per latent."""
-    return sum((f * clt.decoder_norms(s)).sum(-1).mean() for s, f in enumerate(latents))
+    return torch.stack([(f * clt.decoder_norms(s)).sum(-1).mean() for s, f in enumerate(latents)]).sum()
 
 
 @dataclass
@@ -609,7 +609,7 @@ def _aux_loss(clt: CrossLayerTranscoder, relu: list[Tensor], residual: Tensor, w
         n = min(aux_k, int(dead[s].sum()))
         top = torch.zeros_like(r, dtype=torch.bool).scatter_(-1, scores.topk(n, dim=-1).indices, True) if n else torch.zeros_like(r, dtype=torch.bool)
         aux[s] = r * (top & (scores > 0))
-    guess = torch.stack([sum(aux[s] @ clt.decoder(s, t) for s in clt.cfg.sources(t)) for t in range(clt.cfg.n_layers)])
+    guess = torch.stack([torch.stack([aux[s] @ clt.decoder(s, t) for s in clt.cfg.sources(t)]).sum(0) for t in range(clt.cfg.n_layers)])
     return reconstruction_loss(guess, residual, weights)
 
 
@@ -638,7 +638,7 @@ class _Trainee:
         decay_steps = max(1, cfg.steps - int(cfg.decay_from * cfg.steps))
         for group in self.optimiser.param_groups:
             group["lr"] = cfg.lr * min(1.0, (cfg.steps - step) / decay_steps)
-        sum(terms.values()).backward()
+        torch.stack(list(terms.values())).sum().backward()
         self.optimiser.step()
         self.optimiser.zero_grad()
         with torch.no_grad():

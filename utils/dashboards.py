@@ -21,6 +21,7 @@ import tempfile
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Int
@@ -29,8 +30,11 @@ from torch import Tensor
 
 from utils import views
 
+if TYPE_CHECKING:
+    from sae_vis.model_fns import AutoEncoder  # imported when used: sae_vis is slow to import
 
-def to_sae_vis_encoder(sae: SAE) -> "AutoEncoder":  # noqa: F821 (sae_vis imported lazily)
+
+def to_sae_vis_encoder(sae: SAE) -> AutoEncoder:
     """A ``sae_vis.AutoEncoder`` computing the same latent activations as the ReLU ``sae``."""
     from sae_vis.model_fns import AutoEncoder, AutoEncoderConfig
 

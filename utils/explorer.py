@@ -77,7 +77,7 @@ class CorpusContexts:
                 self.values[latent][keep], seq_pos)
 
 
-_CONTEXTS: dict[tuple[int, str], CorpusContexts] = {}
+_CONTEXTS: dict[tuple[int, str, tuple[tuple[int, ...], int] | None], CorpusContexts] = {}  # (model, hook, corpus)
 
 
 def corpus_tokens(bk) -> Int[Tensor, "batch seq"]:

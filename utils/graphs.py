@@ -32,8 +32,7 @@ from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
-from utils.circuits import output_hook
-from utils.nodes import Node
+from utils.nodes import Node, output_hook
 from utils.views import sig3
 
 ROW_OF_KIND = {"embed": 0, "attn_sae": 1, "transcoder": 2, "resid_sae": 3, "logit": 4}  # rows within a layer

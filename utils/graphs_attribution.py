@@ -46,8 +46,7 @@ from jaxtyping import Bool, Float, Int
 from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
-from utils.nodes import ERROR, Node
-from utils.transcoders import transcoder_layer
+from utils.nodes import ERROR, Node, transcoder_layer
 
 Hook = tuple[str, Callable[..., Tensor]]
 

@@ -90,8 +90,9 @@ def free(namespace: dict[str, Any], *names: str) -> None:
         if name not in namespace:
             raise KeyError(f"{name!r} is not defined here; expected one of the names in memory_table")
         value = namespace.pop(name)
-        if isinstance(value, nn.Module) and hasattr(value, "reset_hooks"):
-            value.reset_hooks(including_permanent=True)
+        reset_hooks = getattr(value, "reset_hooks", None)  # a HookedTransformer's hooks are global state
+        if isinstance(value, nn.Module) and callable(reset_hooks):
+            reset_hooks(including_permanent=True)
         del value
     gc.collect()
     if torch.cuda.is_available():

@@ -1,4 +1,5 @@
-"""One vocabulary for circuits: dictionary kinds and node ids (chapters 02-05).
+"""One vocabulary for circuits: dictionary kinds, the hooks they read and write, and node ids
+(chapters 02-05).
 
 Every dictionary belongs to one of three kinds, named the same on every backend:
 
@@ -11,6 +12,11 @@ kind           reads (``cfg.metadata.hook_name``)   writes
 ``transcoder`` ``blocks.{L}.ln2.hook_normalized``   ``blocks.{L}.hook_mlp_out``
 =============  ===================================  =========================================
 
+A dictionary is named by the hook it reads (``sae.cfg.metadata.hook_name``) and, when spliced,
+sits at the hook it writes (:func:`output_hook`); :func:`dictionary_kind` and
+:func:`dictionary_key` tell its kind and (kind, layer), :func:`transcoder_layer` the layer
+whose MLP a transcoder replaces.
+
 A *node* of a circuit is one latent (or the error term) of one dictionary at one position:
 ``Node(kind, layer, pos, index)`` with ``index`` a latent id or ``"error"``. Graphs of
 chapter 05 add the input embeddings (``Node("embed", 0, pos, token_id)``) and the output
@@ -22,11 +28,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Union
 
+from sae_lens import SAE, Transcoder
+
 DictionaryKind = Literal["resid_sae", "attn_sae", "transcoder"]
-KINDS: tuple[DictionaryKind, ...] = ("resid_sae", "attn_sae", "transcoder")
+KINDS: tuple[DictionaryKind, ...] = ("resid_sae", "attn_sae", "transcoder")  # the order backends list them in
 NodeKind = Literal["embed", "attn_sae", "transcoder", "resid_sae", "logit"]
-_ORDER = {"embed": 0, "attn_sae": 1, "transcoder": 2, "resid_sae": 3, "logit": 4}  # within a layer
+FORWARD_ORDER: tuple[NodeKind, ...] = ("embed", "attn_sae", "transcoder", "resid_sae", "logit")  # within a layer
+_ORDER: dict[str, int] = {kind: rank for rank, kind in enumerate(FORWARD_ORDER)}
 ERROR = "error"
+
+
+def forward_rank(kind: str) -> int:
+    """Where a forward pass meets a node or dictionary ``kind`` within its layer (0 first)."""
+    return _ORDER[kind]
 
 
 @dataclass(frozen=True)
@@ -49,7 +63,7 @@ class Node:
         return self.index == ERROR
 
     def sort_key(self) -> tuple[int, int, int, int]:
-        return (self.layer, _ORDER[self.kind], self.pos, -1 if self.is_error else int(self.index))
+        return (self.layer, forward_rank(self.kind), self.pos, -1 if self.is_error else int(self.index))
 
     def __lt__(self, other: "Node") -> bool:
         return self.sort_key() < other.sort_key()
@@ -73,3 +87,30 @@ def layer_of(hook_name: str) -> int:
     if len(parts) < 2 or parts[0] != "blocks" or not parts[1].isdigit():
         raise ValueError(f"not a per-layer hook name: {hook_name!r}")
     return int(parts[1])
+
+
+def output_hook(sae: SAE) -> str:
+    """The hook a dictionary writes: where SAELens splices it, and where its
+    ``hook_sae_acts_post`` / ``hook_sae_error`` hook points live (a transcoder's
+    ``blocks.{L}.hook_mlp_out``; an SAE's own hook)."""
+    return sae.cfg.metadata.hook_name_out or sae.cfg.metadata.hook_name
+
+
+def dictionary_kind(sae: SAE) -> DictionaryKind:
+    """``transcoder``, ``attn_sae`` (reads ``attn.hook_z``) or ``resid_sae``."""
+    if isinstance(sae, Transcoder) or output_hook(sae) != sae.cfg.metadata.hook_name:
+        return "transcoder"
+    return "attn_sae" if sae.cfg.metadata.hook_name.endswith("attn.hook_z") else "resid_sae"
+
+
+def dictionary_key(sae: SAE) -> tuple[DictionaryKind, int]:
+    """(kind, layer): how a node names its dictionary."""
+    return dictionary_kind(sae), layer_of(sae.cfg.metadata.hook_name)
+
+
+def transcoder_layer(transcoder: SAE) -> int:
+    """The layer whose MLP a transcoder replaces (it reads ``blocks.{L}.ln2.hook_normalized``)."""
+    hook = transcoder.cfg.metadata.hook_name
+    if not hook.endswith("ln2.hook_normalized"):
+        raise ValueError(f"expected a transcoder reading blocks.L.ln2.hook_normalized, got one reading {hook!r}")
+    return layer_of(hook)

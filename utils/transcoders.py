@@ -45,7 +45,9 @@ from jaxtyping import Bool, Float, Int
 from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
-from utils.nodes import layer_of
+from utils.backends import Backend
+from utils.metrics import auroc
+from utils.nodes import layer_of, output_hook, transcoder_layer
 from utils.toy.generator import Corpus
 
 # ---------------------------------------------------------------------------------------
@@ -103,14 +105,6 @@ def residual_writes(model: HookedSAETransformer, dictionary: SAE) -> Float[Tenso
         W_dec = einops.rearrange(dictionary.W_dec, "s (n h) -> s n h", n=W_O.shape[0])
         return einops.einsum(W_dec, W_O, "s n h, n h d -> s d")
     return dictionary.W_dec
-
-
-def transcoder_layer(transcoder: SAE) -> int:
-    """The layer whose MLP a transcoder replaces (it reads ``blocks.{L}.ln2.hook_normalized``)."""
-    hook = transcoder.cfg.metadata.hook_name
-    if not hook.endswith("ln2.hook_normalized"):
-        raise ValueError(f"expected a transcoder reading blocks.L.ln2.hook_normalized, got one reading {hook!r}")
-    return layer_of(hook)
 
 
 def encoder_preacts(
@@ -211,10 +205,10 @@ def upstream_ablations(
     spliced with its error term) on ``latent``'s pre-activation at ``positions[b]``: one
     forward pass over ``batch * n_up`` rows (chapter 04's exercise, batched)."""
     n, m = tokens.shape[0], len(up_latents)
-    acts_hook = f"{upstream.cfg.metadata.hook_name_out or upstream.cfg.metadata.hook_name}.hook_sae_acts_post"
+    acts_hook = f"{output_hook(upstream)}.hook_sae_acts_post"
     down_hook = transcoder.cfg.metadata.hook_name
     read = positions.repeat(m + 1)  # row i * n + b reads prompt b
-    kept = {}
+    kept: dict[str, Tensor] = {}
 
     def zero(acts: Float[Tensor, "rows pos d_sae"], hook: Any) -> Float[Tensor, "rows pos d_sae"]:
         block = acts[n:].view(m, n, *acts.shape[1:])  # block i ablates up_latents[i]; rows 0..n-1 are clean
@@ -239,8 +233,6 @@ def auroc_and_precision(
     """AUROC of each latent's activation as a score for each label (ties count 1/2), and
     its precision: the share of its activation mass on labelled tokens,
     ``sum_t y[t] a[t] / sum_t a[t]`` (0 for a latent that never fires)."""
-    from utils.toy.report import auroc
-
     scores = auroc(acts.float().cpu(), labels.cpu())
     acts = acts.double().cpu()
     precision = (labels.double().cpu().T @ acts) / acts.sum(0).clamp(min=torch.finfo(acts.dtype).tiny)
@@ -285,7 +277,7 @@ class CaseTruth:
         return next(iter(self.effects))
 
 
-def blind_case_truths(bk: Any, latents: Sequence[int], seed: int = 0, n_seqs: int = 128, seq_len: int = 32,
+def blind_case_truths(bk: Backend, latents: Sequence[int], seed: int = 0, n_seqs: int = 128, seq_len: int = 32,
                       n_contexts: int = 8, n_candidates: int = 24) -> dict[int, CaseTruth]:
     """Ground truth of transcoder-1 ``latents`` on a corpus drawn with ``seed``: AUROC and
     precision of every planted label (BOS excluded), and the true ablation effect of the
@@ -365,13 +357,13 @@ class BlindWorld:
         key = (n_seqs, seq_len, seed)
         if key not in texts:
             texts[key] = self._world.corpus(n_seqs, seq_len, seed).tokens
-        return Corpus(texts[key].clone(), _Hidden("the corpus labels"))
+        return Corpus(texts[key].clone(), _Hidden("the corpus labels"))  # type: ignore[arg-type]  # hidden on purpose
 
     def task_batch(self, task: str, n: int, seed: int = 0) -> Any:
         return replace(self._world.task_batch(task, n, seed), labels=_Hidden("the task labels"))
 
 
-def blind(bk: Any) -> Any:
+def blind(bk: Backend) -> Backend:
     """A view of backend ``bk`` for a blind case study: the same model and dictionaries, no
     explanation table, and a generator whose text carries no labels."""
     return replace(bk, world=BlindWorld(bk.world), explanations=_Hidden("the explanation table"))

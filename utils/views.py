@@ -30,8 +30,9 @@ from IPython.display import display
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
+from transformers import PreTrainedTokenizerBase
 
-from utils.attribution import pearson
+from utils.metrics import pearson
 
 VIEWS_DIR = "_views"
 RUN_TO_EXPLORE = "Run the cell to explore it."
@@ -64,7 +65,13 @@ def token_strings(model: HookedTransformer, tokens: Int[Tensor, " pos"] | Sequen
     ids = [int(t) for t in tokens]
     if model.tokenizer is None:
         return [f"<{i}>" for i in ids]
-    return [model.tokenizer.decode([i]) for i in ids]
+    return [_decode(model.tokenizer, [i]) for i in ids]
+
+
+def _decode(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> str:
+    text = tokenizer.decode(ids)
+    assert isinstance(text, str), "a list of ids decodes to one string"
+    return text
 
 
 _SPACED: dict[int, bool] = {}
@@ -81,8 +88,8 @@ def tokens_lack_spaces(model: HookedTransformer) -> bool:
         return True
     if id(tokenizer) not in _SPACED:
         i, j = len(tokenizer) // 2, len(tokenizer) // 2 + 1  # two ordinary tokens
-        apart = tokenizer.decode([i]) + " " + tokenizer.decode([j])
-        _SPACED[id(tokenizer)] = tokenizer.decode([i, j]) == apart
+        apart = _decode(tokenizer, [i]) + " " + _decode(tokenizer, [j])
+        _SPACED[id(tokenizer)] = _decode(tokenizer, [i, j]) == apart
     return _SPACED[id(tokenizer)]
 
 

@@ -4,7 +4,7 @@
 ``export``        the course's model, tokenizer and transcoders in a form circuit-tracer loads
 ``runner``        builds and times circuit-tracer's graphs; runs inside that venv
 ``side_by_side``  the course's graphs, the comparison and the printed lines
-                  (``python -m benchmarks.attribution_graphs --against circuit-tracer``)
+                  (``python -m utils.course bench attribution_graphs --against circuit-tracer``)
 ``viewer``        opens a course graph in circuit-tracer's own viewer
 
 What circuit-tracer does, read from its source (its TransformerLens backend):

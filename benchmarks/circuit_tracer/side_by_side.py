@@ -1,6 +1,6 @@
 """Chapter 05's attribution graphs side by side with circuit-tracer's, in one run.
 
-    python -m benchmarks.attribution_graphs --against circuit-tracer [--backends toy,gpt2-shaped] [--threads N]
+    python -m utils.course bench attribution_graphs --against circuit-tracer [--backends toy,gpt2-shaped] [--threads N]
 
 For each backend (the organism on its fact and IOI prompts; the GPT-2-shaped backend cut to
 its first ``--shaped-layers`` blocks on a seeded random prompt of ``--shaped-pos`` tokens)
@@ -46,7 +46,7 @@ from torch import Tensor
 from benchmarks.circuit_tracer import venv
 from benchmarks.circuit_tracer.export import Prompt, export
 from benchmarks.circuit_tracer.runner import KIND_EMBED, KIND_ERROR, KIND_LATENT, KIND_LOGIT
-from utils.attribution import spearman
+from utils.metrics import spearman
 from utils.graphs_attribution import (
     Graph,
     LocalReplacement,

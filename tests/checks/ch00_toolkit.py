@@ -11,7 +11,8 @@ from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
 from tests.mistakes.ch00_toolkit import MISTAKES
-from utils.checking import (
+from utils.backends import Backend
+from utils.course.checking import (
     backend,
     exercise_check,
     expect_close,
@@ -22,7 +23,7 @@ from utils.checking import (
     seed,
     signatures,
 )
-from utils.compare import TOLERANCE
+from utils.course.compare import tolerance
 
 CHAPTER = "ch00_toolkit"
 
@@ -75,7 +76,7 @@ def _tied_top_k(indices: Any, acts: Float[Tensor, " d_sae"], want: Float[Tensor,
         return False
     if len(set(indices.tolist())) != len(indices) or not (0 <= indices.min() and indices.max() < len(acts)):
         return False
-    tol = TOLERANCE.atol * want.abs().max() + TOLERANCE.rtol * want.abs()
+    tol = tolerance().atol * want.abs().max() + tolerance().rtol * want.abs()
     return bool(((acts[indices.cpu()].cpu().float() - want).abs() <= tol).all())
 
 
@@ -153,7 +154,7 @@ def check_reconstruction_metrics(reconstruction_metrics: Any) -> None:
         _expect_l0_and_variance(bk, sae, tokens, got, want)
 
 
-def _expect_losses(bk: Any, sae: SAE, tokens: Tensor, got: dict[str, Any], want: dict[str, float]) -> None:
+def _expect_losses(bk: Backend, sae: SAE, tokens: Tensor, got: dict[str, Any], want: dict[str, float]) -> None:
     losses = max(want["ce_clean"], want["ce_zero"])
     expect_close(got["ce_clean"], want["ce_clean"], name="ce_clean")
     if abs(float(got["ce_spliced"]) - float(got["ce_clean"])) < 1e-6 * losses:
@@ -172,7 +173,7 @@ def _expect_losses(bk: Any, sae: SAE, tokens: Tensor, got: dict[str, Any], want:
     expect_close(got["ce_recovered"], want["ce_recovered"], name="ce_recovered", scale=losses / (want["ce_zero"] - want["ce_clean"]))
 
 
-def _expect_l0_and_variance(bk: Any, sae: SAE, tokens: Tensor, got: dict[str, Any], want: dict[str, float]) -> None:
+def _expect_l0_and_variance(bk: Backend, sae: SAE, tokens: Tensor, got: dict[str, Any], want: dict[str, float]) -> None:
     hook = sae.cfg.metadata.hook_name
     with torch.no_grad():  # one spliced pass gives what the l0 and variance mistakes would use
         _, cache = bk.model.run_with_cache_with_saes(tokens, saes=[sae])
@@ -193,7 +194,7 @@ def _expect_l0_and_variance(bk: Any, sae: SAE, tokens: Tensor, got: dict[str, An
 @exercise_check(CHAPTER)
 def check_latent_aurocs(latent_aurocs: Any) -> None:
     bk = backend()
-    dtype = TOLERANCE.dtype
+    dtype = tolerance().dtype
     small_acts = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 2.0], [2.0, 0.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 0.0]], dtype=dtype)
     small_labels = torch.tensor([True, False, True, False, False])
     tokens = bk.world.corpus(n_seqs=32, seq_len=24, seed=seed(5))

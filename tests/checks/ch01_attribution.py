@@ -1,7 +1,7 @@
 """Checks of chapter 01 (Latent attribution). Each runs your function on the checks' own toy
 backend, watches what it does, and compares with known outputs recorded from the reference;
 a failure names the likely mistake (the catalogued ones in ``tests/mistakes``, or a generic
-family of ``utils.compare``)."""
+family of ``utils.course.compare``)."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,8 +12,8 @@ from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
 from tests.mistakes.ch01_attribution import MISTAKES
-from utils.checking import backend, exercise_check, expect_sparse, expect_tensor, fail, known, run, seed, signatures
-from utils.compare import TOLERANCE
+from utils.course.checking import backend, exercise_check, expect_sparse, expect_tensor, fail, known, run, seed, signatures
+from utils.course.compare import tolerance
 
 CHAPTER = "ch01_attribution"
 RESID = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
@@ -28,7 +28,7 @@ def _latents(model: HookedSAETransformer, sae: SAE, tokens: Tensor) -> Float[Ten
 
 def _near_zero(acts: Tensor) -> Tensor:
     """Latents within float noise of zero: active on one machine, off on another."""
-    return (acts > 0) & (acts < TOLERANCE.atol * acts.abs().max())
+    return (acts > 0) & (acts < tolerance().atol * acts.abs().max())
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Checks of chapter 02 (Error nodes). Each runs your function on the checks' own toy backend,
 watches what it does, and compares with known outputs recorded from the reference; a
 failure names the likely mistake (the catalogued ones in ``tests/mistakes``, or a generic
-family of ``utils.compare``)."""
+family of ``utils.course.compare``)."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,12 +11,14 @@ from sae_lens import SAE
 from torch import Tensor
 
 from tests.mistakes.ch02_error_nodes import MISTAKES
-from utils.checking import backend, exercise_check, expect_tensor, fail, known, run, seed, signatures
+from utils.backends import Backend
+from utils.course.checking import backend, exercise_check, expect_tensor, fail, known, run, seed, signatures
 from utils.circuits import NodeBaseline, dictionary_values, mean_baseline, node_attribution, rank_nodes
-from utils.compare import TOLERANCE
 from utils.nodes import KINDS, Node
 
 CHAPTER = "ch02_error_nodes"
+
+NUMBERS = torch.float32  # scores the learner returns as Python numbers, compared as the fixtures hold them
 
 
 def _number(value: Any, name: str) -> float:
@@ -34,7 +36,7 @@ def _numbers(out: Any, names: tuple[str, ...]) -> Tensor:
     if not isinstance(out, tuple) or len(out) != len(names):
         return None
     try:
-        return torch.tensor([_number(v, n) for v, n in zip(out, names)], dtype=TOLERANCE.dtype)
+        return torch.tensor([_number(v, n) for v, n in zip(out, names)], dtype=NUMBERS)
     except Exception:
         return None
 
@@ -44,7 +46,7 @@ def _expect_numbers(got: Any, key: str, names: tuple[str, ...], what: str, mista
     if not isinstance(got, tuple) or len(got) != len(names):
         fail(f"expected a tuple ({', '.join(names)}), got {type(got).__name__}"
              + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""))
-    values = torch.tensor([_number(v, n) for v, n in zip(got, names)], dtype=TOLERANCE.dtype)
+    values = torch.tensor([_number(v, n) for v, n in zip(got, names)], dtype=NUMBERS)
     want = known(key, values)
     if torch.allclose(values.flip(0), want, rtol=1e-3, atol=1e-6) and not torch.allclose(values, want, rtol=1e-3, atol=1e-6):
         fail(f"{what}: you returned ({', '.join(reversed(names))}): return ({', '.join(names)})")
@@ -88,19 +90,19 @@ def check_spliced_task_scores(spliced_task_scores: Any) -> None:
 # 2. ablate_nodes
 
 
-def _top_latents(bk: Any, dictionary: SAE, tokens: Tensor, pos: int, k: int, key: str) -> list[int]:
+def _top_latents(bk: Backend, dictionary: SAE, tokens: Tensor, pos: int, k: int, key: str) -> list[int]:
     """The k latents with the largest mean activation at ``pos``: chosen from the backend when
     known outputs are recorded, then stored, so float noise elsewhere cannot change the choice."""
     acts, _ = dictionary_values(bk.model, [dictionary], tokens)[dictionary.cfg.metadata.hook_name]
     return known(key, acts[:, pos].mean(0).topk(k).indices.tolist())
 
 
-def _baseline(bk: Any, dictionaries: list[SAE], task: str, draw: int) -> NodeBaseline:
+def _baseline(bk: Backend, dictionaries: list[SAE], task: str, draw: int) -> NodeBaseline:
     """Position-wise means over 16 other prompts of the task (seed ``draw``)."""
     return mean_baseline(bk.model, dictionaries, bk.world.task_batch(task, 16, seed=draw).tokens)
 
 
-def _ranked(bk: Any, dictionaries: list[SAE], batch: Any, baseline: NodeBaseline, k: int, key: str,
+def _ranked(bk: Backend, dictionaries: list[SAE], batch: Any, baseline: NodeBaseline, k: int, key: str,
             errors: bool = True) -> list[Node]:
     """The k nodes with the largest mean attribution: a circuit drawn from the backend when known
     outputs are recorded, then stored, so near-ties cannot reorder it on another machine."""
@@ -171,7 +173,7 @@ def check_error_attribution(error_attribution: Any) -> None:
 # 4. faithfulness and completeness
 
 
-def _circuit_cases(bk: Any, offset: int) -> list[tuple[Any, list[SAE], list[list[Node]], NodeBaseline | None, str]]:
+def _circuit_cases(bk: Backend, offset: int) -> list[tuple[Any, list[SAE], list[list[Node]], NodeBaseline | None, str]]:
     """(batch, dictionaries, circuits, baseline, description): circuits of several sizes drawn
     from the attribution ranking, with and without error nodes, some at negative positions."""
     every = [bk.dictionary(kind, layer) for kind in KINDS for layer in (0, 1)]
@@ -198,7 +200,7 @@ def _check_circuit_score(fn: Any, name: str, offset: int) -> None:
             args = (bk.model, dictionaries, circuit, batch.tokens, batch.answer_ids, batch.distractor_ids)
             values.append(_number(run(fn, bk, *args, baseline=baseline), name))
             thunks.append(signatures(MISTAKES[name], *args, baseline=baseline))
-        got = torch.tensor(values, dtype=TOLERANCE.dtype)
+        got = torch.tensor(values, dtype=NUMBERS)
         mistakes = {diagnosis: (lambda d=diagnosis: _stack([t[d]() for t in thunks])) for diagnosis in thunks[0]}
         sizes = ", ".join(str(len(c)) for c in circuits)
         expect_tensor(got, known(f"{name}_{i}", got), name=f"{name} ({what}; circuits of {sizes} nodes)", dims="circuit",
@@ -207,7 +209,7 @@ def _check_circuit_score(fn: Any, name: str, offset: int) -> None:
 
 def _stack(results: list[Any]) -> Tensor | None:
     try:
-        return torch.tensor([float(r) for r in results], dtype=TOLERANCE.dtype)
+        return torch.tensor([float(r) for r in results], dtype=NUMBERS)
     except Exception:
         return None
 

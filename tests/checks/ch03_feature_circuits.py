@@ -1,7 +1,7 @@
 """Checks of chapter 03 (Sparse feature circuits). Each runs your function on the checks' own
 toy backend, watches what it does, and compares with known outputs recorded from the
 reference; a failure names the likely mistake (the catalogued ones in ``tests/mistakes``, or
-a generic family of ``utils.compare``)."""
+a generic family of ``utils.course.compare``)."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,10 +10,11 @@ import torch
 from torch import Tensor
 
 from tests.mistakes.ch03_feature_circuits import MISTAKES
-from utils.checking import backend, exercise_check, expect_tensor, fail, known, run, seed, signatures
-from utils.circuits import dictionary_values, mean_baseline, node_attribution, output_hook, rank_nodes
-from utils.nodes import Node
-from utils.toy.report import auroc
+from utils.backends import Backend
+from utils.course.checking import backend, exercise_check, expect_tensor, fail, known, run, seed, signatures
+from utils.circuits import dictionary_values, mean_baseline, node_attribution, rank_nodes
+from utils.metrics import auroc
+from utils.nodes import Node, output_hook
 
 CHAPTER = "ch03_feature_circuits"
 
@@ -24,7 +25,7 @@ def _metric(batch: Any):
     return lambda logits: logit_diff(logits, batch.answer_ids, batch.distractor_ids)
 
 
-def _targets(bk: Any, dictionaries: list, downstream: Any, batch: Any, baseline: Any, k: int, key: str) -> list[Node]:
+def _targets(bk: Backend, dictionaries: list, downstream: Any, batch: Any, baseline: Any, k: int, key: str) -> list[Node]:
     """The k nodes of ``downstream`` with the largest attribution: drawn from the backend when
     known outputs are recorded, then stored, so near-ties cannot reorder them elsewhere."""
     with torch.no_grad():
@@ -71,7 +72,7 @@ def check_edge_effects(edge_effects: Any) -> None:
 # 2. ablation_edges
 
 
-def _raw_change(bk: Any, dictionaries: list, upstream: Any, downstream: Any, tokens: Tensor, node: Node) -> Tensor:
+def _raw_change(bk: Backend, dictionaries: list, upstream: Any, downstream: Any, tokens: Tensor, node: Node) -> Tensor:
     """The unthresholded mean change (the check's own computation, to find entries near the threshold)."""
     up_name = f"{output_hook(upstream)}.hook_sae_acts_post"
     down_name = f"{output_hook(downstream)}.hook_sae_acts_post"
@@ -120,7 +121,7 @@ def check_ablation_edges(ablation_edges: Any) -> None:
 # 3. probe_latent_effects and gender_latents
 
 
-def _pooled_latents(bk: Any, dictionary: Any, bios: Any) -> Tensor:
+def _pooled_latents(bk: Backend, dictionary: Any, bios: Any) -> Tensor:
     """Each bio's latents averaged over the positions after BOS, as in the notebook."""
     acts, _ = dictionary_values(bk.model, [dictionary], bios.tokens)[dictionary.cfg.metadata.hook_name]
     return acts[:, 1:].mean(1)

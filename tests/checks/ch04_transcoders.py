@@ -1,7 +1,7 @@
 """Checks of chapter 04 (Transcoder circuits). Each runs your function on the checks' own toy
 backend, watches what it does, and compares with known outputs recorded from the reference;
 a failure names the likely mistake (the catalogued ones in ``tests/mistakes``, or a generic
-family of ``utils.compare``). The blind case study is graded against the organism's ground
+family of ``utils.course.compare``). The blind case study is graded against the organism's ground
 truth instead (``utils.transcoders.blind_case_truths``)."""
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from sae_lens import HookedSAETransformer, Transcoder
 from torch import Tensor
 
 from tests.mistakes.ch04_transcoders import MISTAKES
-from utils.checking import CheckFailure, backend, exercise_check, expect_close, expect_tensor, fail, known, run, seed, signatures
-from utils.compare import TOLERANCE
+from utils.backends import Backend
+from utils.course.checking import CheckFailure, backend, exercise_check, expect_close, expect_tensor, fail, known, run, seed, signatures
+from utils.course.compare import tolerance
 from utils.transcoders import (
     CaseTruth,
     blind,
@@ -77,7 +78,7 @@ def check_transcoder_metrics(transcoder_metrics: Any) -> None:
         _expect_metrics(bk, tc, tokens, got, want)
 
 
-def _expect_metrics(bk: Any, tc: Transcoder, tokens: Tensor, got: dict[str, Any], want: dict[str, float]) -> None:
+def _expect_metrics(bk: Backend, tc: Transcoder, tokens: Tensor, got: dict[str, Any], want: dict[str, float]) -> None:
     losses = max(want["ce_clean"], want["ce_zero"])
     got_vec, want_vec = _vector(got), _vector(want)
     if got_vec is not None and not torch.allclose(got_vec, want_vec, rtol=1e-3, atol=1e-4 * losses):
@@ -144,7 +145,7 @@ def check_pullback(pullback: Any) -> None:
 # 5-7. On prompts: connections, ablations, attention paths
 
 
-def _most_active(bk: Any, tokens: Tensor, pos: int) -> int:
+def _most_active(bk: Backend, tokens: Tensor, pos: int) -> int:
     """The transcoder-1 latent with the largest mean pre-activation at ``pos``."""
     return int(_preacts(bk.model, bk.transcoders[TC[1]], tokens)[:, pos].mean(0).argmax())
 
@@ -162,7 +163,7 @@ def check_input_dependent_connections(input_dependent_connections: Any) -> None:
                       dims="batch d_sae_up", mistakes=signatures(MISTAKES["input_dependent_connections"], *args))
 
 
-def _feeders(bk: Any, tokens: Tensor, latent: int, pos: int, k: int) -> Tensor:
+def _feeders(bk: Backend, tokens: Tensor, latent: int, pos: int, k: int) -> Tensor:
     """The k upstream latents with the largest linearised contribution (direct and
     attention paths), so that both kinds of path are among the ablated latents."""
     positions = torch.full((tokens.shape[0],), pos % tokens.shape[1])
@@ -170,7 +171,7 @@ def _feeders(bk: Any, tokens: Tensor, latent: int, pos: int, k: int) -> Tensor:
     return linear.abs().mean(0).topk(k).indices.sort().values
 
 
-def _fragile(bk: Any, tokens: Tensor, pos: int) -> int:
+def _fragile(bk: Backend, tokens: Tensor, pos: int) -> int:
     """A transcoder-1 latent active at ``pos`` that one upstream latent's direct connection
     could switch off (it exceeds the pre-activation), so that measuring the activation
     instead of the pre-activation shows."""
@@ -197,7 +198,7 @@ def check_upstream_ablation_effects(upstream_ablation_effects: Any) -> None:
                       dims="batch n_up", mistakes=signatures(MISTAKES["upstream_ablation_effects"], *args))
 
 
-def _attention_feeder(bk: Any, tokens: Tensor, latent: int, pos: int) -> int:
+def _attention_feeder(bk: Backend, tokens: Tensor, latent: int, pos: int) -> int:
     """The upstream latent whose attention paths (all heads) into ``latent`` are largest."""
     positions = torch.full((tokens.shape[0],), pos % tokens.shape[1])
     args = (bk.model, bk.transcoders[TC[0]], bk.transcoders[TC[1]], latent, tokens, positions)
@@ -228,9 +229,9 @@ MAIN = 0.5  # the main upstream latents: ablation effect at least half the large
 MAX_UPSTREAM = 5
 
 
-def _truths(bk: Any, latents: list[int], corpus_seed: int) -> dict[int, CaseTruth]:
+def _truths(bk: Backend, latents: list[int], corpus_seed: int) -> dict[int, CaseTruth]:
     """Ground truth, computed once per process for each (dtype, latents, seed)."""
-    key = (TOLERANCE.dtype, tuple(latents), corpus_seed)
+    key = (tolerance().dtype, tuple(latents), corpus_seed)
     if key not in _TRUTHS:
         _TRUTHS[key] = blind_case_truths(bk, latents, seed=corpus_seed)
     return _TRUTHS[key]
@@ -248,7 +249,7 @@ def check_blind_case_study(blind_case_study: Any) -> None:
         _grade_upstream(bk, latent, answer["upstream"], truths[latent])
 
 
-def _grade_label(bk: Any, latent: int, answer: Any, truth: CaseTruth) -> None:
+def _grade_label(bk: Backend, latent: int, answer: Any, truth: CaseTruth) -> None:
     if not isinstance(answer, dict) or set(answer) != {"label", "upstream"}:
         fail(f"latent {latent}: expected a dict {{'label': ..., 'upstream': [...]}}, got {answer!r}")
     label = answer["label"]
@@ -272,7 +273,7 @@ def _label_hint(label: str, truth: CaseTruth, a: float, p: float) -> str:
             "predicts, not what it reads")
 
 
-def _grade_upstream(bk: Any, latent: int, upstream: Any, truth: CaseTruth) -> None:
+def _grade_upstream(bk: Backend, latent: int, upstream: Any, truth: CaseTruth) -> None:
     d_up = bk.transcoders[TC[0]].cfg.d_sae
     if not isinstance(upstream, (list, tuple)) or not all(isinstance(k, int) and not isinstance(k, bool) for k in upstream):
         fail(f"latent {latent}: 'upstream' should be a list of transcoder-0 latent ids (ints), got {upstream!r}")
@@ -304,14 +305,14 @@ def _grade_upstream(bk: Any, latent: int, upstream: Any, truth: CaseTruth) -> No
              f"{truth.contributions[k].item():.2g}): list only latents that feed it")
 
 
-def _coactive_downstream(bk: Any, truth: CaseTruth) -> set[int]:
+def _coactive_downstream(bk: Backend, truth: CaseTruth) -> set[int]:
     """Transcoder-1 latents active at most of the latent's strongest activations."""
     pre = _preacts(bk.model, bk.transcoders[TC[1]], truth.tokens)
     at = pre[torch.arange(len(truth.positions)), truth.positions]  # [n_contexts, d_sae]
     return set(((at > 0).float().mean(0) >= 0.5).nonzero()[:, 0].tolist())
 
 
-def _ablate_extra(bk: Any, latent: int, extra: list[int], truth: CaseTruth) -> dict[int, float]:
+def _ablate_extra(bk: Backend, latent: int, extra: list[int], truth: CaseTruth) -> dict[int, float]:
     """Ablation effects of upstream latents outside the ground truth's candidates, at the
     same contexts."""
     up, down = bk.transcoders[TC[0]], bk.transcoders[TC[1]]

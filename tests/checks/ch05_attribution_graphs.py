@@ -1,7 +1,7 @@
 """Checks of chapter 05 (Attribution graphs). Each runs your function on the checks' own toy
 backend, watches what it does, and compares with known outputs recorded from the reference;
 a failure names the likely mistake (the catalogued ones in ``tests/mistakes``, or a generic
-family of ``utils.compare``)."""
+family of ``utils.course.compare``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -13,18 +13,19 @@ from sae_lens import HookedSAETransformer
 from torch import Tensor
 
 from tests.mistakes.ch05_attribution_graphs import MISTAKES
-from utils.checking import backend, exercise_check, expect_tensor, fail, known, run, seed, signatures
+from utils.backends import Backend
+from utils.course.checking import backend, exercise_check, expect_tensor, fail, known, run, seed, signatures
 from utils.graphs_attribution import Graph, build_graph, local_replacement, salient_logit_ids
 from utils.nodes import Node
 
 CHAPTER = "ch05_attribution_graphs"
 
 
-def _transcoders(bk: Any) -> list[Any]:
+def _transcoders(bk: Backend) -> list[Any]:
     return [bk.dictionary("transcoder", layer) for layer in range(bk.model.cfg.n_layers)]
 
 
-def _graph(bk: Any, tokens: Int[Tensor, "1 pos"], key: str) -> tuple[Any, Graph]:
+def _graph(bk: Backend, tokens: Int[Tensor, "1 pos"], key: str) -> tuple[Any, Graph]:
     """The prompt's replacement model and graph, of the latents above a threshold chosen by
     the reference (stored under ``key``)."""
     rm = local_replacement(bk.model, _transcoders(bk), tokens)

@@ -2,7 +2,7 @@
 is slow and its result depends on the machine); what is: the configs your functions build,
 field by field, and the functions that judge and train dictionaries, on fixed inputs. A
 failure names the likely mistake (the catalogued ones in ``tests/mistakes``, or a generic
-family of ``utils.compare``)."""
+family of ``utils.course.compare``)."""
 from __future__ import annotations
 
 import copy
@@ -15,8 +15,9 @@ from sae_lens.saes.sae import SAEConfig, TrainingSAEConfig
 from torch import Tensor
 
 from tests.mistakes.ch06_training import MISTAKES
-from utils.checking import Signatures, backend, call, exercise_check, expect_tensor, fail, known, run, seed, signatures
-from utils import compare
+from utils.backends import Backend
+from utils.course.checking import Signatures, backend, call, exercise_check, expect_tensor, fail, known, run, seed, signatures
+from utils.course import compare
 from utils.training import new_transcoder
 
 CHAPTER = "ch06_training"
@@ -148,7 +149,7 @@ def _sparse_acts(n: int, d_sae: int, draw: int) -> Tensor:
     p[order[2:4]] = torch.tensor([0.35, 0.6])
     fires = torch.rand(n, d_sae, generator=generator) < p
     values = 0.05 + 3 * torch.rand(n, d_sae, generator=generator)
-    return (fires * values).to(compare.TOLERANCE.dtype)
+    return (fires * values).to(compare.tolerance().dtype)
 
 
 def _stats_entry(out: Any, key: str, name: str) -> Any:
@@ -191,7 +192,7 @@ def _planted_acts(labels: Tensor, d_sae: int, draw: int) -> Tensor:
 @exercise_check(CHAPTER)
 def check_label_precision(label_precision: Any) -> None:
     bk = backend()
-    dtype = compare.TOLERANCE.dtype
+    dtype = compare.tolerance().dtype
     corpus = bk.world.corpus(n_seqs=12, seq_len=32, seed=seed(70))
     cases = [
         (torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [1.0, 3.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.0]], dtype=dtype),
@@ -210,7 +211,7 @@ def check_label_precision(label_precision: Any) -> None:
 # 5. transcoder_loss
 
 
-def _mlp_io(bk: Any, layer: int, n_seqs: int, draw: int) -> tuple[Tensor, Tensor]:
+def _mlp_io(bk: Backend, layer: int, n_seqs: int, draw: int) -> tuple[Tensor, Tensor]:
     """The MLP input and output of ``layer``, one row per non-BOS token of some corpus text."""
     hook_in, hook_out = f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out"
     tokens = bk.world.corpus(n_seqs=n_seqs, seq_len=20, seed=draw).tokens
@@ -235,7 +236,7 @@ def check_transcoder_loss(transcoder_loss: Any) -> None:
     d_model = bk.model.cfg.d_model
     fresh = new_transcoder(d_model, 64, d_model, "blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out", seed=seed(80))
     cases = [(bk.transcoders["blocks.0.ln2.hook_normalized"], 0, 6, 2.0), (bk.transcoders["blocks.1.ln2.hook_normalized"], 1, 4, 0.5),
-             (fresh.to(compare.TOLERANCE.dtype), 0, 1, 1.0)]
+             (fresh.to(compare.tolerance().dtype), 0, 1, 1.0)]
     for i, (shipped, layer, n_seqs, l1) in enumerate(cases):
         transcoder = copy.deepcopy(shipped)  # gradients land on the copy, never on the checks' backend
         x, y = _mlp_io(bk, layer, n_seqs, seed(81 + i))

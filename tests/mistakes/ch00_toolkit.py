@@ -1,14 +1,14 @@
 """Plausible wrong implementations of chapter 00's exercises; each check must catch each one.
 
 A mistake with ``signature=True`` (the default) is recognised by its result: the check runs
-it on its own inputs (``utils.checking.signatures``) and fails with its diagnosis. The
+it on its own inputs (``utils.course.checking.signatures``) and fails with its diagnosis. The
 others must be caught by a generic diagnosis or a watched side effect."""
 from __future__ import annotations
 
 import torch
 
 from solutions.ch00_toolkit import latent_aurocs, latent_logit_effects, max_activating_contexts, reconstruction_metrics, top_k_latents
-from utils.checking import Mistake
+from utils.course.checking import Mistake
 
 
 def _acts(model, sae, tokens):

@@ -1,7 +1,7 @@
 """Plausible wrong implementations of chapter 01's exercises; each check must catch each one.
 
 A mistake with ``signature=True`` (the default) is recognised by its result: the check runs
-it on its own inputs (``utils.checking.signatures``) and fails with its diagnosis. The
+it on its own inputs (``utils.course.checking.signatures``) and fails with its diagnosis. The
 others must be caught by a generic diagnosis or a watched side effect."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from solutions.ch01_attribution import (
     token_to_latent_gradients,
 )
 from utils.attribution import splice_for_gradients
-from utils.checking import Mistake
+from utils.course.checking import Mistake
 
 # --- logit_diff ----------------------------------------------------------------------
 

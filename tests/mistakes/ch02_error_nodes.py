@@ -1,7 +1,7 @@
 """Plausible wrong implementations of chapter 02's exercises; each check must catch each one.
 
 A mistake with ``signature=True`` (the default) is recognised by its result: the check runs
-it on its own inputs (``utils.checking.signatures``) and fails with its diagnosis. The
+it on its own inputs (``utils.course.checking.signatures``) and fails with its diagnosis. The
 others must be caught by a generic diagnosis or a watched side effect."""
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from solutions.ch02_error_nodes import (
     position_precision_recall,
     spliced_task_scores,
 )
-from utils.checking import Mistake
-from utils.circuits import node_masks, output_hook
+from utils.course.checking import Mistake
+from utils.circuits import node_masks
+from utils.nodes import output_hook
 
 # --- error_term ----------------------------------------------------------------------
 

@@ -1,17 +1,17 @@
 """Plausible wrong implementations of chapter 03's exercises; each check must catch each one.
 
 A mistake with ``signature=True`` (the default) is recognised by its result: the check runs
-it on its own inputs (``utils.checking.signatures``) and fails with its diagnosis. The
-others must be caught by a generic diagnosis of ``utils.compare``."""
+it on its own inputs (``utils.course.checking.signatures``) and fails with its diagnosis. The
+others must be caught by a generic diagnosis of ``utils.course.compare``."""
 from __future__ import annotations
 
 import torch
 
 from solutions.ch03_feature_circuits import ablation_edges, edge_effects, probe_latent_effects
-from utils.checking import Mistake
-from utils.circuits import output_hook
+from utils.course.checking import Mistake
+from utils.nodes import output_hook
 from utils.graphs import node_gradients, splice_for_edges
-from utils.toy.report import auroc
+from utils.metrics import auroc
 
 # --- edge_effects --------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Plausible wrong implementations of chapter 04's exercises; each check must catch each one.
 
 A mistake with ``signature=True`` (the default) is recognised by its result: the check runs
-it on its own inputs (``utils.checking.signatures``) and fails with its diagnosis. The
+it on its own inputs (``utils.course.checking.signatures``) and fails with its diagnosis. The
 others must be caught by a generic diagnosis, a specific test in the check or a watched side
 effect, and their diagnosis is a phrase of that message."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ from solutions.ch04_transcoders import (
     transcoder_metrics,
     upstream_ablation_effects,
 )
-from utils.checking import Mistake
+from utils.course.checking import Mistake
 from utils.nodes import layer_of
 
 

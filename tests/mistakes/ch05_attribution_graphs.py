@@ -1,7 +1,7 @@
 """Plausible wrong implementations of chapter 05's exercises; each check must catch each one.
 
 A mistake with ``signature=True`` (the default) is recognised by its result: the check runs
-it on its own inputs (``utils.checking.signatures``) and fails with its diagnosis. The
+it on its own inputs (``utils.course.checking.signatures``) and fails with its diagnosis. The
 others must be caught by a generic diagnosis, a specific test in the check or a watched side
 effect, and their diagnosis is a phrase of that message."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from solutions.ch05_attribution_graphs import logit_influence, salient_logits, target_edges
-from utils.checking import Mistake
+from utils.course.checking import Mistake
 from utils.graphs_attribution import replacement_forward
 
 # --- freeze_nonlinearities -----------------------------------------------------------

@@ -1,7 +1,7 @@
 """Plausible wrong implementations of chapter 06's exercises; each check must catch each one.
 
 A mistake with ``signature=True`` (the default) is recognised by its result: the check runs
-it on its own inputs (``utils.checking.signatures``) and fails with its diagnosis. The
+it on its own inputs (``utils.course.checking.signatures``) and fails with its diagnosis. The
 others must be caught by a generic diagnosis, a specific test of the check or a watched
 side effect."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from sae_lens import LoggingConfig, StandardSAEConfig, TopKTrainingSAEConfig
 
 from solutions.ch06_training import density_stats, label_precision, runner_config, sae_training_config, transcoder_loss
-from utils.checking import Mistake
+from utils.course.checking import Mistake
 
 # --- sae_training_config -------------------------------------------------------------
 

@@ -34,8 +34,9 @@ import tempfile
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -53,7 +54,8 @@ from torch import Tensor
 from transformer_lens import HookedTransformerConfig
 from transformers import AutoTokenizer, GPT2Tokenizer, PreTrainedTokenizerBase
 
-from utils.backends import Backend, register
+from utils.backends.base import Backend, register
+from utils.nodes import KINDS
 
 # ---------------------------------------------------------------- identifiers
 # Every name below is checked offline against the installed SAELens registry and the
@@ -85,10 +87,9 @@ TRANSCODER_CFG_CLASS = "sae_training.config.LanguageModelSAERunnerConfig"
 HUB_ENDPOINT = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
 HUB_TIMEOUT_S = 3.0
 
-KINDS = ("resid_sae", "attn_sae", "transcoder")
 
 # ---------------------------------------------------------------- gpt2-shaped
-GPT2_SMALL = dict(
+GPT2_SMALL: dict[str, Any] = dict(
     n_layers=N_LAYERS, d_model=768, n_heads=12, d_head=64, d_mlp=3072, n_ctx=1024,
     d_vocab=50257, act_fn="gelu_new", normalization_type="LN", initializer_range=0.02,
 )
@@ -262,7 +263,8 @@ class _DunefskyRunnerConfig:
     """
 
 
-TRANSCODER_SAFE_GLOBALS = [(_DunefskyRunnerConfig, TRANSCODER_CFG_CLASS)]
+TRANSCODER_SAFE_GLOBALS: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [
+    (_DunefskyRunnerConfig, TRANSCODER_CFG_CLASS)]
 
 
 def read_dunefsky_checkpoint(path: str | Path) -> dict[str, Tensor]:
@@ -397,7 +399,7 @@ def _save_gpt2_tokenizer(folder: Path) -> None:
     vocab = json.loads((data / "encoder.json").read_text(encoding="utf-8"))
     lines = (data / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:]  # skip #version
     merges = [tuple(line.split()) for line in lines if line]
-    tokenizer = GPT2Tokenizer(vocab=vocab, merges=merges, add_bos_token=True)
+    tokenizer = GPT2Tokenizer(vocab=vocab, merges=merges, add_bos_token=True)  # type: ignore[arg-type]  # pairs, as tokenizers' BPE takes them
     # Save beside the target, then rename: concurrent builders never see half a folder.
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent))

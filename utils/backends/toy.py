@@ -1,7 +1,7 @@
 """The ``toy`` backend: the offline model organism of ``utils.toy`` (the default)."""
 from __future__ import annotations
 
-from utils.backends import Backend, register
+from utils.backends.base import Backend, register
 
 
 @register("toy")

@@ -12,6 +12,10 @@ report`` prints the figures of merit as JSON. The grammar and label set are docu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from utils.backends.base import Backend
 
 ARTIFACTS = Path(__file__).parent / "artifacts"  # tokenizer/, model/, <kind>/<name>/, *.json
 TOKENIZER, MODEL, EXPLANATIONS, REPORT = "tokenizer", "model", "explanations.json", "report.json"
@@ -32,10 +36,10 @@ def load_clts(root: Path = ARTIFACTS, device: str = "cpu") -> dict:
     return {name: CrossLayerTranscoder.load(clt_folder(root, name), device) for name in CLT_NAMES}
 
 
-def load(device: str = "cpu", root: Path = ARTIFACTS, with_clt: bool = True):
+def load(device: str = "cpu", root: Path = ARTIFACTS, with_clt: bool = True) -> Backend:
     """The committed model organism as a ``utils.backends.Backend`` (offline, seconds);
     ``bk.clt`` is its cross-layer transcoder (None if not built, or not ``with_clt``)."""
-    from utils.backends import Backend
+    from utils.backends.base import Backend
     from utils.toy.dictionaries import dictionary_specs, load_dictionary
     from utils.toy.explanations import ExplanationTable
     from utils.toy.generator import World

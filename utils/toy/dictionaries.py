@@ -20,7 +20,6 @@ from sae_lens import SAE, StandardSAE, StandardSAEConfig, Transcoder, Transcoder
 from sae_lens.saes.sae import SAEMetadata
 
 D_SAE = 256  # 2 x d_model: wide enough for planted features, narrow enough not to split them
-KINDS = ("resid_sae", "attn_sae", "transcoder")
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
 from utils.toy.dictionaries import DictionarySpec
-from utils.toy.report import (DictionaryReading, activation_precision, auroc, firing_frequency,
-                              read_dictionary)
+from utils.metrics import activation_precision, auroc
+from utils.toy.report import DictionaryReading, firing_frequency, read_dictionary
 
 N_CONTEXTS, N_TOKENS, WINDOW = 5, 5, (8, 2)
 

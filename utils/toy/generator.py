@@ -351,7 +351,8 @@ class World:
         weights = [w for _, w in _CORPUS_MIX.values()]
         rows, marks = [], []
         for _ in range(n_seqs):
-            words, mark = [], {}
+            words: list[str] = []
+            mark: dict[str, list[int]] = {}
             while len(words) < seq_len - 1:
                 example = _CORPUS_MIX[rng.choices(kinds, weights)[0]][0](rng)
                 for name, positions in example.marks.items():

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from safetensors.torch import load_file, save_file
 from sae_lens import HookedSAETransformer
 from transformer_lens import HookedTransformerConfig
 from transformers import PreTrainedTokenizerBase
 
-MODEL_CONFIG = dict(
+MODEL_CONFIG: dict[str, Any] = dict(
     n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, n_ctx=64, act_fn="gelu",
     normalization_type="LN", positional_embedding_type="standard", model_name="toy",
     original_architecture="toy",

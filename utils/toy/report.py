@@ -35,11 +35,11 @@ import einops
 import torch
 from jaxtyping import Bool, Float, Int
 from sae_lens import SAE, HookedSAETransformer
-from scipy.stats import rankdata
 from torch import Tensor
 
 from utils.clt import CrossLayerTranscoder, read_clt
 from utils.clt import spliced as clt_spliced
+from utils.metrics import activation_precision, auroc
 from utils.toy.dictionaries import DictionarySpec
 from utils.toy.generator import BROAD_LABELS, TaskBatch, World
 from utils.toy.training import EVAL_SEEDS
@@ -75,31 +75,6 @@ def task_scores(logits: Float[Tensor, "batch d_vocab"], batch: TaskBatch) -> dic
 def task_batches(world: World, n: int) -> dict[str, TaskBatch]:
     """Held-out prompts for every task."""
     return {task: world.task_batch(task, n, seed=EVAL_SEEDS) for task in world.tasks}
-
-
-def auroc(scores: Float[Tensor, "token latent"],
-          labels: Bool[Tensor, "token label"]) -> Float[Tensor, "label latent"]:
-    """AUROC of every score column for every label column, from average ranks (ties count
-    one half): (sum of positive ranks - n_pos (n_pos + 1) / 2) / (n_pos n_neg)."""
-    ranks = torch.from_numpy(rankdata(scores.numpy(), axis=0)).float()
-    y = labels.float()
-    n_pos = y.sum(0)[:, None]
-    n_neg = len(y) - n_pos
-    return (y.T @ ranks - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg).clamp(min=1)
-
-
-def activation_precision(acts: Float[Tensor, "token latent"],
-                         labels: Bool[Tensor, "token label"]) -> Float[Tensor, "label latent"]:
-    """Share of each latent's activation mass that falls on tokens with each label,
-
-        precision[l, i] = sum_t y[t, l] a[t, i] / sum_t a[t, i]   (a >= 0: post-ReLU),
-
-    and 0 for a latent that never fires. It is 1 when the latent fires on labelled tokens
-    only, and the label's share of tokens when it fires equally everywhere."""
-    acts = acts.double()
-    mass = acts.sum(0)  # [latent]
-    on_label = labels.double().T @ acts  # [label, latent]; 0 wherever the mass is 0
-    return (on_label / mass.clamp(min=torch.finfo(acts.dtype).tiny)).float()
 
 
 def firing_frequency(acts: Float[Tensor, "token latent"]) -> Float[Tensor, " latent"]:

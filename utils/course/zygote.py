@@ -5,14 +5,14 @@ more than running a chapter-00 notebook. The grader therefore starts one *zygote
 batch: a process that imports those libraries, and nothing of the course or of any
 learner, then forks a fresh process for every kernel and every re-check (as Android
 starts its apps). A forked child is as clean as a new process: no learner code ran in
-its parent. It confines itself (:func:`utils.sandbox.confine`) before running anything.
+its parent. It confines itself (:func:`utils.course.sandbox.confine`) before running anything.
 
-* ``python -m utils.zygote serve SOCKET`` imports, checks that it is still single-threaded
+* ``python -m utils.course.zygote serve SOCKET`` imports, checks that it is still single-threaded
   (forking a process with threads is unsafe), prints ``ready`` and serves forks.
-* ``python -m utils.zygote run SOCKET MODE WRITABLE [ARGS...]`` is what a kernel spec or
+* ``python -m utils.course.zygote run SOCKET MODE WRITABLE [ARGS...]`` is what a kernel spec or
   the worker starts instead of Python: a small stand-in that hands its stdin, stdout,
   stderr, folder and environment to the zygote, which forks the child (``pytest``: nbval
-  with ``ARGS``; ``kernel``: ipykernel with ``ARGS``; ``recheck``: :mod:`utils.recheck`). The stand-in forwards
+  with ``ARGS``; ``kernel``: ipykernel with ``ARGS``; ``recheck``: :mod:`utils.course.recheck`). The stand-in forwards
   signals to the child (Jupyter's interrupt) and exits with its exit code; when the
   stand-in dies, the zygote kills the child. Without a zygote it runs the mode itself.
 
@@ -80,7 +80,7 @@ def run(sock_path: str, mode: str, writable: str, args: list[str]) -> int:
 def serve(sock_path: str) -> None:
     import importlib
 
-    from utils import sandbox
+    from utils.course import sandbox
 
     for name in PRELOAD:
         importlib.import_module(name)
@@ -265,7 +265,7 @@ def _child(request: dict[str, Any]) -> int:
     import random
     import tempfile
 
-    from utils import sandbox
+    from utils.course import sandbox
 
     os.chdir(request["cwd"])
     ours = os.environ.get("PYTHONPATH", "").split(os.pathsep)
@@ -292,7 +292,7 @@ def _child(request: dict[str, Any]) -> int:
         kernelapp.launch_new_instance(argv=request["args"])
         return 0
     if request["mode"] == "recheck":
-        from utils import recheck
+        from utils.course import recheck
 
         recheck.main()  # ends with os._exit
     if request["mode"] == "pytest":
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv[:1] == ["run"] and len(argv) >= 4:
         return run(argv[1], argv[2], argv[3], argv[4:])
-    print("usage: python -m utils.zygote serve SOCKET | run SOCKET MODE WRITABLE [ARGS...]", file=sys.stderr)
+    print("usage: python -m utils.course.zygote serve SOCKET | run SOCKET MODE WRITABLE [ARGS...]", file=sys.stderr)
     return 2
 
 

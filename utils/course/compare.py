@@ -1,5 +1,5 @@
 """Compare a learner's result with the known one, at the scale of the quantity, and name the
-likely mistake when they differ (used by every check; see ``utils.checking``).
+likely mistake when they differ (used by every check; see ``utils.course.checking``).
 
 Tolerance. Float noise (reduction order, thread count, CPU vector width, GPU TF32 matmuls)
 moves every entry of a result by a small fraction of the result's *overall* size, not of
@@ -27,8 +27,10 @@ Diagnoses, tried in order when a result differs:
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +65,24 @@ class Tolerance:
     margins: list[float] = field(default_factory=list)
 
 
-TOLERANCE = Tolerance()  # replaced per check run by utils.checking
+_TOLERANCE: contextvars.ContextVar[Tolerance | None] = contextvars.ContextVar("tolerance", default=None)
+
+
+def tolerance() -> Tolerance:
+    """The tolerance of the check running now (outside a check: the default, float32)."""
+    return _TOLERANCE.get() or Tolerance()
+
+
+@contextlib.contextmanager
+def measuring(dtype: torch.dtype = torch.float32) -> Iterator[Tolerance]:
+    """Compare at the tolerance for ``dtype`` inside the block; yields it, to read the
+    margins seen (``utils.course.checking`` opens one per check run)."""
+    current = Tolerance(dtype=dtype)
+    token = _TOLERANCE.set(current)
+    try:
+        yield current
+    finally:
+        _TOLERANCE.reset(token)
 
 
 Mistakes = Mapping[str, "Tensor | Callable[[], Any]"]
@@ -96,8 +115,8 @@ def expect_tensor(
         fail(f"{name}: " + _diagnose_shape(tuple(got.shape), tuple(want.shape), dim_names))
     got = got.detach().cpu().to(want.dtype)
     want = want.detach().cpu()
-    atol = TOLERANCE.atol if atol is None else atol
-    rtol = TOLERANCE.rtol if rtol is None else rtol
+    atol = tolerance().atol if atol is None else atol
+    rtol = tolerance().rtol if rtol is None else rtol
     if _matches(got, want, atol, rtol, record=True):
         return
     for diagnosis, result in (mistakes or {}).items():
@@ -139,13 +158,13 @@ def _expect_dtype(got: Tensor, want: Tensor, name: str) -> None:
         if got.dtype != want.dtype:
             fail(f"{name} should have dtype {want.dtype}, got {got.dtype}")
     elif got.is_floating_point() != want.is_floating_point():
-        expected = TOLERANCE.dtype if want.is_floating_point() else want.dtype
+        expected = tolerance().dtype if want.is_floating_point() else want.dtype
         fail(f"{name} should have dtype {expected}, got {got.dtype}")
-    elif got.is_floating_point() and got.dtype != TOLERANCE.dtype and not (
-            TOLERANCE.dtype == torch.float64 and got.dtype == torch.float32):  # float32 by design is fine
+    elif got.is_floating_point() and got.dtype != tolerance().dtype and not (
+            tolerance().dtype == torch.float64 and got.dtype == torch.float32):  # float32 by design is fine
         hint = (" (a float64 result usually means a tensor was made from numpy or Python floats "
                 "with dtype float64 and mixed into the computation)") if got.dtype == torch.float64 else ""
-        fail(f"{name} should have dtype {TOLERANCE.dtype} like the model, got {got.dtype}{hint}")
+        fail(f"{name} should have dtype {tolerance().dtype} like the model, got {got.dtype}{hint}")
 
 
 def _tolerance(want: Tensor, atol: float, rtol: float) -> Tensor:
@@ -164,7 +183,7 @@ def _matches(got: Tensor, want: Tensor, atol: float, rtol: float, record: bool =
     tol = _tolerance(want[finite], atol, rtol)
     ratio = (diff / tol).max().item() if diff.numel() else 0.0
     if record and ratio <= 1:
-        TOLERANCE.margins.append(ratio)
+        tolerance().margins.append(ratio)
     return ratio <= 1
 
 
@@ -331,7 +350,7 @@ def expect_sparse(
     _expect_dtype(got.values(), want, name)
     keep = ~optional.cpu() if optional is not None else torch.ones(shape, dtype=torch.bool)
     dense = got.to_dense()
-    if not _matches(dense.to(want.dtype) * keep, want * keep, TOLERANCE.atol, TOLERANCE.rtol):
+    if not _matches(dense.to(want.dtype) * keep, want * keep, tolerance().atol, tolerance().rtol):
         expect_tensor(dense, want, name=name, dims=dims, mistakes=mistakes)  # diagnose it whole
     expect_tensor(dense * keep, want * keep, name=name, dims=dims)
     stored, expected = _index_set(got.indices()), _index_set(want_indices)
@@ -361,11 +380,11 @@ def expect_close(got: Any, want: float, *, name: str, scale: float | None = None
         fail(f"{name} should be a number, got {type(got).__name__}")
     if not math.isfinite(got):
         fail(f"{name} is {got}")
-    atol = TOLERANCE.atol if atol is None else atol
-    rtol = TOLERANCE.rtol if rtol is None else rtol
+    atol = tolerance().atol if atol is None else atol
+    rtol = tolerance().rtol if rtol is None else rtol
     tol = atol * max(abs(want), abs(scale or 0.0), 1e-12) + rtol * abs(want)
     if abs(got - want) <= tol:
-        TOLERANCE.margins.append(abs(got - want) / tol)
+        tolerance().margins.append(abs(got - want) / tol)
         return
     if abs(got + want) <= tol:
         fail(f"{name} has the wrong sign: expected {want:.4g}, got {got:.4g}")

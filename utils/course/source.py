@@ -1,15 +1,8 @@
-"""Build every chapter from its one source: ``python -m utils.build [CHAPTER ...] [--check]``.
+"""A chapter's source: its conventions, its exercises, and what the build renders from it.
 
-A chapter's source is a jupytext percent script, ``source/<chapter>.py``. From it the build
-writes four files, which nobody edits by hand:
-
-* ``chapters/<chapter>.ipynb``  the learner notebook: exercise stubs, check cells, hints;
-* ``exercises/<chapter>.py``    the same stubs as an importable module;
-* ``solutions/<chapter>.py``    the reference module;
-* ``solutions/<chapter>.ipynb`` the solution notebook, executed (skip with ``--no-execute``).
-
-``--check`` rebuilds in memory and fails if any committed file differs (outputs of the
-executed notebook are not compared, only its cells' sources).
+A chapter's source is a jupytext percent script, ``source/<chapter>.py``. Rendered from it
+(by :class:`utils.course.chapter.Chapter`, written by ``python -m utils.course build``): the
+learner notebook, the stub module, the reference module and the solution notebook.
 
 Source conventions
 ------------------
@@ -35,12 +28,7 @@ Every other cell appears in both notebooks only.
 """
 from __future__ import annotations
 
-import argparse
-import copy
-import os
 import re
-import sys
-import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +37,8 @@ import jupytext
 import nbformat
 from nbformat import NotebookNode
 
-ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "source"
+from utils.course import ROOT
+
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 _SOLUTION_BLOCK = re.compile(rf"^([ \t]*){re.escape(BEGIN)}\n.*?^[ \t]*{re.escape(END)}[ \t]*\n?", re.M | re.S)
 
@@ -72,10 +60,6 @@ def repository_url() -> str:
     return url
 
 
-def chapters() -> list[str]:
-    return sorted(p.stem for p in SOURCE.glob("ch*.py"))
-
-
 # ---------------------------------------------------------------------------------------
 # Parsing a source into exercises and cells.
 
@@ -92,8 +76,8 @@ class Exercise:
     code: str = ""
 
 
-def read_source(chapter: str) -> NotebookNode:
-    return jupytext.read(SOURCE / f"{chapter}.py", fmt="py:percent")
+def read_source(path: Path) -> NotebookNode:
+    return jupytext.read(path, fmt="py:percent")
 
 
 def find_exercises(nb: NotebookNode, chapter: str) -> dict[str, Exercise]:
@@ -182,7 +166,7 @@ def setup_cell(url: str | None = None, content: str = COLAB_CONTENT) -> str:
 import sys
 
 if "google.colab" in sys.modules:
-    raise RuntimeError("This copy of the course has no public repository yet: {SETTING} in pyproject.toml still holds the placeholder {url}; set it and rebuild with python -m utils.build.")'''
+    raise RuntimeError("This copy of the course has no public repository yet: {SETTING} in pyproject.toml still holds the placeholder {url}; set it and rebuild with python -m utils.course build.")'''
     return f'''# Setup: just run this cell. In Colab it fetches the course and installs its packages next to
 # Colab's own torch: 2 to 10 minutes, once per session (rerun it if it stops). On your machine
 # it does nothing.
@@ -226,9 +210,9 @@ def _code(source: str, **meta: object) -> NotebookNode:
     return nbformat.v4.new_code_cell(source, metadata=dict(meta))
 
 
-def render_notebook(chapter: str, learner: bool) -> NotebookNode:
-    """The learner notebook (stubs) or the solution notebook (reference), unexecuted."""
-    src = read_source(chapter)
+def render_notebook(src: NotebookNode, chapter: str, checks_module: str, learner: bool) -> NotebookNode:
+    """The learner notebook (stubs) or the solution notebook (reference) of the source
+    ``src`` of ``chapter``, unexecuted; check cells import from ``checks_module``."""
     exercises = find_exercises(src, chapter)
     order = list(exercises)
     cells: list[NotebookNode] = []
@@ -251,7 +235,7 @@ def render_notebook(chapter: str, learner: bool) -> NotebookNode:
             cells.append(_code(body.rstrip(), exercise=ex.name))
             check = (
                 f"# Check {ex.name}: one line if it is right, else the likely mistake.\n"
-                f"from tests.checks.{chapter} import check_{ex.name}\n\ncheck_{ex.name}({ex.name})"
+                f"from {checks_module} import check_{ex.name}\n\ncheck_{ex.name}({ex.name})"
             )
             cells.append(_code(check, check=ex.name))
             folded = [details("Hint" if len(ex.hints) == 1 else f"Hint {j + 1}", h) for j, h in enumerate(ex.hints)]
@@ -275,14 +259,13 @@ def render_notebook(chapter: str, learner: bool) -> NotebookNode:
     return nb
 
 
-def render_module(chapter: str, learner: bool) -> str:
+def render_module(src: NotebookNode, chapter: str, learner: bool) -> str:
     """The stub module (learner) or the reference module: module cells + exercise functions."""
-    src = read_source(chapter)
     exercises = find_exercises(src, chapter)
     kind = "Exercise stubs" if learner else "Reference solutions"
     parts = [
         f'"""{kind} for chapter {chapter}.\n\nGenerated from source/{chapter}.py by '
-        f'`python -m utils.build`: edit the source, not this file."""'
+        f'`python -m utils.course build`: edit the source, not this file."""'
     ]
     pending = False
     for cell in src.cells:
@@ -296,129 +279,3 @@ def render_module(chapter: str, learner: bool) -> str:
         elif "module" in cell.metadata.get("tags", []):
             parts.append(cell.source)
     return "\n\n\n".join(p.strip() for p in parts) + "\n"
-
-
-README_START, README_END = "<!-- chapters: generated by python -m utils.build -->", "<!-- end of chapters -->"
-
-
-def chapter_table() -> str:
-    """README's chapter table: title, exercises and Colab badge of every chapter."""
-    rows = ["| chapter | exercises | open |", "|---|---|---|"]
-    for chapter in chapters():
-        src = read_source(chapter)
-        title = src.cells[0].source.splitlines()[0].lstrip("# ").strip()
-        exercises = "; ".join(e.title for e in find_exercises(src, chapter).values())
-        rows.append(f"| [{title}](chapters/{chapter}.ipynb) | {exercises} | {badge(chapter)} |")
-    return "\n".join(rows)
-
-
-def render_readme() -> str:
-    text = (ROOT / "README.md").read_text()
-    start, end = text.index(README_START) + len(README_START), text.index(README_END)
-    return text[:start] + "\n" + chapter_table() + "\n" + text[end:]
-
-
-# ---------------------------------------------------------------------------------------
-# Writing, executing, checking.
-
-
-def outputs(chapter: str) -> dict[Path, str | NotebookNode]:
-    return {
-        ROOT / "chapters" / f"{chapter}.ipynb": render_notebook(chapter, learner=True),
-        ROOT / "exercises" / f"{chapter}.py": render_module(chapter, learner=True),
-        ROOT / "solutions" / f"{chapter}.py": render_module(chapter, learner=False),
-        ROOT / "solutions" / f"{chapter}.ipynb": render_notebook(chapter, learner=False),
-    }
-
-
-def _text(content: str | NotebookNode) -> str:
-    return content if isinstance(content, str) else nbformat.writes(content) + "\n"
-
-
-def _sources_only(nb: NotebookNode) -> NotebookNode:
-    nb = copy.deepcopy(nb)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    return nb
-
-
-def execute(nb: NotebookNode, path: Path) -> NotebookNode:
-    """Run a notebook top to bottom in a fresh kernel whose working folder is ``path``'s."""
-    from nbclient import NotebookClient
-
-    os.environ["TQDM_DISABLE"] = "1"  # progress bars are widgets with random ids: keep them out
-    os.environ["SAE_CIRCUITS_STRICT"] = "1"  # a reference that fails its check stops the build
-    client = NotebookClient(
-        nb, timeout=600, kernel_name="python3", record_timing=False,
-        resources={"metadata": {"path": str(path.parent)}},
-    )
-    metadata = copy.deepcopy(nb.metadata)
-    client.execute()
-    nb.metadata = metadata  # the kernel adds its own language_info; keep ours, deterministic
-    return nb
-
-
-def build(chapter: str, run: bool = True) -> None:
-    for path, content in outputs(chapter).items():
-        if path.suffix == ".ipynb" and path.parent.name == "solutions" and run:
-            started = time.perf_counter()
-            content = execute(content, path)
-            print(f"executed {path.relative_to(ROOT)} in {time.perf_counter() - started:.1f} s")
-        elif path.suffix == ".ipynb" and path.exists() and path.parent.name == "solutions":
-            old = nbformat.read(path, as_version=4)
-            if _text(_sources_only(old)) == _text(content):
-                continue  # keep the executed outputs of an unchanged notebook
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(_text(content))
-        print(f"wrote {path.relative_to(ROOT)}")
-
-
-def out_of_sync(chapter: str, include_exercises: bool = True) -> list[str]:
-    """Generated files of ``chapter`` that differ from what the build would write now."""
-    stale = []
-    for path, content in outputs(chapter).items():
-        if not include_exercises and path.parent.name == "exercises":
-            continue
-        if not path.exists():
-            stale.append(f"{path.relative_to(ROOT)} (missing)")
-            continue
-        if path.suffix == ".ipynb":
-            current = _text(_sources_only(nbformat.read(path, as_version=4)))
-            wanted = _text(_sources_only(content))
-        else:
-            current, wanted = path.read_text(), _text(content)
-        if current != wanted:
-            stale.append(str(path.relative_to(ROOT)))
-    return stale
-
-
-def readme_in_sync() -> bool:
-    return (ROOT / "README.md").read_text() == render_readme()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m utils.build", description=__doc__.split("\n")[0])
-    parser.add_argument("chapters", nargs="*", help="chapter names (default: all)")
-    parser.add_argument("--check", action="store_true", help="fail if generated files are out of sync")
-    parser.add_argument("--no-execute", action="store_true", help="do not execute the solution notebooks")
-    args = parser.parse_args(argv)
-    names = args.chapters or chapters()
-    unknown = sorted(set(names) - set(chapters()))
-    if unknown:
-        parser.error(f"unknown chapter(s) {unknown}; expected some of {chapters()}")
-    if args.check:
-        stale = [s for c in names for s in out_of_sync(c)] + ([] if readme_in_sync() else ["README.md (chapter table)"])
-        for s in stale:
-            print(f"out of sync: {s}")
-        if stale:
-            print("run `python -m utils.build` and commit what it writes")
-        return 1 if stale else 0
-    for chapter in names:
-        build(chapter, run=not args.no_execute)
-    (ROOT / "README.md").write_text(render_readme())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Run every chapter headless: ``python -m utils.course [CHAPTER ...]`` (``bash course.sh --headless``).
+"""Run every chapter headless: ``python -m utils.course headless [CHAPTER ...]`` (``bash course.sh --headless``).
 
 Each learner notebook in ``chapters/`` is executed top to bottom offline, errors allowed (a
 failing check stops nothing), and written as HTML beside it. The notebooks themselves are not
@@ -15,7 +15,6 @@ import argparse
 import copy
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +25,8 @@ from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 from traitlets.config import Config
 
-from utils.build import ROOT, chapters
+from utils.course import ROOT, settings
+from utils.course.chapter import Chapter
 
 # The lab template without the scripts it would fetch from CDNs (require.js, MathJax and the
 # widget manager): nothing in our pages needs them once math is MathML.
@@ -95,12 +95,12 @@ def offline_html(nb: nbformat.NotebookNode) -> str:
 def run_chapter(path: Path) -> tuple[dict[str, bool], int, float]:
     """Execute ``path``; return exercise -> check passed, other failed cells, seconds."""
     nb = nbformat.read(path, as_version=4)
-    os.environ["SAE_CIRCUITS_STRICT"] = "1"  # a failed check is an error cell: counted below
     started = time.perf_counter()
-    NotebookClient(
-        nb, timeout=600, kernel_name="python3", allow_errors=True, store_widget_state=False,
-        resources={"metadata": {"path": str(path.parent)}},
-    ).execute()
+    with settings.strict_checks():  # a failed check is an error cell: counted below
+        NotebookClient(
+            nb, timeout=600, kernel_name="python3", allow_errors=True, store_widget_state=False,
+            resources={"metadata": {"path": str(path.parent)}},
+        ).execute()
     seconds = time.perf_counter() - started
     path.with_suffix(".html").write_text(offline_html(nb), encoding="utf-8")
     failed = lambda c: any(o.get("output_type") == "error" for o in c.get("outputs", []))  # noqa: E731
@@ -110,13 +110,15 @@ def run_chapter(path: Path) -> tuple[dict[str, bool], int, float]:
     return checks, others, seconds
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m utils.course", description=__doc__.split("\n")[0])
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("chapters", nargs="*", help="chapter names (default: all)")
-    names = parser.parse_args(argv).chapters or chapters()
+
+
+def run(args: argparse.Namespace) -> int:
+    chapters = [Chapter.get(name) for name in args.chapters] or Chapter.every()
     total = 0.0
-    for name in names:
-        path = ROOT / "chapters" / f"{name}.ipynb"
+    for ch in chapters:
+        path = ch.notebook_path
         print(f"running {path.relative_to(ROOT)} ...", flush=True)
         checks, others, seconds = run_chapter(path)
         total += seconds
@@ -129,7 +131,3 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"all chapters ran in {total:.0f} s")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Re-check a submission's exercises in a clean process: ``python -m utils.recheck`` (run by the grader).
+"""Re-check a submission's exercises in a clean process: ``python -m utils.course.recheck`` (run by the grader).
 
 The grader pipes in one line holding a nonce, one JSON line (chapter, seed offset, time
 limit, exercises to re-check, and the module to build: the course's module cells with the
@@ -9,7 +9,7 @@ bytes). Nothing of it is on disk, so the learner's code cannot read the expected
 Before any learner code runs this process imports the checks, turns every function of the
 reference module into one that refuses to run while a learner's function is running, and
 takes a fingerprint of the course's modules, torch and the builtins. Then it runs the
-learner's cells and re-checks each exercise (:func:`utils.checking.recheck`) under a time
+learner's cells and re-checks each exercise (:func:`utils.course.checking.recheck`) under a time
 limit; after each cell and each check, whatever was replaced is put back and blamed on that
 exercise. An exercise passes only if its check passes, the function is the learner's own
 (not imported), it never called the reference, and it replaced nothing.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import builtins
 import functools
-import importlib
 import inspect
 import io
 import json
@@ -74,7 +73,9 @@ class _Limit:
 def _guard_reference(chapter: str) -> None:
     """Every reference function, wherever the course holds it (the reference module, the
     mistakes catalog built on it), refuses to run while a learner's function is running."""
-    module = sys.modules.get(f"solutions.{chapter}")
+    from utils.course.chapter import Chapter
+
+    module = sys.modules.get(Chapter(chapter).reference_module)
     if module is None:
         return
     guarded = {id(fn): _refusing(fn) for fn in vars(module).values()
@@ -220,12 +221,12 @@ def _own(fn: Any) -> str:
 
 def recheck_all(spec: dict[str, Any], known: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> None:
     """Re-check ``spec['exercises']`` of ``spec['chapter']``; ``emit`` each result."""
-    from utils import checking
+    from utils.course import checking, settings
+    from utils.course.chapter import Chapter
 
-    os.environ[checking.STRICT_ENV] = "1"
+    os.environ[settings.STRICT] = "1"
     chapter, limit = spec["chapter"], float(spec["limit"])
-    checks_module = importlib.import_module(f"tests.checks.{chapter}")
-    checks = {f.exercise: f for f in vars(checks_module).values() if getattr(f, "chapter", None) == chapter}
+    checks = Chapter(chapter).registered_checks()
     _guard_reference(chapter)
     baseline = _fingerprint()
     namespace, broken, loaded = _load(chapter, spec["chunks"], limit, baseline)

@@ -6,7 +6,7 @@ outlive the submission. Both without root:
 
 * :func:`confine` uses Linux Landlock (kernel 5.13+, unprivileged): after it, this process
   and everything it starts may write only beneath the given folders, and may not signal
-  processes outside its sandbox. ``python -m utils.sandbox DIR[:DIR...] -- COMMAND ...``
+  processes outside its sandbox. ``python -m utils.course.sandbox DIR[:DIR...] -- COMMAND ...``
   confines itself, then becomes ``COMMAND``.
 * :func:`become_subreaper` makes orphans of this process's children (a kernel whose
   ``pytest`` was killed, a daemon it forked) become its own children, so that
@@ -124,7 +124,7 @@ def kill_descendants() -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 3 or argv[1] != "--":
-        raise SystemExit("usage: python -m utils.sandbox WRITABLE[:WRITABLE...] -- COMMAND [ARGS...]")
+        raise SystemExit("usage: python -m utils.course.sandbox WRITABLE[:WRITABLE...] -- COMMAND [ARGS...]")
     confine([Path(p) for p in argv[0].split(os.pathsep) if p])
     os.execvp(argv[2], argv[2:])
 

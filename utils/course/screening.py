@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import nbformat
 from nbformat import NotebookNode
 
-from utils import build
+from utils.course.chapter import Chapter, names
 
 _NBVAL_COMMENT = re.compile(r"^\s*#+\s*(NBVAL_[A-Z_]+|PYTEST_VALIDATE_[A-Z_]+)\s*$")
 _NBVAL_TAGS = {"nbval-ignore-output", "nbval-check-output", "nbval-raises-exception", "nbval-skip",
@@ -46,7 +46,7 @@ _PATCH_ALLOWED = ("torch.backends.",)
 _MUTATORS = {"update", "setdefault", "pop", "popitem", "clear", "append", "extend", "insert", "remove",
              "__setitem__", "__delitem__"}
 # Modules an exercise cell may not import: it is re-run on its own by the grader, next to the checks.
-_EXERCISE_FORBIDDEN_IMPORTS = ("tests", "solutions", "utils.checking", "utils.compare", "gc", "inspect", "ctypes",
+_EXERCISE_FORBIDDEN_IMPORTS = ("tests", "solutions", "utils.course", "gc", "inspect", "ctypes",
                                "builtins", "importlib", "signal", "subprocess", "sys", "os", "pickle", "marshal",
                                "atexit", "threading", "multiprocessing", "IPython", "ipykernel", "nbval", "pytest",
                                "unittest", "shutil", "pathlib", "glob", "io", "types")
@@ -58,7 +58,8 @@ _INTERNALS = {"__globals__", "__code__", "__closure__", "__builtins__", "__subcl
               "meta_path", "path_hooks", "path_importer_cache", "settrace", "setprofile", "addaudithook"}
 _TORCH_OVERRIDES = {"__torch_function__", "__torch_dispatch__", "as_subclass", "_make_subclass",
                     "_make_wrapper_subclass", "TorchFunctionMode", "TorchDispatchMode", "overrides", "_python_dispatch"}
-_CHECKING_PUBLIC = {"checked"}  # what a learner's cell may take from utils.checking
+MACHINERY = "utils.course"  # the course machinery: a learner's cell may take only what is public
+PUBLIC = ("utils.course.checking.checked",)  # what a learner's cell may use of it
 _FILE_WRITERS = {"write_text", "write_bytes", "unlink", "rmdir", "chmod", "touch", "symlink_to", "hardlink_to",
                  "mkdir", "rename"}
 _OS_WRITERS = {"remove", "unlink", "rename", "replace", "chmod", "rmdir", "removedirs", "link", "symlink",
@@ -87,16 +88,11 @@ class Prepared:
     findings: list[Finding] = field(default_factory=list)
 
 
-@functools.cache
-def pristine(chapter: str) -> NotebookNode:
-    """The untouched learner notebook of ``chapter``, rendered from the course's source."""
-    return build.render_notebook(chapter, learner=True)
-
-
-@functools.cache
-def exercises_of(chapter: str) -> tuple[str, ...]:
-    """The course's exercises of ``chapter``, in order: the grade's denominator."""
-    return tuple(build.find_exercises(build.read_source(chapter), chapter))
+def _machinery(path: str) -> bool:
+    """Is ``path`` (a dotted module or attribute path) inside the course machinery, and not
+    what a learner may use (``utils.course.checking.checked`` and the modules above it)?"""
+    inside = path == MACHINERY or path.startswith(MACHINERY + ".")
+    return inside and not any(public == path or public.startswith(path + ".") for public in PUBLIC)
 
 
 def _defines(source: str) -> set[str]:
@@ -115,7 +111,7 @@ def identify_chapter(nb: NotebookNode) -> str | None:
         if cell.get("cell_type") == "code":
             meta = cell.get("metadata", {})
             found |= {str(meta[k]) for k in ("exercise", "check") if k in meta} | _defines(cell.get("source", ""))
-    counts = {chapter: len(found & set(exercises_of(chapter))) for chapter in build.chapters()}
+    counts = {chapter: len(found & set(Chapter(chapter).exercise_names)) for chapter in names()}
     best = max(counts.values(), default=0)
     winners = [c for c, n in counts.items() if n == best]
     return winners[0] if best > 0 and len(winners) == 1 else None
@@ -138,8 +134,8 @@ def _strip_markers(source: str) -> tuple[str, list[str]]:
 
 def prepare(nb: NotebookNode, chapter: str) -> Prepared:
     """Rebuild ``nb`` (a submission of ``chapter``) for grading; see the module docstring."""
-    course = pristine(chapter)
-    order = exercises_of(chapter)
+    course = Chapter(chapter).pristine
+    order = Chapter(chapter).exercise_names
     p_code = [c for c in course.cells if c.cell_type == "code"]
     p_setup = next(c for c in p_code if "setup" in c.metadata.get("tags", []))
     p_checks = {c.metadata["check"]: c for c in p_code if "check" in c.metadata}
@@ -290,7 +286,7 @@ def screen(source: str, chapter: str, exercise: str | None, aliases: dict[str, s
     visitor.visit(tree)
     if not visitor.reasons:
         return []
-    concerned = (exercise,) if exercise is not None else mentioned(source, chapter) or exercises_of(chapter)
+    concerned = (exercise,) if exercise is not None else mentioned(source, chapter) or Chapter(chapter).exercise_names
     where = "its exercise cell" if exercise else "a cell of the notebook"
     return [Finding(concerned, f"{where} {reason}", True) for reason in dict.fromkeys(visitor.reasons)]
 
@@ -302,7 +298,7 @@ def mentioned(source: str, chapter: str) -> tuple[str, ...]:
     except SyntaxError:
         return ()
     words = {w for node in ast.walk(tree) for w in _words(node)}
-    return tuple(n for n in exercises_of(chapter) if any(n in w for w in words))
+    return tuple(n for n in Chapter(chapter).exercise_names if any(n in w for w in words))
 
 
 def _words(node: ast.AST) -> Iterator[str]:
@@ -373,8 +369,8 @@ class _Screen(ast.NodeVisitor):
         module = node.module or ""
         for alias in node.names:
             self._imported(f"{module}.{alias.name}" if module else alias.name)
-            if module in ("utils.checking", "utils.compare") and alias.name not in _CHECKING_PUBLIC:
-                self.flag(f"takes {alias.name} from {module} (the checking machinery)")
+            if _machinery(f"{module}.{alias.name}"):
+                self.flag(f"takes {alias.name} from {module} (the course machinery)")
             self.aliases[alias.asname or alias.name] = f"{module}.{alias.name}" if module else alias.name
 
     # assignments ----------------------------------------------------------------------
@@ -424,8 +420,9 @@ class _Screen(ast.NodeVisitor):
             self.flag("overrides torch's functions (a tensor subclass or mode)")
         elif path in ("sys.modules",) or path.startswith("sys.modules."):
             self.flag("touches sys.modules")
-        elif path.startswith(("utils.checking.", "utils.compare.")) and path.split(".")[2] not in _CHECKING_PUBLIC:
-            self.flag(f"uses {path} (the checking machinery)")
+        elif _machinery(path):
+            self.flag(f"uses {path} (the course machinery)")
+            return  # the chain's shorter paths say nothing more
         elif node.attr in ("FIXTURES", "fixture_path", "known", "PASSED", "CHECKS", "_STORE", "_load_fixture"):
             self.flag(f"uses {node.attr} (the checks' known outputs or state)")
         self.generic_visit(node)

@@ -1,6 +1,7 @@
 """Checks: run a learner's function, watch what it does, compare with known outputs.
 
-A chapter's checks live in ``tests/checks/<chapter>.py``; each is a plain function::
+A chapter's checks live in ``tests/checks/<chapter>.py`` (found through
+:class:`utils.course.chapter.Chapter`); each is a plain function::
 
     @exercise_check("ch00_toolkit")
     def check_top_k_latents(top_k_latents):
@@ -16,14 +17,15 @@ A chapter's checks live in ``tests/checks/<chapter>.py``; each is a plain functi
   weights or config flags changed. Each gets its own message, and the harm is undone so the
   next check is not misled.
 * :func:`known` returns the stored known output under a key. Known outputs are written only
-  by ``python -m tests.record_fixtures``, which runs each check on the reference; the grader
+  by ``python -m utils.course record`` (:func:`record`), which runs each check on the reference; the grader
   instead records them in memory from the reference on fresh inputs (:func:`recheck`).
 * :func:`seed` gives the seeds a check draws its inputs with, shifted by the grader.
 * Comparisons (:func:`expect_tensor`, :func:`expect_close`, :func:`expect_sparse`) live in
-  ``utils.compare``: tolerances at the scale of each quantity, diagnoses of likely mistakes.
+  ``utils.course.compare``: tolerances at the scale of each quantity (the current one is
+  :func:`utils.course.compare.tolerance`), diagnoses of likely mistakes.
 
 A failed check raises :class:`CheckFailure` when checks are *strict* (under pytest, nbval,
-the grader and the build: ``SAE_CIRCUITS_STRICT=1``); in a notebook a learner runs by hand
+the grader and the build: ``SAE_CIRCUITS_STRICT=1``, see :mod:`utils.course.settings`); in a notebook a learner runs by hand
 it prints the diagnosis in red and returns, so Run All goes on past an unfinished exercise.
 When a check passes it prints one line with its margin and remembers the function, so
 :func:`checked` can hand later cells the learner's function, or the reference until then.
@@ -33,25 +35,24 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import importlib
-import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from utils import compare
-from utils.compare import CheckFailure, expect_close, expect_sparse, expect_tensor, fail  # noqa: F401 (re-exported)
+from utils.course import ROOT, compare, settings
+from utils.course.chapter import Chapter
+from utils.course.compare import CheckFailure, expect_close, expect_sparse, expect_tensor, fail  # noqa: F401 (re-exported)
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "tests" / "fixtures"
-RECORD_COMMAND = "python -m tests.record_fixtures"
-STRICT_ENV = "SAE_CIRCUITS_STRICT"
+if TYPE_CHECKING:
+    from utils.backends import Backend
+
+RECORD_COMMAND = "python -m utils.course record"
 
 
 # ---------------------------------------------------------------------------------------
@@ -89,10 +90,6 @@ def seed(n: int) -> int:
     return n + _SETTINGS.get().seed_offset
 
 
-def strict() -> bool:
-    return os.environ.get(STRICT_ENV, "") not in ("", "0")
-
-
 # ---------------------------------------------------------------------------------------
 # The registry: exercises keyed by (chapter, name).
 
@@ -113,10 +110,6 @@ PASSED: dict[tuple[str, str], Callable[..., Any]] = {}  # (chapter, exercise) ->
 _LAST_CHAPTER: list[str] = []  # chapter of the last check run in this process
 
 
-def fixture_path(chapter: str, exercise: str) -> Path:
-    return FIXTURES / chapter / f"{exercise}.pt"
-
-
 def exercise_check(chapter: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register ``check_<exercise>(fn)`` under (chapter, exercise); load or record its
     known outputs, report the result, and remember a function that passed."""
@@ -135,7 +128,7 @@ def exercise_check(chapter: str) -> Callable[[Callable[..., None]], Callable[...
             except CheckFailure as failure:
                 PASSED.pop(key, None)
                 failure = CheckFailure(f"{exercise}: {failure}")
-                if strict():
+                if settings.strict():
                     raise failure from None
                 print("\n".join(failure._render_traceback_()), file=sys.stderr)
                 return
@@ -157,11 +150,10 @@ def _run_check(check: Callable[..., None], chapter: str, exercise: str, fn: Any,
     if recording is None:
         given = _STORE.get()
         state.store = given if given is not None else _load_fixture(chapter, exercise)
-    tolerance = compare.Tolerance(dtype=_SETTINGS.get().dtype)
-    token, saved = _RUN.set(state), compare.TOLERANCE
-    compare.TOLERANCE = tolerance
+    token = _RUN.set(state)
     try:
-        check(fn, *args, **kwargs)
+        with compare.measuring(_SETTINGS.get().dtype) as tolerance:
+            check(fn, *args, **kwargs)
     except CheckFailure:
         raise
     except Exception as error:  # our own code met something it did not expect
@@ -171,12 +163,11 @@ def _run_check(check: Callable[..., None], chapter: str, exercise: str, fn: Any,
         ) from None
     finally:
         _RUN.reset(token)
-        compare.TOLERANCE = saved
         _restore_backends()
     if recording is not None:
         recording[exercise] = state.store
         if recording.get("__write__", True):
-            path = fixture_path(chapter, exercise)
+            path = Chapter(chapter).fixture(exercise)
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(state.store, path)
     margin = max(tolerance.margins, default=0.0)
@@ -184,7 +175,7 @@ def _run_check(check: Callable[..., None], chapter: str, exercise: str, fn: Any,
 
 
 def _load_fixture(chapter: str, exercise: str) -> dict[str, Any]:
-    path = fixture_path(chapter, exercise)
+    path = Chapter(chapter).fixture(exercise)
     if not path.exists():
         raise RuntimeError(f"no known outputs at {path.relative_to(ROOT)}: run `{RECORD_COMMAND} {chapter}` "
                            "to record them from the reference")
@@ -209,8 +200,8 @@ def known(key: str, value: Any) -> Any:
 
 @contextlib.contextmanager
 def recording(write: bool = True) -> Iterator[dict[str, Any]]:
-    """Checks store what they see (``python -m tests.record_fixtures``); yields exercise ->
-    store. With ``write=False`` nothing is written to ``tests/fixtures``."""
+    """Checks store what they see (:func:`record`); yields exercise -> store. With
+    ``write=False`` nothing is written to ``tests/fixtures``."""
     stores: dict[str, Any] = {"__write__": write}
     token = _RECORDING.set(stores)
     try:
@@ -219,30 +210,32 @@ def recording(write: bool = True) -> Iterator[dict[str, Any]]:
         _RECORDING.reset(token)
 
 
+def record(ch: Chapter) -> None:
+    """Record the known outputs of every check of ``ch`` from its reference: the only way
+    files under ``tests/fixtures/`` are written (``python -m utils.course record``). Run it
+    deliberately, after changing a reference or a check, and review the diff."""
+    reference = ch.reference()
+    with recording():
+        for name, check in ch.checks().items():
+            check(getattr(reference, name))
+
+
 def recheck(check: Callable[..., None], fn: Any, reference: Callable[..., Any] | None, seed_offset: int,
             known: dict[str, Any] | None = None) -> None:
     """Check ``fn`` on inputs drawn with shifted seeds, against the reference's outputs on
     the same inputs computed here (not read from fixtures); raises :class:`CheckFailure`
     when wrong, whatever the strictness. Used by the grader, which may pass ``known``: those
     outputs, recorded (:func:`recording`) by the reference in another process."""
-    saved = os.environ.get(STRICT_ENV)
-    os.environ[STRICT_ENV] = "1"
-    try:
-        with check_settings(seed_offset=seed_offset):
-            if known is None:
-                with recording(write=False) as stores:
-                    check(reference)
-                known = stores[check.exercise]  # type: ignore[attr-defined]
-            token = _STORE.set(known)
-            try:
-                check(fn)
-            finally:
-                _STORE.reset(token)
-    finally:
-        if saved is None:
-            os.environ.pop(STRICT_ENV, None)
-        else:
-            os.environ[STRICT_ENV] = saved
+    with settings.strict_checks(), check_settings(seed_offset=seed_offset):
+        if known is None:
+            with recording(write=False) as stores:
+                check(reference)
+            known = stores[check.exercise]  # type: ignore[attr-defined]
+        token = _STORE.set(known)
+        try:
+            check(fn)
+        finally:
+            _STORE.reset(token)
 
 
 def checked(fn: Callable[..., Any], chapter: str | None = None) -> Callable[..., Any]:
@@ -262,7 +255,7 @@ def checked(fn: Callable[..., Any], chapter: str | None = None) -> Callable[...,
             return fn
     chapter = chapter or _chapter_of(fn, chapters)
     print(f"(using the reference {name}: yours has not passed its check yet)")
-    return getattr(importlib.import_module(f"solutions.{chapter}"), name)
+    return getattr(Chapter(chapter).reference(), name)
 
 
 def _chapter_of(fn: Callable[..., Any], chapters: list[str]) -> str:
@@ -280,12 +273,8 @@ def _chapter_of(fn: Callable[..., Any], chapters: list[str]) -> str:
 
 def _import_all_checks() -> None:
     """Importing every check module registers every exercise (needed before any check ran)."""
-    import pkgutil
-
-    import tests.checks
-
-    for module in pkgutil.iter_modules(tests.checks.__path__):
-        importlib.import_module(f"tests.checks.{module.name}")
+    for ch in Chapter.with_checks():
+        ch.registered_checks()
 
 
 # ---------------------------------------------------------------------------------------
@@ -294,7 +283,7 @@ def _import_all_checks() -> None:
 
 @dataclass
 class _Pristine:
-    backend: Any
+    backend: Backend
     params: dict[str, Tensor]
     flags: dict[str, tuple[Any, str, Any]]  # description -> (object, attribute, value)
 
@@ -304,7 +293,7 @@ _IN_USE: list[_Pristine] = []
 _CFG_FLAGS = ("use_split_qkv_input", "use_attn_result", "use_hook_mlp_in", "use_attn_in", "use_hook_tokens")
 
 
-def backend(name: str = "toy") -> Any:
+def backend(name: str = "toy") -> Backend:
     """The checks' own copy of backend ``name`` in the current settings, restored to its
     pristine state (no hooks, no SAEs, original weights and flags)."""
     settings = _SETTINGS.get()
@@ -334,19 +323,19 @@ def _round_to_tf32(x: Tensor) -> Tensor:
     return rounded.view(torch.float32)
 
 
-def _modules(bk: Any) -> dict[str, torch.nn.Module]:
+def _modules(bk: Backend) -> dict[str, torch.nn.Module]:
     found = {"model": bk.model}
     for kind, group in (("saes", bk.saes), ("attn_saes", bk.attn_saes), ("transcoders", bk.transcoders)):
         found.update({f"{kind}[{key!r}]": module for key, module in group.items()})
     return found
 
 
-def _parameters(bk: Any, clone: bool = False) -> dict[str, Tensor]:
+def _parameters(bk: Backend, clone: bool = False) -> dict[str, Tensor]:
     return {f"{m}.{p}": (t.detach().clone() if clone else t) for m, module in _modules(bk).items()
             for p, t in module.state_dict(keep_vars=True).items()}
 
 
-def _flags(bk: Any) -> dict[str, tuple[Any, str, Any]]:
+def _flags(bk: Backend) -> dict[str, tuple[Any, str, Any]]:
     flags = {f"model.cfg.{f}": (bk.model.cfg, f, getattr(bk.model.cfg, f)) for f in _CFG_FLAGS
              if hasattr(bk.model.cfg, f)}
     for m, module in _modules(bk).items():
@@ -519,7 +508,7 @@ def _learner_line(error: BaseException) -> str:
     return f"\n  at {where}line {frame.lineno} of {frame.name}{code}"
 
 
-def run(fn: Any, bk: Any, *args: Any, grad: bool = False, **kwargs: Any) -> Any:
+def run(fn: Any, bk: Backend, *args: Any, grad: bool = False, **kwargs: Any) -> Any:
     """Call ``fn(*args, **kwargs)`` as the notebook would (gradients off unless ``grad``)
     and watch it: inputs changed in place, grad mode left changed, hooks or SAEs left on
     ``bk``'s model, weights or flags changed. The harm is undone before the check fails."""
