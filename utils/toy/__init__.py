@@ -17,8 +17,10 @@ ARTIFACTS = Path(__file__).parent / "artifacts"  # tokenizer/, model/, <kind>/<n
 TOKENIZER, MODEL, EXPLANATIONS, REPORT = "tokenizer", "model", "explanations.json", "report.json"
 
 
-def load(device: str = "cpu", root: Path = ARTIFACTS):
-    """The committed model organism as a ``utils.backends.Backend`` (offline, seconds)."""
+def load(device: str = "cpu", root: Path = ARTIFACTS, name: str = "toy", world=None):
+    """The committed model organism as a ``utils.backends.Backend`` (offline, seconds);
+    ``root``, ``name`` and ``world`` (default ``World()``) load another organism of the same
+    kind saved the same way (``utils.hunt``)."""
     from utils.backends import Backend
     from utils.toy.dictionaries import dictionary_specs, load_dictionary
     from utils.toy.explanations import ExplanationTable
@@ -26,7 +28,7 @@ def load(device: str = "cpu", root: Path = ARTIFACTS):
     from utils.toy.model import load_model
     from utils.toy.tokenizer import load_tokenizer
 
-    world = World()
+    world = world or World()
     tokenizer = load_tokenizer(root / TOKENIZER)
     assert tokenizer.get_vocab() == world.word_to_id, "tokenizer and generator disagree"
     model = load_model(root / MODEL, tokenizer, device=device)
@@ -34,7 +36,7 @@ def load(device: str = "cpu", root: Path = ARTIFACTS):
                              model.cfg.d_head)
     loaded = {spec.name: load_dictionary(root, spec, device) for spec in specs}
     return Backend(
-        name="toy",
+        name=name,
         model=model,
         saes={s.hook: loaded[s.name] for s in specs if s.kind == "resid_sae"},
         attn_saes={s.hook: loaded[s.name] for s in specs if s.kind == "attn_sae"},
