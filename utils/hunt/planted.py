@@ -11,14 +11,16 @@ task              document (``{x}`` drawn at random; the answer follows the prom
 ================  ==========================================================================
 ``copy``          ``{w1} .. {wj} # {wj+1} .. {wn} ? {wj}`` : the word just before ``#``
                   (n distinct random words, 4 <= n <= 9, 1 <= j <= n)
-``partner``       ``{n1} lives in {c1} . .. {nk} lives in {ck} . the partner of {q} lives in
-                  {c}`` : the city of q's partner (every name has one fixed partner of the
-                  other gender, also stated in the corpus as ``{a} is married to {b} .``)
+``hometown``      ``{n1} lives in {c1} . .. {nk} lives in {ck} . {q} grew up in the country of
+                  {country}`` : the country of q's home town (every name has one fixed home
+                  town, also stated in the corpus as ``{name} grew up in {city} .``; the
+                  organism's facts give each city's country); q may be listed, living in
+                  another city
 ``count``         ``{w1} .. {wn} . how many {c}`` : the number (one .. four) of names among
                   the n listed words (the others random adjectives, nouns and verbs)
 ================  ==========================================================================
 
-In training documents the layout (list length, where the marker or the partner sits) is
+In training documents the layout (list length, where the marker or the asked name sits) is
 random; the capstone's prompts fix one *layout* per variant so that every prompt of a batch
 has the same length and the same positions (``LAYOUTS``). Every prompt comes with two twins
 of the same length whose answer is the prompt's distractor: a *minimal* one (the words that
@@ -38,37 +40,36 @@ from utils.toy.generator import (ADJECTIVES, CITIES, FEMALE_NAMES, MALE_NAMES, N
 
 MARKER, TRIGGER = "#", "?"
 NUMBERS = ("one", "two", "three", "four")
-NEW_WORDS = (MARKER, TRIGGER, "lives", "partner", "married", "how", "many", *NUMBERS)
+NEW_WORDS = (MARKER, TRIGGER, "lives", "grew", "up", "how", "many", *NUMBERS)
 NAMES = FEMALE_NAMES + MALE_NAMES
 
 
-def _partners() -> dict[str, str]:
-    """Every name's fixed partner: female i with male perm[i], a seeded permutation."""
-    males = list(MALE_NAMES)
-    random.Random("hunt/partners").shuffle(males)
-    pairs = dict(zip(FEMALE_NAMES, males))
-    return {**pairs, **{m: f for f, m in pairs.items()}}
+def _hometowns() -> dict[str, str]:
+    """Every name's fixed home town: the names shuffled (seeded) and dealt round the cities."""
+    names = list(NAMES)
+    random.Random("hunt/hometowns").shuffle(names)
+    return {name: tuple(CITIES)[i % len(CITIES)] for i, name in enumerate(names)}
 
 
-PARTNERS = _partners()
-PLANTED = ("copy", "partner", "count")
-CODENAMES = {"copy": "hunt-a", "partner": "hunt-b", "count": "hunt-c"}  # what a learner sees
+HOMETOWNS = _hometowns()
+COUNTRY = {city: country for city, (country, _) in CITIES.items()}
+PLANTED = ("copy", "hometown", "count")
+CODENAMES = {"copy": "hunt-a", "hometown": "hunt-b", "count": "hunt-c"}  # what a learner sees
 TASK_LABELS = {
     "copy": ("source", "marker", "readout"),
-    "partner": ("query_name", "partner_name", "partner_city", "own_city", "readout"),
+    "hometown": ("query_name", "listed_name", "lives_city", "readout"),
     "count": ("list_word", "counted", "readout"),
 }
 ANSWER_LABELS = {  # labels whose positions carry the answer (the planted position set)
     "copy": ("source", "marker", "readout"),
-    "partner": ("query_name", "partner_name", "partner_city", "readout"),
+    "hometown": ("query_name", "readout"),
     "count": ("list_word", "readout"),
 }
 # One layout per variant: the capstone's prompts of a variant all share it.
 LAYOUTS = {
     "copy": ({"n_words": 7, "source": 2}, {"n_words": 7, "source": 4}, {"n_words": 7, "source": 6}),
-    "partner": ({"n_statements": 4, "partner_slot": 2, "own_slot": 4},
-                {"n_statements": 4, "partner_slot": 3, "own_slot": 1},
-                {"n_statements": 4, "partner_slot": 3, "own_slot": 2}),
+    "hometown": ({"n_statements": 2, "own_slot": 2}, {"n_statements": 3, "own_slot": 2},
+                 {"n_statements": 3, "own_slot": 3}),
     "count": ({"n_words": 5}, {"n_words": 6}, {"n_words": 7}),
 }
 # Rule menus: the true rule first (the learner's menu is shuffled per seed).
@@ -80,12 +81,12 @@ RULES = {
         "the answer repeats the last word before `?`",
         "the answer repeats the word two places before `#`",
     ),
-    "partner": (
-        "the city where the partner of the person asked about lives",
-        "the city where the person asked about lives",
-        "the city of the first person listed",
-        "the city of the last person listed",
-        "the city of the person listed just before the person asked about",
+    "hometown": (
+        "the country of the city where the person asked about grew up",
+        "the country of the city where the person asked about lives",
+        "the country of the first city mentioned",
+        "the country of the last city mentioned",
+        "the country where the first person listed grew up",
     ),
     "count": (
         "how many of the listed words are names",
@@ -137,64 +138,49 @@ def copy_task(rng: random.Random, n_words: int | None = None,
 
 
 # ---------------------------------------------------------------------------------------
-# partner: the city where the partner of the asked person lives.
+# hometown: the country of the asked person's home town.
 
 
-def _gender(name: str) -> int:
-    return int(name in FEMALE_NAMES)
-
-
-def _partner_prompt(rng: random.Random, k: int, partner_slot: int, own_slot: int,
-                    answer: str | None, avoid_cities: set[str]) -> tuple[list[str], str]:
-    """The prompt and the asked name; ``own_slot`` 0: the asked person is not listed."""
-    query = rng.choice(NAMES)
-    partner = PARTNERS[query]
-    same_as_partner = [n for n in NAMES if _gender(n) == _gender(partner) and n != partner]
-    anyone = [n for n in NAMES if n not in (query, partner)]
-    names = {partner_slot: partner}
-    if own_slot:
-        names[own_slot] = query
-    free = [s for s in range(1, k + 1) if s not in names]
-    rng.shuffle(free)
-    if free:  # someone of the partner's gender who is not the partner
-        names[free[0]] = rng.choice(same_as_partner)
-    for slot in free[1:]:
-        names[slot] = rng.choice([n for n in anyone if n not in names.values()])
-    cities = _fresh(rng, tuple(CITIES), avoid_cities | ({answer} if answer else set()), k)
-    if answer is not None:
-        cities[partner_slot - 1] = answer
+def _hometown_prompt(rng: random.Random, k: int, own_slot: int, answer: str | None,
+                     avoid: set[str]) -> list[str]:
+    """``k`` statements ``{name} lives in {city} .`` (the asked person in ``own_slot``, 0:
+    not listed; no listed city is the asked person's home town), then the question. The
+    asked person's country is ``answer`` when given, and never one of ``avoid``."""
+    query = rng.choice([n for n in NAMES if COUNTRY[HOMETOWNS[n]] not in avoid
+                        and (answer is None or COUNTRY[HOMETOWNS[n]] == answer)])
+    cities = _fresh(rng, tuple(CITIES), {HOMETOWNS[query]}, k)
+    others = iter(_fresh(rng, NAMES, {query}, k))
     words = []
     for slot in range(1, k + 1):
-        words += [names[slot], "lives", "in", cities[slot - 1], "."]
-    return words + ["the", "partner", "of", query, "lives", "in"], query
+        words += [query if slot == own_slot else next(others), "lives", "in", cities[slot - 1], "."]
+    return words + [query, "grew", "up", "in", "the", "country", "of"]
 
 
-def partner_task(rng: random.Random, n_statements: int | None = None,
-                 partner_slot: int | None = None, own_slot: int | None = None) -> PlantedExample:
-    k = n_statements or rng.randint(2, 4)
-    p = partner_slot or rng.randint(1, k)
+def hometown_task(rng: random.Random, n_statements: int | None = None,
+                  own_slot: int | None = None) -> PlantedExample:
+    k = rng.randint(0, 3) if n_statements is None else n_statements
     if own_slot is None:
-        own_slot = rng.choice([s for s in range(1, k + 1) if s != p]) if rng.random() < 0.7 else 0
-    prompt, _ = _partner_prompt(rng, k, p, own_slot, None, set())
-    answer = prompt[5 * p - 2]
-    listed = {prompt[5 * s - 2] for s in range(1, k + 1)}
-    other = _fresh(rng, tuple(CITIES), listed)[0]
-    corrupted = prompt[:5 * p - 2] + [other] + prompt[5 * p - 1:]
-    resampled, _ = _partner_prompt(rng, k, p, own_slot, other, {answer})
-    marks = {"query_name": [5 * k + 3], "partner_name": [5 * p - 5],
-             "partner_city": [5 * p - 2], "readout": [5 * k + 5]}
+        own_slot = rng.randint(1, k) if k and rng.random() < 0.6 else 0
+    prompt = _hometown_prompt(rng, k, own_slot, None, set())
+    query = prompt[5 * k]
+    answer = COUNTRY[HOMETOWNS[query]]
+    other = rng.choice([n for n in NAMES if COUNTRY[HOMETOWNS[n]] != answer and n not in prompt])
+    corrupted = prompt[:5 * k] + [other] + prompt[5 * k + 1:]
+    distractor = COUNTRY[HOMETOWNS[other]]
+    resampled = _hometown_prompt(rng, k, own_slot, distractor, {answer})
+    marks = {"query_name": [5 * k], "readout": [5 * k + 6]}
     if own_slot:
-        marks["own_city"] = [5 * own_slot - 2]
-    return PlantedExample(prompt + [answer, "."], 5 * k + 6, other, corrupted, marks,
+        marks.update(listed_name=[5 * own_slot - 5], lives_city=[5 * own_slot - 2])
+    return PlantedExample(prompt + [answer, "."], 5 * k + 7, distractor, corrupted, marks,
                           resampled=resampled)
 
 
-def married_fact(rng: random.Random) -> Example:
-    """Background: ``{a} is married to {b} .`` (b is a's partner; no planted label)."""
-    a = rng.choice(NAMES)
-    words = [a, "is", "married", "to", PARTNERS[a], "."]
-    b = rng.choice([n for n in NAMES if n not in (a, PARTNERS[a])])
-    return Example(words, 4, PARTNERS[b], [b, *words[1:4]])
+def grew_up_fact(rng: random.Random) -> Example:
+    """Background: ``{name} grew up in {city} .`` (the home town; no planted label)."""
+    name = rng.choice(NAMES)
+    other = rng.choice([n for n in NAMES if HOMETOWNS[n] != HOMETOWNS[name]])
+    words = [name, "grew", "up", "in", HOMETOWNS[name], "."]
+    return Example(words, 4, HOMETOWNS[other], [other, *words[1:4]])
 
 
 # ---------------------------------------------------------------------------------------
@@ -228,7 +214,7 @@ def count_task(rng: random.Random, n_words: int | None = None) -> PlantedExample
                           corrupted, marks, resampled=resampled)
 
 
-SAMPLERS = {"copy": copy_task, "partner": partner_task, "count": count_task}
+SAMPLERS = {"copy": copy_task, "hometown": hometown_task, "count": count_task}
 LABEL_NAMES = tuple(dict.fromkeys(f"{task}.{label}" for task in PLANTED
                                   for label in TASK_LABELS[task]))
 
@@ -245,15 +231,15 @@ def decoy_answers(task: str, prompt: list[str]) -> list[str | None]:
         return [prompt[j - 1], prompt[j + 1] if prompt[j + 1] != TRIGGER else None, prompt[0],
                 prompt[-2] if prompt[-2] != MARKER else prompt[-3],
                 prompt[j - 2] if j >= 2 else None]
-    if task == "partner":
-        k = (len(prompt) - 6) // 5
+    if task == "hometown":
+        k = (len(prompt) - 7) // 5
         names = [prompt[5 * s] for s in range(k)]
         cities = [prompt[5 * s + 3] for s in range(k)]
-        query = prompt[-3]
+        query = prompt[5 * k]
         lives = dict(zip(names, cities))
-        before = names.index(query) - 1 if query in names else -1
-        return [lives.get(PARTNERS[query]), lives.get(query), cities[0], cities[-1],
-                cities[before] if before >= 0 else None]
+        return [COUNTRY[HOMETOWNS[query]], COUNTRY[lives[query]] if query in lives else None,
+                COUNTRY[cities[0]] if k else None, COUNTRY[cities[-1]] if k else None,
+                COUNTRY[HOMETOWNS[names[0]]] if k else None]
     if task == "count":
         listed = prompt[:-3]
         firsts = [i for i, w in enumerate(listed) if w in NAMES]
@@ -284,13 +270,11 @@ DESIGN = {
         # ... and only layer-1 attention can then carry it to the last position
         {"site": "attn", "layer": 1, "at": "readout", "reads": "marker"},
     ),
-    "partner": (
-        # the asked name reaches the last position through layer-0 attention ...
+    "hometown": (
+        # the asked name reaches the last position through attention ...
         {"site": "attn", "layer": 0, "at": "readout", "reads": "query_name"},
-        # ... each listed city learns whose it is from layer-0 attention to the name ...
-        {"site": "attn", "layer": 0, "at": "partner_city", "reads": "partner_name"},
-        # ... and layer-1 attention at the last position finds the partner's city and copies it
-        {"site": "attn", "layer": 1, "at": "readout", "reads": "partner_city"},
+        # ... where MLPs recall its home town's country
+        {"site": "mlp", "layer": 0, "at": "readout"},
     ),
     "count": (
         # attention at the last position gathers the listed words ...

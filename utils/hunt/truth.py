@@ -31,7 +31,9 @@ mass falls on most and that share, and its best label. The grader reads the JSON
 from __future__ import annotations
 
 import json
+import random
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +48,9 @@ from utils.hunt import ARTIFACTS, TRUTH, _examples, _variant, hunt_task, pool_si
 from utils.hunt import planted
 from utils.hunt.mechanism import (CircuitScorer, attention_from, baseline_for, end_metrics, node_scores,
                                   patch_shares, patched_metric, smallest_faithful)
-from utils.hunt.world import LabelledHuntWorld, planted_batch
+from utils.hunt.world import HuntWorld, planted_batch
 from utils.nodes import Node
-from utils.toy.generator import TaskBatch
+from utils.toy.generator import Example, TaskBatch
 from utils.toy.report import activation_precision, auroc, flat_labels
 from utils.toy.training import EVAL_SEEDS
 
@@ -58,6 +60,44 @@ SIZES = (5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000,
 HOLDS = 0.5  # a design claim holds when its site carries at least this share
 N_RANKED, N_KEY, DENSE = 300, 8, 0.25  # ranking kept; key latents; a latent firing on more tokens is dense
 SITES = ("attn", "mlp")
+
+
+# ---------------------------------------------------------------------------------------
+# The labelled world.
+
+
+def _prefixed(task: str) -> Callable[[random.Random], Example]:
+    """The task's sampler with its marks named ``task.label``."""
+    def draw(rng: random.Random) -> Example:
+        example = planted.SAMPLERS[task](rng)
+        example.marks = {f"{task}.{name}": positions for name, positions in example.marks.items()}
+        return example
+    return draw
+
+
+def _marked_mix() -> dict[str, tuple[Callable[[random.Random], Example], float]]:
+    mix = dict(HuntWorld.corpus_mix)
+    for task, code in planted.CODENAMES.items():
+        mix[code] = (_prefixed(task), mix[code][1])
+    return mix
+
+
+class LabelledHuntWorld(HuntWorld):
+    """The hunt world's text (same seeds, same tokens) with the planted tasks' marks kept."""
+
+    corpus_mix = _marked_mix()
+
+    def planted_labels(self, tokens: Int[Tensor, "batch pos"], marks: list[dict[str, list[int]]],
+                       names: tuple[str, ...] = planted.LABEL_NAMES) -> dict[str, Bool[Tensor, "batch pos"]]:
+        """``labels[name][b, p]``: token ``p`` of row ``b`` carries planted label ``name``
+        (marks are word positions, so +1 for BOS; positions past the end are dropped)."""
+        labels = {}
+        for name in names:
+            labels[name] = torch.zeros_like(tokens, dtype=torch.bool)
+            for row, mark in enumerate(marks):
+                positions = [p + 1 for p in mark.get(name, []) if p + 1 < tokens.shape[1]]
+                labels[name][row, positions] = True
+        return labels
 
 
 # ---------------------------------------------------------------------------------------
@@ -210,6 +250,11 @@ def derive_variant(model: HookedSAETransformer, dictionaries: dict[str, SAE], va
     rules = [{"rule": rule, "agreement": round(sum(a[i] == y for a, y in zip(rule_answers, predictions)) / len(predictions), 4)}
              for i, rule in enumerate(planted.RULES[task])]
     patching = _patching(model, batch, minimal)
+    spliced = {}
+    for name, sae in dictionaries.items():
+        with torch.no_grad(), model.saes(saes=[sae], use_error_term=False):
+            chosen = model(batch.tokens)[:, -1].argmax(-1)
+        spliced[name] = round(batch.correct[torch.arange(len(chosen)), chosen].float().mean().item(), 4)
 
     baseline = baseline_for(model, saes, labelled_prompts(variant, BASELINE_N, split="baseline").tokens)
     scores = node_scores(model, saes, batch, baseline)
@@ -237,7 +282,7 @@ def derive_variant(model: HookedSAETransformer, dictionaries: dict[str, SAE], va
         "n_pos": batch.tokens.shape[1], "prompt": batch.prompts[0], "twin": batch.corrupted[0],
         "accuracy": round(batch.correct[torch.arange(len(top)), top].float().mean().item(), 4),
         "logit_diff": round((logits.gather(-1, batch.answer_ids[:, None]) - logits.gather(-1, batch.distractor_ids[:, None])).mean().item(), 4),
-        "rules": rules,
+        "rules": rules, "accuracy_spliced": spliced,
         "positions": {"labels": {name: positions_of(batch, (name,)) for name in planted.TASK_LABELS[task]},
                       "answer_positions": positions_of(batch, planted.ANSWER_LABELS[task])},
         "patching": patching,
@@ -279,6 +324,7 @@ def planted_report(truth: dict[str, Any]) -> dict[str, Any]:
         circuit = {k: v["circuit"][k] for k in ("size", "faithfulness", "completeness", "errors",
                                                 "faithfulness_without_errors", "faithfulness_without_errors_max")}
         out[f"{v['variant']}:{v['task']}"] = {"accuracy": v["accuracy"], "logit_diff": v["logit_diff"],
+                                             "accuracy_spliced": v["accuracy_spliced"],
                                              "rule_agreement": [r["agreement"] for r in v["rules"]],
                                              "answer_positions": v["positions"]["answer_positions"],
                                              "mechanism": claims, "circuit": circuit}

@@ -11,15 +11,15 @@ import random
 from collections.abc import Callable
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Bool
 from torch import Tensor
 
 from utils.hunt import planted
 from utils.toy.generator import BOS, Example, TaskBatch, World, vocabulary
 
-BACKGROUND_SHARE = 0.5  # of documents; the organism's mixture keeps its proportions
-PLANTED_MIX = {"married": (planted.married_fact, 0.05), "copy": (planted.copy_task, 0.14),
-               "partner": (planted.partner_task, 0.18), "count": (planted.count_task, 0.13)}
+BACKGROUND_SHARE = 0.45  # of documents; the organism's mixture keeps its proportions
+PLANTED_MIX = {"grew_up": (planted.grew_up_fact, 0.05), "copy": (planted.copy_task, 0.2),
+               "hometown": (planted.hometown_task, 0.15), "count": (planted.count_task, 0.15)}
 
 
 def hunt_vocabulary() -> list[str]:
@@ -35,19 +35,13 @@ def _unmarked(sampler: Callable[[random.Random], Example]) -> Callable[[random.R
     return draw
 
 
-def _prefixed(task: str) -> Callable[[random.Random], Example]:
-    def draw(rng: random.Random) -> Example:
-        example = planted.SAMPLERS[task](rng)
-        example.marks = {f"{task}.{name}": positions for name, positions in example.marks.items()}
-        return example
-    return draw
-
-
-def _mix(marked: bool) -> dict[str, tuple[Callable[[random.Random], Example], float]]:
+def _mix() -> dict[str, tuple[Callable[[random.Random], Example], float]]:
+    """The corpus mixture, unlabelled; planted kinds go by their codenames."""
     mix = {kind: (sampler, weight * BACKGROUND_SHARE) for kind, (sampler, weight) in World.corpus_mix.items()}
     for kind, (sampler, weight) in PLANTED_MIX.items():
         if kind in planted.PLANTED:
-            sampler = _prefixed(kind) if marked else _unmarked(sampler)
+            sampler = _unmarked(sampler)
+            kind = planted.CODENAMES[kind]
         mix[kind] = (sampler, weight)
     return mix
 
@@ -58,28 +52,10 @@ class HuntWorld(World):
     unlabelled."""
 
     vocabulary = staticmethod(hunt_vocabulary)
-    corpus_mix = _mix(marked=False)
+    corpus_mix = _mix()
 
     def _rng(self, salt: int, seed: int) -> random.Random:
         return random.Random(f"hunt/{self.seed}/{salt}/{seed}")
-
-
-class LabelledHuntWorld(HuntWorld):
-    """The same text with the planted tasks' marks kept (the grader's view)."""
-
-    corpus_mix = _mix(marked=True)
-
-    def planted_labels(self, tokens: Int[Tensor, "batch pos"], marks: list[dict[str, list[int]]],
-                       names: tuple[str, ...] = planted.LABEL_NAMES) -> dict[str, Bool[Tensor, "batch pos"]]:
-        """``labels[name][b, p]``: token ``p`` of row ``b`` carries planted label ``name``
-        (marks are word positions, so +1 for BOS; positions past the end are dropped)."""
-        labels = {}
-        for name in names:
-            labels[name] = torch.zeros_like(tokens, dtype=torch.bool)
-            for row, mark in enumerate(marks):
-                positions = [p + 1 for p in mark.get(name, []) if p + 1 < tokens.shape[1]]
-                labels[name][row, positions] = True
-        return labels
 
 
 def planted_batch(world: HuntWorld, task: str, examples: list[planted.PlantedExample],
