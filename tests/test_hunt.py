@@ -18,7 +18,7 @@ import utils.hunt as hunt  # noqa: E402
 from utils.backends import load_backend  # noqa: E402
 from utils.hunt import Hidden, hunt_prompts, hunt_task, pool_size, rule_menu  # noqa: E402
 from utils.hunt import planted  # noqa: E402
-from utils.hunt.mechanism import CircuitScorer, baseline_for, end_metrics, patched_metric  # noqa: E402
+from utils.hunt.mechanism import CircuitScorer, baseline_for, end_metrics, knockout_metric, patched_metric  # noqa: E402
 from utils.hunt.truth import labelled_prompts, load_truth, positions_of, true_rule, variant_truth  # noqa: E402
 from utils.hunt.world import HuntWorld, hunt_vocabulary  # noqa: E402
 from utils.nodes import Node  # noqa: E402
@@ -154,26 +154,31 @@ def test_only_the_true_rule_fits_the_predictions(bk, variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_planted_sites_carry_the_answer_and_others_do_not(bk, variant):
-    """Component patching from the resampled twin: every site of the design carries at least
-    PLANTED_SHARE of the logit difference at its position; attention and MLP outputs at
-    positions that carry no answer carry less than STRAY_SHARE."""
+    """On held-out prompts, every claim of the design carries at least PLANTED_SHARE of the
+    logit difference: patching its site at its position from the resampled twin, or (for a
+    claim that the site reads a position) knocking out that attention. Patching the
+    residual stream, an attention or an MLP output at any position that carries no answer
+    moves less than STRAY_SHARE."""
     model = bk.model
     batch = labelled_prompts(variant, 48, split="check")
     task = planted.PLANTED[variant % len(planted.PLANTED)]
     clean, twin = end_metrics(model, batch)
 
-    def share(site: str, layer: int, pos: int) -> float:
-        return (clean - patched_metric(model, batch, site, layer, pos).mean().item()) / (clean - twin)
+    def share(metric: torch.Tensor) -> float:
+        return (clean - metric.mean().item()) / (clean - twin)
 
     for claim in planted.DESIGN[task]:
         pos = positions_of(batch, (claim["at"],))[0]
-        measured = share(claim["site"], claim["layer"], pos)
+        measured = share(patched_metric(model, batch, claim["site"], claim["layer"], pos))
+        if "reads" in claim:
+            reads = positions_of(batch, (claim["reads"],))
+            measured = max(measured, share(knockout_metric(model, batch, claim["layer"], pos, reads)))
         assert measured >= PLANTED_SHARE, f"{claim}: share {measured:.3f} at position {pos}"
     carriers = set(positions_of(batch, planted.ANSWER_LABELS[task]))
     for pos in set(range(batch.tokens.shape[1])) - carriers:
-        for site in ("attn", "mlp"):
+        for site in ("resid", "attn", "mlp"):
             for layer in range(model.cfg.n_layers):
-                measured = share(site, layer, pos)
+                measured = share(patched_metric(model, batch, site, layer, pos))
                 assert abs(measured) < STRAY_SHARE, f"{site}{layer} at position {pos} carries {measured:.3f}"
 
 

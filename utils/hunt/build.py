@@ -27,7 +27,7 @@ from utils.toy.report import full_report
 from utils.toy.tokenizer import build_tokenizer, load_tokenizer
 from utils.toy.training import train_dictionaries, train_model
 
-MODEL_STEPS, DICTIONARY_STEPS = 1500, 1500
+MODEL_STEPS, DICTIONARY_STEPS = 1200, 1000
 
 
 def _cpu_seconds() -> float:
@@ -73,7 +73,7 @@ def evaluate(model: HookedSAETransformer, dictionaries: dict[str, SAE], world: H
     specs = specs_of(model)
     write_explanations(model, dictionaries, world, root)
     truth = derive_truth(model, dictionaries)
-    (root / TRUTH).write_text(json.dumps(truth, indent=1))
+    (root / TRUTH).write_text(json.dumps(truth, separators=(",", ":")))  # data: compact
     result = full_report(model, dictionaries, specs, world)
     result["planted"] = planted_report(truth)
     return result

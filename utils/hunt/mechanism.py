@@ -10,8 +10,10 @@ carries is
     share(site, p) = (m_clean − m_patched) / (m_clean − m_twin),
 
 1 when the site at ``p`` alone turns the clean answer into the twin's, 0 when it changes
-nothing. *Reading*: patching one head's value vectors (``hook_v``) at a source position
-``q`` measures what that head moves from ``q`` (to every later position).
+nothing. *Reading*: knocking out the attention of a layer's heads from position ``p`` to
+position ``q`` (weights set to 0, the rest renormalised) and measuring the share of the
+logit difference lost tests "layer-L attention at ``p`` reads ``q``", also where the token
+at ``q`` is the same in every prompt (a marker), which patching from a twin cannot see.
 
 Circuits are sets of ``utils.nodes.Node``: every dictionary spliced with its error term, a
 node outside the circuit mean-ablated (its mean over other prompts of the same layout,
@@ -52,9 +54,11 @@ def logit_diff_metric(batch: TaskBatch) -> Metric:
 
 
 def site_hook(site: str, layer: int) -> str:
-    """The hook a site writes: ``attn`` (a layer's attention output), ``head`` (one head's
+    """The hook a site writes: ``resid`` (the residual stream entering the layer; layer 0:
+    the embeddings), ``attn`` (a layer's attention output), ``head`` (one head's
     ``hook_z``), ``mlp`` (a layer's MLP output), ``value`` (one head's ``hook_v``)."""
-    names = {"attn": "hook_attn_out", "mlp": "hook_mlp_out", "head": "attn.hook_z", "value": "attn.hook_v"}
+    names = {"resid": "hook_resid_pre", "attn": "hook_attn_out", "mlp": "hook_mlp_out", "head": "attn.hook_z",
+             "value": "attn.hook_v"}
     if site not in names:
         raise ValueError(f"unknown site {site!r}: expected one of {list(names)}")
     return f"blocks.{layer}.{names[site]}"
@@ -62,11 +66,12 @@ def site_hook(site: str, layer: int) -> str:
 
 @torch.no_grad()
 def patched_metric(model: HookedSAETransformer, batch: TaskBatch, site: str, layer: int, pos: int,
-                   head: int | None = None) -> Float[Tensor, " batch"]:
+                   head: int | None = None, twin: dict[str, Tensor] | None = None) -> Float[Tensor, " batch"]:
     """The metric of the clean prompts with ``site`` (head ``head`` for ``head``/``value``)
-    at ``pos`` taken from the twin run."""
+    at ``pos`` taken from the twin run (``twin``: its activations by hook name, if cached)."""
     hook = site_hook(site, layer)
-    _, twin = model.run_with_cache(batch.corrupted_tokens, names_filter=hook)
+    if twin is None or hook not in twin:
+        _, twin = model.run_with_cache(batch.corrupted_tokens, names_filter=hook)
 
     def patch(x: Tensor, hook: HookPoint) -> Tensor:
         x = x.clone()
@@ -87,13 +92,41 @@ def end_metrics(model: HookedSAETransformer, batch: TaskBatch) -> tuple[float, f
     return metric(model(batch.tokens)).mean().item(), metric(model(batch.corrupted_tokens)).mean().item()
 
 
-def patch_shares(model: HookedSAETransformer, batch: TaskBatch, sites: Sequence[tuple[str, int, int | None]]
-                 ) -> dict[tuple[str, int, int | None], Float[Tensor, " pos"]]:
-    """share(site, p) at every position, for each ``(site, layer, head)`` of ``sites``."""
+@torch.no_grad()
+def patch_shares(model: HookedSAETransformer, batch: TaskBatch, sites: Sequence[tuple[str, int, int | None]],
+                 positions: Sequence[int] | None = None) -> dict[tuple[str, int, int | None], Float[Tensor, " pos"]]:
+    """share(site, p) for each ``(site, layer, head)`` of ``sites``, at every position (or at
+    ``positions``; the others 0)."""
     clean, twin = end_metrics(model, batch)
     n_pos = batch.tokens.shape[1]
-    return {key: torch.tensor([(clean - patched_metric(model, batch, *key[:2], p, key[2]).mean().item()) / (clean - twin)
-                               for p in range(n_pos)]) for key in sites}
+    _, cache = model.run_with_cache(batch.corrupted_tokens, names_filter=list({site_hook(s, layer) for s, layer, _ in sites}))
+    out = {}
+    for site, layer, head in sites:
+        shares = torch.zeros(n_pos)
+        for p in range(n_pos) if positions is None else positions:
+            patched = patched_metric(model, batch, site, layer, p, head, cache).mean().item()
+            shares[p] = (clean - patched) / (clean - twin)
+        out[site, layer, head] = shares
+    return out
+
+
+@torch.no_grad()
+def knockout_metric(model: HookedSAETransformer, batch: TaskBatch, layer: int, at: int, reads: Sequence[int],
+                    heads: Sequence[int] | None = None) -> Float[Tensor, " batch"]:
+    """The metric with the attention of ``heads`` (all when None) of ``layer`` from position
+    ``at`` to the positions ``reads`` knocked out: those weights set to 0 and the rest of the
+    row renormalised, so the heads read everything else as before."""
+    heads = list(range(model.cfg.n_heads)) if heads is None else list(heads)
+
+    def knock(pattern: Tensor, hook: HookPoint) -> Tensor:
+        pattern = pattern.clone()
+        row = pattern[:, heads, at]  # [batch, head, src]
+        row[..., list(reads)] = 0.0
+        pattern[:, heads, at] = row / row.sum(-1, keepdim=True).clamp(min=1e-9)
+        return pattern
+
+    logits = model.run_with_hooks(batch.tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_pattern", knock)])
+    return logit_diff_metric(batch)(logits)
 
 
 @torch.no_grad()
@@ -184,5 +217,5 @@ def baseline_for(model: HookedSAETransformer, dictionaries: Sequence[SAE], token
     return mean_baseline(model, list(dictionaries), tokens, per_position=True)
 
 
-__all__ = ["CircuitScorer", "attention_from", "baseline_for", "circuit_metric", "end_metrics", "logit_diff_metric",
+__all__ = ["CircuitScorer", "attention_from", "baseline_for", "circuit_metric", "end_metrics", "knockout_metric", "logit_diff_metric",
            "node_scores", "patch_shares", "patched_metric", "rank_nodes", "site_hook", "smallest_faithful"]

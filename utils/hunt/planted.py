@@ -9,8 +9,8 @@ Three tasks of different kinds, each ending with a single answer at the last pos
 ================  ==========================================================================
 task              document (``{x}`` drawn at random; the answer follows the prompt)
 ================  ==========================================================================
-``copy``          ``{w1} .. {wj} # {wj+1} .. {wn} ? {wj}`` : the word just before ``#``
-                  (n distinct random words, 4 <= n <= 9, 1 <= j <= n)
+``copy``          ``{w1} .. {wn} ? {wn-1}`` : the word two places before ``?`` (n distinct
+                  random words, 3 <= n <= 9)
 ``hometown``      ``{n1} lives in {c1} . .. {nk} lives in {ck} . {q} grew up in the country of
                   {country}`` : the country of q's home town (every name has one fixed home
                   town, also stated in the corpus as ``{name} grew up in {city} .``; the
@@ -20,7 +20,7 @@ task              document (``{x}`` drawn at random; the answer follows the prom
                   the n listed words (the others random adjectives, nouns and verbs)
 ================  ==========================================================================
 
-In training documents the layout (list length, where the marker or the asked name sits) is
+In training documents the layout (list length, where the asked name sits) is
 random; the capstone's prompts fix one *layout* per variant so that every prompt of a batch
 has the same length and the same positions (``LAYOUTS``). Every prompt comes with two twins
 of the same length whose answer is the prompt's distractor: a *minimal* one (the words that
@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from utils.toy.generator import (ADJECTIVES, CITIES, FEMALE_NAMES, MALE_NAMES, NOUNS,
                                  RANDOM_WORDS, VERBS, Example)
 
-MARKER, TRIGGER = "#", "?"
+TRIGGER = "?"
 NUMBERS = ("one", "two", "three", "four")
-NEW_WORDS = (MARKER, TRIGGER, "lives", "grew", "up", "how", "many", *NUMBERS)
+NEW_WORDS = (TRIGGER, "lives", "grew", "up", "how", "many", *NUMBERS)
 NAMES = FEMALE_NAMES + MALE_NAMES
 
 
@@ -56,18 +56,18 @@ COUNTRY = {city: country for city, (country, _) in CITIES.items()}
 PLANTED = ("copy", "hometown", "count")
 CODENAMES = {"copy": "hunt-a", "hometown": "hunt-b", "count": "hunt-c"}  # what a learner sees
 TASK_LABELS = {
-    "copy": ("source", "marker", "readout"),
+    "copy": ("source", "readout"),
     "hometown": ("query_name", "listed_name", "lives_city", "readout"),
     "count": ("list_word", "counted", "readout"),
 }
 ANSWER_LABELS = {  # labels whose positions carry the answer (the planted position set)
-    "copy": ("source", "marker", "readout"),
+    "copy": ("source", "readout"),
     "hometown": ("query_name", "readout"),
     "count": ("list_word", "readout"),
 }
 # One layout per variant: the capstone's prompts of a variant all share it.
 LAYOUTS = {
-    "copy": ({"n_words": 7, "source": 2}, {"n_words": 7, "source": 4}, {"n_words": 7, "source": 6}),
+    "copy": ({"n_words": 5}, {"n_words": 6}, {"n_words": 7}),
     "hometown": ({"n_statements": 2, "own_slot": 2}, {"n_statements": 3, "own_slot": 2},
                  {"n_statements": 3, "own_slot": 3}),
     "count": ({"n_words": 5}, {"n_words": 6}, {"n_words": 7}),
@@ -75,11 +75,11 @@ LAYOUTS = {
 # Rule menus: the true rule first (the learner's menu is shuffled per seed).
 RULES = {
     "copy": (
-        "the answer repeats the word just before `#`",
-        "the answer repeats the word just after `#`",
+        "the answer repeats the word two places before `?`",
+        "the answer repeats the word just before `?`",
+        "the answer repeats the word three places before `?`",
         "the answer repeats the first word of the prompt",
-        "the answer repeats the last word before `?`",
-        "the answer repeats the word two places before `#`",
+        "the answer repeats the second word of the prompt",
     ),
     "hometown": (
         "the country of the city where the person asked about grew up",
@@ -112,28 +112,25 @@ def _fresh(rng: random.Random, pool: tuple[str, ...], avoid: set[str], k: int = 
 
 
 # ---------------------------------------------------------------------------------------
-# copy: the word just before the marker.
+# copy: the word two places before the trigger.
 
 
-def _copy_prompt(rng: random.Random, n: int, j: int, answer: str | None,
-                 avoid: set[str]) -> list[str]:
+def _copy_prompt(rng: random.Random, n: int, answer: str | None, avoid: set[str]) -> list[str]:
     words = _fresh(rng, RANDOM_WORDS, avoid | ({answer} if answer else set()), n)
     if answer is not None:
-        words[j - 1] = answer
-    return words[:j] + [MARKER] + words[j:] + [TRIGGER]
+        words[n - 2] = answer
+    return words + [TRIGGER]
 
 
-def copy_task(rng: random.Random, n_words: int | None = None,
-              source: int | None = None) -> PlantedExample:
-    n = n_words or rng.randint(4, 9)
-    j = source or rng.randint(1, n)
-    prompt = _copy_prompt(rng, n, j, None, set())
-    answer = prompt[j - 1]
+def copy_task(rng: random.Random, n_words: int | None = None) -> PlantedExample:
+    n = n_words or rng.randint(3, 9)
+    prompt = _copy_prompt(rng, n, None, set())
+    answer = prompt[n - 2]
     other = _fresh(rng, RANDOM_WORDS, set(prompt))[0]
-    corrupted = prompt[:j - 1] + [other] + prompt[j:]
-    resampled = _copy_prompt(rng, n, j, other, {answer})
-    marks = {"source": [j - 1], "marker": [j], "readout": [n + 1]}
-    return PlantedExample(prompt + [answer, "."], n + 2, other, corrupted, marks,
+    corrupted = prompt[:n - 2] + [other] + prompt[n - 1:]
+    resampled = _copy_prompt(rng, n, other, {answer})
+    marks = {"source": [n - 2], "readout": [n]}
+    return PlantedExample(prompt + [answer, "."], n + 1, other, corrupted, marks,
                           resampled=resampled)
 
 
@@ -227,10 +224,9 @@ LABEL_NAMES = tuple(dict.fromkeys(f"{task}.{label}" for task in PLANTED
 def decoy_answers(task: str, prompt: list[str]) -> list[str | None]:
     """The answer each rule of ``RULES[task]`` gives for ``prompt`` (None: no single word)."""
     if task == "copy":
-        j = prompt.index(MARKER)
-        return [prompt[j - 1], prompt[j + 1] if prompt[j + 1] != TRIGGER else None, prompt[0],
-                prompt[-2] if prompt[-2] != MARKER else prompt[-3],
-                prompt[j - 2] if j >= 2 else None]
+        listed = prompt[:-1]
+        return [listed[-2] if len(listed) > 1 else None, listed[-1],
+                listed[-3] if len(listed) > 2 else None, listed[0], listed[1] if len(listed) > 1 else None]
     if task == "hometown":
         k = (len(prompt) - 7) // 5
         names = [prompt[5 * s] for s in range(k)]
@@ -265,12 +261,14 @@ assert set(ADJECTIVES + NOUNS + VERBS) == set(RANDOM_WORDS)
 
 DESIGN = {
     "copy": (
-        # only layer-0 attention can bring the word before the marker onto the marker ...
-        {"site": "attn", "layer": 0, "at": "marker", "reads": "source"},
-        # ... and only layer-1 attention can then carry it to the last position
-        {"site": "attn", "layer": 1, "at": "readout", "reads": "marker"},
+        # the answer is the token two places before the last position ...
+        {"site": "resid", "layer": 0, "at": "source"},
+        # ... which attention at the last position reads by its offset alone
+        {"site": "attn", "layer": 0, "at": "readout", "reads": "source"},
     ),
     "hometown": (
+        # the answer depends on the asked name's token alone ...
+        {"site": "resid", "layer": 0, "at": "query_name"},
         # the asked name reaches the last position through attention ...
         {"site": "attn", "layer": 0, "at": "readout", "reads": "query_name"},
         # ... where MLPs recall its home town's country

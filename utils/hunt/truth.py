@@ -9,9 +9,11 @@ prompts of the layout (``split="baseline"``):
   the share of prompts where its answer is the model's top prediction;
 - ``positions``: token positions of the planted labels (``labels``) and the set that
   carries the answer (``answer_positions``);
-- ``patching``: component patching from the resampled twin (and the minimal twin) into the
-  clean prompt, the share of the logit difference each site carries at each position
-  (``utils.hunt.mechanism``), for both attention layers, both MLPs and every head;
+- ``patching``: component patching from the resampled twin into the clean prompt (the
+  first ``PATCH_N`` prompts), the share of the logit difference each site carries at each
+  position (``utils.hunt.mechanism``): the residual stream entering each layer (layer 0:
+  the tokens), each attention and MLP output, and every head wherever its layer's
+  attention carries at least ``HEAD_SITES``;
 - ``mechanism``: the planted design (``planted.DESIGN``), each claim with what was measured
   (share at its site, the heads that carry it, their attention to the position they read
   and the share their value vectors there carry) and whether it holds;
@@ -19,8 +21,9 @@ prompts of the layout (``split="baseline"``):
   dictionary and error node ranked by |mean attribution|; the reference circuit is the
   smallest prefix (on a size grid) with faithfulness ≥ ``FAITHFUL``, reported with its
   completeness, the faithfulness of the same number of nodes without error nodes, its
-  components ((kind, layer, pos) groups, each with its share of the attribution and the
-  faithfulness lost without it) and its key latents (labelled by AUROC and precision over
+  components ((kind, layer, pos) groups, each with its share of the attribution and, for
+  the ``N_COMPONENTS`` strongest holding at least 1% of it, the faithfulness lost without
+  it) and its key latents (labelled by AUROC and precision over
   a labelled corpus, planted labels included);
 - ``decoys``: strongly attributed latents that fire on a large share of all tokens.
 
@@ -46,8 +49,8 @@ from torch import Tensor
 from utils.circuits import dictionary_key, label_positions, rank_nodes
 from utils.hunt import ARTIFACTS, TRUTH, _examples, _variant, hunt_task, pool_size
 from utils.hunt import planted
-from utils.hunt.mechanism import (CircuitScorer, attention_from, baseline_for, end_metrics, node_scores,
-                                  patch_shares, patched_metric, smallest_faithful)
+from utils.hunt.mechanism import (CircuitScorer, attention_from, baseline_for, end_metrics, knockout_metric,
+                                  node_scores, patch_shares, smallest_faithful)
 from utils.hunt.world import HuntWorld, planted_batch
 from utils.nodes import Node
 from utils.toy.generator import Example, TaskBatch
@@ -58,8 +61,9 @@ GRADE_N, BASELINE_N = 64, 64  # prompts per variant: graded on, and averaged for
 FAITHFUL = 0.8  # the reference circuit's faithfulness target
 SIZES = (5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000, 1500, 2000, 3000)
 HOLDS = 0.5  # a design claim holds when its site carries at least this share
-N_RANKED, N_KEY, DENSE = 300, 8, 0.25  # ranking kept; key latents; a latent firing on more tokens is dense
-SITES = ("attn", "mlp")
+N_RANKED, N_KEY, DENSE, N_COMPONENTS = 200, 8, 0.25, 16  # ranking kept; key latents; a latent firing on more tokens is dense
+SITES = ("resid", "attn", "mlp")
+PATCH_N, HEAD_SITES = 32, 0.1  # prompts patched (the first of the grade batch); heads where attention carries this
 
 
 # ---------------------------------------------------------------------------------------
@@ -170,22 +174,27 @@ def latent_table(model: HookedSAETransformer, dictionaries: dict[str, SAE]) -> d
 # One variant.
 
 
-def _patching(model: HookedSAETransformer, batch: TaskBatch, minimal: TaskBatch) -> dict[str, Any]:
+def _subset(batch: TaskBatch, n: int) -> TaskBatch:
+    """The first ``n`` prompts of ``batch``."""
+    return TaskBatch(batch.task, batch.prompts[:n], batch.corrupted[:n], batch.answers[:n], batch.distractors[:n],
+                     batch.tokens[:n], batch.corrupted_tokens[:n], batch.answer_ids[:n], batch.distractor_ids[:n],
+                     batch.correct[:n], {k: v[:n] for k, v in batch.labels.items()})
+
+
+def _patching(model: HookedSAETransformer, batch: TaskBatch) -> dict[str, Any]:
+    """Shares per position of the residual stream entering each layer, each attention and
+    MLP output; per head wherever its layer's attention carries at least HEAD_SITES."""
     layers, heads = model.cfg.n_layers, model.cfg.n_heads
-    sites = [(site, layer, None) for layer in range(layers) for site in SITES]
-    shares = patch_shares(model, batch, sites + [("head", layer, h) for layer in range(layers) for h in range(heads)])
-    minimal_shares = patch_shares(model, minimal, sites)
-
-    def rounded(t: Tensor) -> list[float]:
-        return [round(x, 3) for x in t.tolist()]
-
-    return {
-        "resampled": {f"{site}{layer}" if head is None else f"{site}{layer}.{head}": rounded(v)
-                      for (site, layer, head), v in shares.items()},
-        "minimal": {f"{site}{layer}": rounded(v) for (site, layer, _), v in minimal_shares.items()},
-        "ends": {"resampled": [round(x, 3) for x in end_metrics(model, batch)],
-                 "minimal": [round(x, 3) for x in end_metrics(model, minimal)]},
-    }
+    sites = [(site, layer, None) for layer in range(layers) for site in SITES]  # resid L: entering layer L
+    shares = {f"{site}{layer}": v for (site, layer, _), v in patch_shares(model, batch, sites).items()}
+    per_head = {}
+    for layer in range(layers):
+        where = (shares[f"attn{layer}"].abs() >= HEAD_SITES).nonzero()[:, 0].tolist()
+        if where:
+            found = patch_shares(model, batch, [("head", layer, h) for h in range(heads)], where)
+            per_head.update({f"head{layer}.{h}@{p}": round(v[p].item(), 3) for (_, _, h), v in found.items() for p in where})
+    return {"resampled": {name: [round(x, 3) for x in v.tolist()] for name, v in shares.items()},
+            "heads": per_head, "ends": [round(x, 3) for x in end_metrics(model, batch)], "n_prompts": len(batch.prompts)}
 
 
 def _claims(model: HookedSAETransformer, batch: TaskBatch, task: str, patching: dict[str, Any]) -> list[dict[str, Any]]:
@@ -198,22 +207,22 @@ def _claims(model: HookedSAETransformer, batch: TaskBatch, task: str, patching: 
         pos = at[0]
         share = patching["resampled"][f"{site}{layer}"][pos]
         measured: dict[str, Any] = {**claim, "pos": pos, "share": share}
-        if site == "attn":
-            head_shares = {h: patching["resampled"][f"head{layer}.{h}"][pos] for h in range(model.cfg.n_heads)}
+        if site == "attn" and f"head{layer}.0@{pos}" in patching["heads"]:
+            head_shares = {h: patching["heads"][f"head{layer}.{h}@{pos}"] for h in range(model.cfg.n_heads)}
             carriers = sorted((h for h, s in head_shares.items() if s >= 0.2 * max(head_shares.values())),
                               key=lambda h: -head_shares[h])
             measured["heads"] = {str(h): round(head_shares[h], 3) for h in carriers}
-            if "reads" in claim:
-                reads = positions_of(batch, (claim["reads"],))
-                pattern = attention_from(model, batch.tokens, layer, pos)  # [head, src]
-                measured["reads_pos"] = reads
-                measured["attention"] = {str(h): round(pattern[h, reads].sum().item(), 3) for h in carriers}
-                value = {}
-                for h in carriers:
-                    patched = torch.stack([patched_metric(model, batch, "value", layer, q, h) for q in reads]).mean(0)
-                    value[str(h)] = round((clean - patched.mean().item()) / (clean - twin), 3)
-                measured["value_share"] = value  # value vectors at every read position patched, one at a time, averaged
-        measured["holds"] = bool(share >= HOLDS)
+        if "reads" in claim:
+            reads = positions_of(batch, (claim["reads"],))
+            pattern = attention_from(model, batch.tokens, layer, pos)  # [head, src]
+            knocked = {h: (clean - knockout_metric(model, batch, layer, pos, reads, [h]).mean().item()) / (clean - twin)
+                       for h in range(model.cfg.n_heads)}
+            readers = sorted((h for h in knocked if knocked[h] >= 0.2 * max(knocked.values())), key=lambda h: -knocked[h])
+            measured["reads_pos"] = reads
+            measured["knockout"] = round((clean - knockout_metric(model, batch, layer, pos, reads).mean().item()) / (clean - twin), 3)
+            measured["knockout_heads"] = {str(h): round(knocked[h], 3) for h in readers}
+            measured["attention"] = {str(h): round(pattern[h, reads].sum().item(), 3) for h in readers}
+        measured["holds"] = bool(share >= HOLDS or measured.get("knockout", 0.0) >= HOLDS)
         out.append(measured)
     return out
 
@@ -226,12 +235,15 @@ def _components(scorer: CircuitScorer, circuit: list[Node], scores: dict[tuple, 
         groups[node.kind, node.layer, node.pos].append(node)
     total = sum(abs(scores[n]) for n in circuit)
     out = []
-    for (kind, layer, pos), nodes in sorted(groups.items(), key=lambda item: -sum(abs(scores[n]) for n in item[1])):
-        rest = [n for n in circuit if (n.kind, n.layer, n.pos) != (kind, layer, pos)]
+    for rank, ((kind, layer, pos), nodes) in enumerate(sorted(groups.items(), key=lambda item: -sum(abs(scores[n]) for n in item[1]))):
+        share = sum(abs(scores[n]) for n in nodes) / total
+        lost = None
+        if rank < N_COMPONENTS and share >= 0.01:  # the strongest groups: measured; the tail: None
+            rest = [n for n in circuit if (n.kind, n.layer, n.pos) != (kind, layer, pos)]
+            lost = round(reference_f - scorer.faithfulness(rest), 4)
         out.append({"kind": kind, "layer": layer, "pos": pos, "n_nodes": len(nodes),
-                    "errors": sum(n.is_error for n in nodes),
-                    "attribution_share": round(sum(abs(scores[n]) for n in nodes) / total, 4),
-                    "faithfulness_lost": round(reference_f - scorer.faithfulness(rest), 4)})
+                    "errors": sum(n.is_error for n in nodes), "attribution_share": round(share, 4),
+                    "faithfulness_lost": lost})
     return out
 
 
@@ -240,7 +252,6 @@ def derive_variant(model: HookedSAETransformer, dictionaries: dict[str, SAE], va
     """Everything the grader needs about one variant (see the module docstring)."""
     task, layout = _variant(variant)
     batch = labelled_prompts(variant)
-    minimal = labelled_prompts(variant, twin="corrupted")
     saes = list(dictionaries.values())
     with torch.no_grad():
         logits = model(batch.tokens)[:, -1]
@@ -249,7 +260,7 @@ def derive_variant(model: HookedSAETransformer, dictionaries: dict[str, SAE], va
     rule_answers = [planted.decoy_answers(task, p.split()) for p in batch.prompts]
     rules = [{"rule": rule, "agreement": round(sum(a[i] == y for a, y in zip(rule_answers, predictions)) / len(predictions), 4)}
              for i, rule in enumerate(planted.RULES[task])]
-    patching = _patching(model, batch, minimal)
+    patching = _patching(model, _subset(batch, PATCH_N))
     spliced = {}
     for name, sae in dictionaries.items():
         with torch.no_grad(), model.saes(saes=[sae], use_error_term=False):
@@ -286,7 +297,7 @@ def derive_variant(model: HookedSAETransformer, dictionaries: dict[str, SAE], va
         "positions": {"labels": {name: positions_of(batch, (name,)) for name in planted.TASK_LABELS[task]},
                       "answer_positions": positions_of(batch, planted.ANSWER_LABELS[task])},
         "patching": patching,
-        "mechanism": _claims(model, batch, task, patching),
+        "mechanism": _claims(model, _subset(batch, PATCH_N), task, patching),
         "circuit": {
             "size": size, "faithfulness": round(f, 4), "completeness": round(scorer.completeness(circuit), 4),
             "target": FAITHFUL, "errors": sum(n.is_error for n in circuit),
@@ -319,7 +330,8 @@ def planted_report(truth: dict[str, Any]) -> dict[str, Any]:
     measured, and the reference circuit's size and scores."""
     out = {}
     for v in truth["variants"]:
-        claims = [{k: c[k] for k in ("site", "layer", "at", "pos", "share", "holds", "heads", "attention", "value_share") if k in c}
+        claims = [{k: c[k] for k in ("site", "layer", "at", "pos", "reads", "reads_pos", "share", "knockout", "holds", "heads",
+                                     "knockout_heads", "attention") if k in c}
                   for c in v["mechanism"]]
         circuit = {k: v["circuit"][k] for k in ("size", "faithfulness", "completeness", "errors",
                                                 "faithfulness_without_errors", "faithfulness_without_errors_max")}
