@@ -141,6 +141,20 @@ def test_accuracy_on_held_out_prompts(bk, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+def test_the_menus_true_rule_is_the_generators(variant):
+    """The first rule of the menu answers every prompt as the generator does; no decoy
+    agrees with the generator on more than half the prompts (nor on none: 0 is allowed, a
+    decoy is refuted by its first prompt)."""
+    batch = labelled_prompts(variant, 64, split="check")
+    task = planted.PLANTED[variant % len(planted.PLANTED)]
+    answers = [planted.decoy_answers(task, p.split()) for p in batch.prompts]
+    assert [a[0] for a in answers] == batch.answers
+    for i in range(1, len(planted.RULES[task])):
+        agreement = sum(a[i] == y for a, y in zip(answers, batch.answers)) / len(answers)
+        assert agreement <= 0.5, f"{planted.RULES[task][i]!r} gives the answer on {agreement:.2f} of the prompts"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_only_the_true_rule_fits_the_predictions(bk, variant):
     """The model follows the true rule; each decoy is refuted by a good share of prompts."""
     batch = hunt_prompts(variant, 64, split="check")
@@ -160,7 +174,7 @@ def test_planted_sites_carry_the_answer_and_others_do_not(bk, variant):
     residual stream, an attention or an MLP output at any position that carries no answer
     moves less than STRAY_SHARE."""
     model = bk.model
-    batch = labelled_prompts(variant, 48, split="check")
+    batch = labelled_prompts(variant, 32, split="check")
     task = planted.PLANTED[variant % len(planted.PLANTED)]
     clean, twin = end_metrics(model, batch)
 
@@ -170,9 +184,10 @@ def test_planted_sites_carry_the_answer_and_others_do_not(bk, variant):
     for claim in planted.DESIGN[task]:
         pos = positions_of(batch, (claim["at"],))[0]
         measured = share(patched_metric(model, batch, claim["site"], claim["layer"], pos))
-        if "reads" in claim:
+        if "reads" in claim:  # knocking the attention out removes the information: share of m_clean lost
             reads = positions_of(batch, (claim["reads"],))
-            measured = max(measured, share(knockout_metric(model, batch, claim["layer"], pos, reads)))
+            lost = (clean - knockout_metric(model, batch, claim["layer"], pos, reads).mean().item()) / clean
+            measured = max(measured, lost)
         assert measured >= PLANTED_SHARE, f"{claim}: share {measured:.3f} at position {pos}"
     carriers = set(positions_of(batch, planted.ANSWER_LABELS[task]))
     for pos in set(range(batch.tokens.shape[1])) - carriers:
@@ -230,9 +245,9 @@ def test_library_faithfulness_is_chapter_02s(bk):
 
 def test_learner_world_has_only_the_organisms_labels(bk):
     world = bk.world
-    assert world.tasks == TASKS and world.label_names == LABEL_NAMES
+    assert set(world.tasks) <= set(TASKS) and set(world.label_names) <= set(LABEL_NAMES)
     corpus = world.corpus(8, 48, seed=3)
-    assert set(corpus.labels) == set(LABEL_NAMES)
+    assert set(corpus.labels) == set(world.label_names)
     hidden = set(planted.PLANTED) | set(planted.LABEL_NAMES) | {label for labels in planted.TASK_LABELS.values() for label in labels}
     assert not hidden & set(world.corpus_mix), "the corpus mixture names a planted task"
     assert not hidden & set(vars(world)) and not hidden & set(dir(world))
@@ -260,7 +275,7 @@ def test_learner_facing_docs_do_not_describe_the_tasks():
 
     texts = [hunt.__doc__, world_module.__doc__, HuntWorld.__doc__, Hidden.__doc__]
     texts += [inspect.getdoc(f) for f in (hunt.hunt_prompts, hunt.hunt_task, hunt.rule_menu, hunt.load, hunt.pool_size)]
-    words = {"partner", "marker", "count", "names", "city", "copy", "#"} | set(planted.PLANTED)
+    words = {"home", "town", "country", "city", "names", "number", "places", "offset", "before"} | set(planted.PLANTED)
     for text in texts:
         found = {w for w in words if w in (text or "").lower().split() or f"``{w}``" in (text or "")}
         assert not found, f"a learner-facing docstring mentions {found}: {text[:80]!r}"

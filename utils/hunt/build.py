@@ -27,7 +27,7 @@ from utils.toy.report import full_report
 from utils.toy.tokenizer import build_tokenizer, load_tokenizer
 from utils.toy.training import train_dictionaries, train_model
 
-MODEL_STEPS, DICTIONARY_STEPS = 1200, 1000
+MODEL_STEPS, DICTIONARY_STEPS = 1000, 800
 
 
 def _cpu_seconds() -> float:

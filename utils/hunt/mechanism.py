@@ -12,8 +12,8 @@ carries is
 1 when the site at ``p`` alone turns the clean answer into the twin's, 0 when it changes
 nothing. *Reading*: knocking out the attention of a layer's heads from position ``p`` to
 position ``q`` (weights set to 0, the rest renormalised) and measuring the share of the
-logit difference lost tests "layer-L attention at ``p`` reads ``q``", also where the token
-at ``q`` is the same in every prompt (a marker), which patching from a twin cannot see.
+clean logit difference lost, (m_clean − m_knocked) / m_clean, tests "layer-L attention at
+``p`` reads ``q``" (removing information can at best bring m to 0, not to the twin's).
 
 Circuits are sets of ``utils.nodes.Node``: every dictionary spliced with its error term, a
 node outside the circuit mean-ablated (its mean over other prompts of the same layout,

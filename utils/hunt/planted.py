@@ -33,6 +33,7 @@ task in ``TASK_LABELS``; ``ANSWER_LABELS`` are those whose positions carry the a
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from utils.toy.generator import (ADJECTIVES, CITIES, FEMALE_NAMES, MALE_NAMES, NOUNS,
@@ -72,32 +73,6 @@ LAYOUTS = {
                  {"n_statements": 3, "own_slot": 3}),
     "count": ({"n_words": 5}, {"n_words": 6}, {"n_words": 7}),
 }
-# Rule menus: the true rule first (the learner's menu is shuffled per seed).
-RULES = {
-    "copy": (
-        "the answer repeats the word two places before `?`",
-        "the answer repeats the word just before `?`",
-        "the answer repeats the word three places before `?`",
-        "the answer repeats the first word of the prompt",
-        "the answer repeats the second word of the prompt",
-    ),
-    "hometown": (
-        "the country of the city where the person asked about grew up",
-        "the country of the city where the person asked about lives",
-        "the country of the first city mentioned",
-        "the country of the last city mentioned",
-        "the country where the first person listed grew up",
-    ),
-    "count": (
-        "how many of the listed words are names",
-        "how many of the listed words are female names",
-        "how many of the listed words are nouns",
-        "how many of the listed words are not names",
-        "how many words come before the first name",
-    ),
-}
-
-
 @dataclass
 class PlantedExample(Example):
     """A planted prompt (``words[:answer_pos]``) with its answer, its distractor and two twins
@@ -217,38 +192,79 @@ LABEL_NAMES = tuple(dict.fromkeys(f"{task}.{label}" for task in PLANTED
 
 
 # ---------------------------------------------------------------------------------------
-# What the decoy rules would answer (for the menu's audit: each must disagree with the
-# model's answers on a good share of prompts).
+# Rule menus: each rule with the answer it gives for a prompt (None: no single word), the
+# true rule first (the learner's menu is shuffled per seed). The decoys are plausible from
+# the prompts' surface; each must disagree with the model's answers on many prompts.
+
+Answer = Callable[[list[str]], "str | None"]
+
+
+def _copy_listed(prompt: list[str]) -> list[str]:
+    return prompt[:-1]  # the words before "?"
+
+
+def _statements(prompt: list[str]) -> tuple[list[str], list[str], str]:
+    """(listed names, their cities, the asked name) of a hometown prompt."""
+    k = (len(prompt) - 7) // 5
+    return [prompt[5 * s] for s in range(k)], [prompt[5 * s + 3] for s in range(k)], prompt[5 * k]
+
+
+def _lives_in(prompt: list[str]) -> str | None:
+    names, cities, query = _statements(prompt)
+    return COUNTRY[cities[names.index(query)]] if query in names else None
+
+
+def _number(c: int) -> str | None:
+    return NUMBERS[c - 1] if 1 <= c <= len(NUMBERS) else None
+
+
+def _count_listed(prompt: list[str]) -> list[str]:
+    return prompt[:-3]  # the words before ". how many"
+
+
+def _before_first_name(prompt: list[str]) -> str | None:
+    firsts = [i for i, w in enumerate(_count_listed(prompt)) if w in NAMES]
+    return _number(firsts[0]) if firsts else None
+
+
+MENUS: dict[str, tuple[tuple[str, Answer], ...]] = {
+    "copy": (
+        ("the answer repeats the word two places before `?`", lambda p: _copy_listed(p)[-2]),
+        ("the answer repeats the word just before `?`", lambda p: _copy_listed(p)[-1]),
+        ("the answer repeats the word three places before `?`", lambda p: _copy_listed(p)[-3]),
+        ("the answer repeats the first word of the prompt", lambda p: _copy_listed(p)[0]),
+        ("the answer repeats the second word of the prompt", lambda p: _copy_listed(p)[1]),
+    ),
+    "hometown": (
+        ("the country of the city where the person asked about grew up",
+         lambda p: COUNTRY[HOMETOWNS[_statements(p)[2]]]),
+        ("the country of the city where the person asked about lives", _lives_in),
+        ("the country of the first city mentioned", lambda p: COUNTRY[_statements(p)[1][0]]),
+        ("the country of the last city mentioned", lambda p: COUNTRY[_statements(p)[1][-1]]),
+        ("the country where the first person listed grew up",
+         lambda p: COUNTRY[HOMETOWNS[_statements(p)[0][0]]]),
+    ),
+    "count": (
+        ("how many of the listed words are names",
+         lambda p: _number(sum(w in NAMES for w in _count_listed(p)))),
+        ("how many of the listed words are female names",
+         lambda p: _number(sum(w in FEMALE_NAMES for w in _count_listed(p)))),
+        ("how many of the listed words are nouns",
+         lambda p: _number(sum(w in NOUNS for w in _count_listed(p)))),
+        ("how many of the listed words are not names",
+         lambda p: _number(sum(w not in NAMES for w in _count_listed(p)))),
+        ("how many words come before the first name", _before_first_name),
+    ),
+}
+RULES = {task: tuple(text for text, _ in menu) for task, menu in MENUS.items()}
 
 
 def decoy_answers(task: str, prompt: list[str]) -> list[str | None]:
-    """The answer each rule of ``RULES[task]`` gives for ``prompt`` (None: no single word)."""
-    if task == "copy":
-        listed = prompt[:-1]
-        return [listed[-2] if len(listed) > 1 else None, listed[-1],
-                listed[-3] if len(listed) > 2 else None, listed[0], listed[1] if len(listed) > 1 else None]
-    if task == "hometown":
-        k = (len(prompt) - 7) // 5
-        names = [prompt[5 * s] for s in range(k)]
-        cities = [prompt[5 * s + 3] for s in range(k)]
-        query = prompt[5 * k]
-        lives = dict(zip(names, cities))
-        return [COUNTRY[HOMETOWNS[query]], COUNTRY[lives[query]] if query in lives else None,
-                COUNTRY[cities[0]] if k else None, COUNTRY[cities[-1]] if k else None,
-                COUNTRY[HOMETOWNS[names[0]]] if k else None]
-    if task == "count":
-        listed = prompt[:-3]
-        firsts = [i for i, w in enumerate(listed) if w in NAMES]
-
-        def number(c: int) -> str | None:
-            return NUMBERS[c - 1] if 1 <= c <= len(NUMBERS) else None
-
-        return [number(sum(w in NAMES for w in listed)),
-                number(sum(w in FEMALE_NAMES for w in listed)),
-                number(sum(w in NOUNS for w in listed)),
-                number(sum(w not in NAMES for w in listed)),
-                number(firsts[0]) if firsts else None]
-    raise ValueError(f"unknown planted task {task!r}: expected one of {PLANTED}")
+    """The answer each rule of ``MENUS[task]`` gives for the layout prompt ``prompt``
+    (words, without BOS), in menu order (None: the rule names no single word)."""
+    if task not in MENUS:
+        raise ValueError(f"unknown planted task {task!r}: expected one of {PLANTED}")
+    return [answer(prompt) for _, answer in MENUS[task]]
 
 
 assert set(ADJECTIVES + NOUNS + VERBS) == set(RANDOM_WORDS)

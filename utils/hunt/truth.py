@@ -15,8 +15,11 @@ prompts of the layout (``split="baseline"``):
   the tokens), each attention and MLP output, and every head wherever its layer's
   attention carries at least ``HEAD_SITES``;
 - ``mechanism``: the planted design (``planted.DESIGN``), each claim with what was measured
-  (share at its site, the heads that carry it, their attention to the position they read
-  and the share their value vectors there carry) and whether it holds;
+  (``share`` at its site and position; for a claim that the site reads a position,
+  ``knockout``: the share of the clean logit difference lost when every head's attention
+  from its position to the read positions is knocked out, and per head; the heads that
+  carry it and their attention there) and whether it holds (``share`` or ``knockout`` at
+  least ``HOLDS``);
 - ``circuit``: chapter 02-03's method, node attribution with the mean baseline, every
   dictionary and error node ranked by |mean attribution|; the reference circuit is the
   smallest prefix (on a size grid) with faithfulness ≥ ``FAITHFUL``, reported with its
@@ -215,11 +218,11 @@ def _claims(model: HookedSAETransformer, batch: TaskBatch, task: str, patching: 
         if "reads" in claim:
             reads = positions_of(batch, (claim["reads"],))
             pattern = attention_from(model, batch.tokens, layer, pos)  # [head, src]
-            knocked = {h: (clean - knockout_metric(model, batch, layer, pos, reads, [h]).mean().item()) / (clean - twin)
+            knocked = {h: (clean - knockout_metric(model, batch, layer, pos, reads, [h]).mean().item()) / clean
                        for h in range(model.cfg.n_heads)}
             readers = sorted((h for h in knocked if knocked[h] >= 0.2 * max(knocked.values())), key=lambda h: -knocked[h])
             measured["reads_pos"] = reads
-            measured["knockout"] = round((clean - knockout_metric(model, batch, layer, pos, reads).mean().item()) / (clean - twin), 3)
+            measured["knockout"] = round((clean - knockout_metric(model, batch, layer, pos, reads).mean().item()) / clean, 3)
             measured["knockout_heads"] = {str(h): round(knocked[h], 3) for h in readers}
             measured["attention"] = {str(h): round(pattern[h, reads].sum().item(), 3) for h in readers}
         measured["holds"] = bool(share >= HOLDS or measured.get("knockout", 0.0) >= HOLDS)
