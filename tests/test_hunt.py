@@ -208,6 +208,9 @@ def test_truth_covers_every_variant(truth):
         assert entry["rules"][0]["rule"] == true_rule(v)
         assert all(claim["holds"] for claim in entry["mechanism"]), entry["mechanism"]
         assert entry["circuit"]["faithfulness"] >= truth["faithful_target"]
+        positions = entry["positions"]  # the labels' answer positions are what patching finds
+        assert sorted(set(positions["token_positions"]) | set(positions["computing_positions"])) == positions["answer_positions"]
+        assert entry["circuit"]["required_components"], "no component of the reference circuit is required"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

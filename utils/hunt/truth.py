@@ -7,8 +7,10 @@ prompts of the layout (``split="baseline"``):
 
 - ``accuracy``, ``logit_diff``; ``rules``: the menu's rules, the true one first, each with
   the share of prompts where its answer is the model's top prediction;
-- ``positions``: token positions of the planted labels (``labels``) and the set that
-  carries the answer (``answer_positions``);
+- ``positions``: token positions of the planted labels (``labels``), the set that carries
+  the answer (``answer_positions``, from the labels), and as measured the positions whose
+  token moves the answer when patched (``token_positions``) and those where an attention or
+  MLP output does (``computing_positions``);
 - ``patching``: component patching from the resampled twin into the clean prompt (the
   first ``PATCH_N`` prompts), the share of the logit difference each site carries at each
   position (``utils.hunt.mechanism``): the residual stream entering each layer (layer 0:
@@ -26,8 +28,9 @@ prompts of the layout (``split="baseline"``):
   completeness, the faithfulness of the same number of nodes without error nodes, its
   components ((kind, layer, pos) groups, each with its share of the attribution and, for
   the ``N_COMPONENTS`` strongest holding at least 1% of it, the faithfulness lost without
-  it) and its key latents (labelled by AUROC and precision over
-  a labelled corpus, planted labels included);
+  it; ``required_components``: those losing at least ``REQUIRED``), the faithfulness of
+  the circuit without its error nodes, and its key latents (labelled by AUROC and
+  precision over a labelled corpus, planted labels included);
 - ``decoys``: strongly attributed latents that fire on a large share of all tokens.
 
 Plus ``latents``: per dictionary, every latent's firing frequency, the token its activation
@@ -45,7 +48,7 @@ from typing import Any
 
 import einops
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Int
 from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
@@ -67,6 +70,8 @@ HOLDS = 0.5  # a design claim holds when its site carries at least this share
 N_RANKED, N_KEY, DENSE, N_COMPONENTS = 200, 8, 0.25, 16  # ranking kept; key latents; a latent firing on more tokens is dense
 SITES = ("resid", "attn", "mlp")
 PATCH_N, HEAD_SITES = 32, 0.1  # prompts patched (the first of the grade batch); heads where attention carries this
+TOKEN_SHARE, SITE_SHARE = 0.05, 0.1  # a token position / a computing position carries at least this
+REQUIRED = 0.1  # a component of the reference circuit is required when leaving it out costs this much faithfulness
 
 
 # ---------------------------------------------------------------------------------------
@@ -200,6 +205,12 @@ def _patching(model: HookedSAETransformer, batch: TaskBatch) -> dict[str, Any]:
             "heads": per_head, "ends": [round(x, 3) for x in end_metrics(model, batch)], "n_prompts": len(batch.prompts)}
 
 
+def _where(patching: dict[str, Any], sites: tuple[str, ...], threshold: float) -> list[int]:
+    """Positions where any of ``sites`` carries at least ``threshold`` (resampled twin)."""
+    shares = torch.tensor([patching["resampled"][site] for site in sites]).abs().max(0).values
+    return (shares >= threshold).nonzero()[:, 0].tolist()
+
+
 def _claims(model: HookedSAETransformer, batch: TaskBatch, task: str, patching: dict[str, Any]) -> list[dict[str, Any]]:
     """Each design claim with its measurements on ``batch``."""
     clean, twin = end_metrics(model, batch)
@@ -284,6 +295,7 @@ def derive_variant(model: HookedSAETransformer, dictionaries: dict[str, SAE], va
     circuit = ranking[:size]
     by_node = {n: score(n) for n in ranking[:max(size, N_RANKED)]}
     key = [n for n in circuit if not n.is_error][:N_KEY]
+    components = _components(scorer, circuit, by_node, f)
     decoys = []
     for node in latent_ranking[:100]:
         stats = latents[f"{node.kind}{node.layer}"]
@@ -298,7 +310,10 @@ def derive_variant(model: HookedSAETransformer, dictionaries: dict[str, SAE], va
         "logit_diff": round((logits.gather(-1, batch.answer_ids[:, None]) - logits.gather(-1, batch.distractor_ids[:, None])).mean().item(), 4),
         "rules": rules, "accuracy_spliced": spliced,
         "positions": {"labels": {name: positions_of(batch, (name,)) for name in planted.TASK_LABELS[task]},
-                      "answer_positions": positions_of(batch, planted.ANSWER_LABELS[task])},
+                      "answer_positions": positions_of(batch, planted.ANSWER_LABELS[task]),
+                      # measured: tokens whose patching moves the answer; positions where an attention or MLP output does
+                      "token_positions": _where(patching, ("resid0",), TOKEN_SHARE),
+                      "computing_positions": _where(patching, ("attn0", "mlp0", "attn1", "mlp1"), SITE_SHARE)},
         "patching": patching,
         "mechanism": _claims(model, _subset(batch, PATCH_N), task, patching),
         "circuit": {
@@ -307,7 +322,10 @@ def derive_variant(model: HookedSAETransformer, dictionaries: dict[str, SAE], va
             "faithfulness_without_errors": round(scorer.faithfulness(latent_ranking[:size]), 4),
             "faithfulness_without_errors_max": round(scorer.faithfulness(latent_ranking[:SIZES[-1]]), 4),
             "nodes": [str(n) for n in circuit],
-            "components": _components(scorer, circuit, by_node, f),
+            "faithfulness_minus_errors": round(scorer.faithfulness([n for n in circuit if not n.is_error]), 4),
+            "components": components,
+            "required_components": [f"{c['kind']}{c['layer']}@{c['pos']}" for c in components
+                                    if (c["faithfulness_lost"] or 0.0) >= REQUIRED],
             "key_latents": [{"node": str(n), "attribution": round(score(n), 4),
                              **{k: latents[f"{n.kind}{n.layer}"][k][n.index] for k in ("label", "auroc", "precision", "frequency", "top_token")}}
                             for n in key],
@@ -336,12 +354,14 @@ def planted_report(truth: dict[str, Any]) -> dict[str, Any]:
         claims = [{k: c[k] for k in ("site", "layer", "at", "pos", "reads", "reads_pos", "share", "knockout", "holds", "heads",
                                      "knockout_heads", "attention") if k in c}
                   for c in v["mechanism"]]
-        circuit = {k: v["circuit"][k] for k in ("size", "faithfulness", "completeness", "errors",
-                                                "faithfulness_without_errors", "faithfulness_without_errors_max")}
+        circuit = {k: v["circuit"][k] for k in ("size", "faithfulness", "completeness", "errors", "faithfulness_minus_errors",
+                                                "faithfulness_without_errors", "faithfulness_without_errors_max",
+                                                "required_components")}
         out[f"{v['variant']}:{v['task']}"] = {"accuracy": v["accuracy"], "logit_diff": v["logit_diff"],
                                              "accuracy_spliced": v["accuracy_spliced"],
                                              "rule_agreement": [r["agreement"] for r in v["rules"]],
-                                             "answer_positions": v["positions"]["answer_positions"],
+                                             **{k: v["positions"][k] for k in ("answer_positions", "token_positions",
+                                                                               "computing_positions")},
                                              "mechanism": claims, "circuit": circuit}
     return out
 
@@ -368,5 +388,5 @@ def true_rule(seed: int) -> str:
     return planted.RULES[_variant(seed)[0]][0]
 
 
-__all__ = ["derive_truth", "labelled_prompts", "latent_table", "load_truth", "planted_report", "positions_of",
-           "true_rule", "variant_truth", "Float"]
+__all__ = ["LabelledHuntWorld", "derive_truth", "labelled_prompts", "latent_table", "load_truth", "planted_report",
+           "positions_of", "true_rule", "variant_truth"]
