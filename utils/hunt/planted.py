@@ -73,6 +73,8 @@ LAYOUTS = {
                  {"n_statements": 3, "own_slot": 3}),
     "count": ({"n_words": 5}, {"n_words": 6}, {"n_words": 7}),
 }
+
+
 @dataclass
 class PlantedExample(Example):
     """A planted prompt (``words[:answer_pos]``) with its answer, its distractor and two twins
@@ -98,6 +100,8 @@ def _copy_prompt(rng: random.Random, n: int, answer: str | None, avoid: set[str]
 
 
 def copy_task(rng: random.Random, n_words: int | None = None) -> PlantedExample:
+    """``n_words`` distinct random words (3-9 when None), ``?``; answer: the word two places
+    before ``?``."""
     n = n_words or rng.randint(3, 9)
     prompt = _copy_prompt(rng, n, None, set())
     answer = prompt[n - 2]
@@ -130,6 +134,9 @@ def _hometown_prompt(rng: random.Random, k: int, own_slot: int, answer: str | No
 
 def hometown_task(rng: random.Random, n_statements: int | None = None,
                   own_slot: int | None = None) -> PlantedExample:
+    """``n_statements`` statements (0-3 when None), the asked person in ``own_slot`` (0: not
+    listed; random when None), the question; answer: the country of the asked person's home
+    town. The minimal twin asks about someone else (not listed) from another country."""
     k = rng.randint(0, 3) if n_statements is None else n_statements
     if own_slot is None:
         own_slot = rng.randint(1, k) if k and rng.random() < 0.6 else 0
@@ -167,6 +174,9 @@ def _count_prompt(rng: random.Random, n: int, count: int) -> list[str]:
 
 
 def count_task(rng: random.Random, n_words: int | None = None) -> PlantedExample:
+    """``n_words`` listed words (3-8 when None), 1-4 of them names, then ``. how many``;
+    answer: the number of names. The minimal twin turns one listed word into a name or a
+    name into a word, so the count moves by one."""
     n = n_words or rng.randint(3, 8)
     count = rng.randint(1, min(len(NUMBERS), n))
     prompt = _count_prompt(rng, n, count)
