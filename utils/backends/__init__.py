@@ -4,7 +4,8 @@
 >>> bk = load_backend("toy")          # doctest: +SKIP
 >>> bk.model, bk.saes, bk.attn_saes, bk.transcoders, bk.world, bk.explanations  # doctest: +SKIP
 
-``toy`` is the offline model organism (default); ``gpt2`` is GPT-2 small with public
+``toy`` is the offline model organism (default); ``hunt`` the capstone's second organism
+(chapter 08); ``gpt2`` is GPT-2 small with public
 dictionaries (needs the Hugging Face hub); ``gpt2-shaped`` has GPT-2 small's shapes with
 seeded random weights, for memory and speed measurements only.
 """
@@ -38,4 +39,4 @@ def load_backend(name: str = "toy", device: str = "cpu", fresh: bool = False,
 
 def _import_loaders() -> None:
     # Importing the modules runs their @register decorators.
-    from utils.backends import gpt2, toy  # noqa: F401
+    from utils.backends import gpt2, hunt, toy  # noqa: F401

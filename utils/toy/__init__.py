@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from utils.backends.base import Backend
+    from utils.toy.generator import World
 
 ARTIFACTS = Path(__file__).parent / "artifacts"  # tokenizer/, model/, <kind>/<name>/, *.json
 TOKENIZER, MODEL, EXPLANATIONS, REPORT = "tokenizer", "model", "explanations.json", "report.json"
@@ -36,9 +37,12 @@ def load_clts(root: Path = ARTIFACTS, device: str = "cpu") -> dict:
     return {name: CrossLayerTranscoder.load(clt_folder(root, name), device) for name in CLT_NAMES}
 
 
-def load(device: str = "cpu", root: Path = ARTIFACTS, with_clt: bool = True) -> Backend:
+def load(device: str = "cpu", root: Path = ARTIFACTS, with_clt: bool = True, name: str = "toy",
+         world: World | None = None) -> Backend:
     """The committed model organism as a ``utils.backends.Backend`` (offline, seconds);
-    ``bk.clt`` is its cross-layer transcoder (None if not built, or not ``with_clt``)."""
+    ``bk.clt`` is its cross-layer transcoder (None if not built, or not ``with_clt``).
+    ``root``, ``name`` and ``world`` (default ``World()``) load another organism of the same
+    kind saved the same way (``utils.hunt``)."""
     from utils.backends.base import Backend
     from utils.toy.dictionaries import dictionary_specs, load_dictionary
     from utils.toy.explanations import ExplanationTable
@@ -46,7 +50,7 @@ def load(device: str = "cpu", root: Path = ARTIFACTS, with_clt: bool = True) -> 
     from utils.toy.model import load_model
     from utils.toy.tokenizer import load_tokenizer
 
-    world = World()
+    world = world or World()
     tokenizer = load_tokenizer(root / TOKENIZER)
     assert tokenizer.get_vocab() == world.word_to_id, "tokenizer and generator disagree"
     model = load_model(root / MODEL, tokenizer, device=device)
@@ -54,7 +58,7 @@ def load(device: str = "cpu", root: Path = ARTIFACTS, with_clt: bool = True) -> 
                              model.cfg.d_head)
     loaded = {spec.name: load_dictionary(root, spec, device) for spec in specs}
     return Backend(
-        name="toy",
+        name=name,
         model=model,
         saes={s.hook: loaded[s.name] for s in specs if s.kind == "resid_sae"},
         attn_saes={s.hook: loaded[s.name] for s in specs if s.kind == "attn_sae"},

@@ -283,10 +283,12 @@ class World:
     tasks = TASKS
     label_names = LABEL_NAMES
     broad_labels = BROAD_LABELS
+    vocabulary = staticmethod(vocabulary)  # a language built on this one adds words
+    corpus_mix = _CORPUS_MIX  # document kind -> (sampler, weight)
 
     def __init__(self, seed: int = 0):
         self.seed = seed
-        self.vocab = vocabulary()
+        self.vocab = self.vocabulary()
         self.word_to_id = {w: i for i, w in enumerate(self.vocab)}
         self._identity = {
             name: self._mask_of(words) for name, words in IDENTITY_LABELS.items()
@@ -346,22 +348,28 @@ class World:
     def corpus(self, n_seqs: int, seq_len: int, seed: int = 0) -> Corpus:
         """``n_seqs`` sequences of ``seq_len`` tokens: BOS, then documents drawn from the
         corpus mixture until the sequence is full (the last one is cut off)."""
+        tokens, marks = self.documents(n_seqs, seq_len, seed)
+        return Corpus(tokens, self.labels(tokens, marks))
+
+    def documents(self, n_seqs: int, seq_len: int,
+                  seed: int = 0) -> tuple[Int[Tensor, "batch pos"], list[dict[str, list[int]]]]:
+        """The tokens of :meth:`corpus` and, per sequence, its documents' marks (word
+        positions in the sequence, before BOS)."""
         rng = self._rng(1, seed)
-        kinds = list(_CORPUS_MIX)
-        weights = [w for _, w in _CORPUS_MIX.values()]
+        kinds = list(self.corpus_mix)
+        weights = [w for _, w in self.corpus_mix.values()]
         rows, marks = [], []
         for _ in range(n_seqs):
             words: list[str] = []
             mark: dict[str, list[int]] = {}
             while len(words) < seq_len - 1:
-                example = _CORPUS_MIX[rng.choices(kinds, weights)[0]][0](rng)
+                example = self.corpus_mix[rng.choices(kinds, weights)[0]][0](rng)
                 for name, positions in example.marks.items():
                     mark.setdefault(name, []).extend(p + len(words) for p in positions)
                 words += example.words
             rows.append(self.encode(words[:seq_len - 1]))
             marks.append(mark)
-        tokens = torch.tensor(rows)
-        return Corpus(tokens, self.labels(tokens, marks))
+        return torch.tensor(rows), marks
 
     def bios(self, n: int, correlation: float, seed: int = 0,
              professions: tuple[str, ...] = ("nurse", "professor")) -> BioBatch:

@@ -22,11 +22,11 @@ MODEL_CONFIG: dict[str, Any] = dict(
 )
 
 
-def make_model(tokenizer: PreTrainedTokenizerBase, seed: int = 0,
-               device: str = "cpu") -> HookedSAETransformer:
+def make_model(tokenizer: PreTrainedTokenizerBase, seed: int = 0, device: str = "cpu",
+               model_name: str = "toy") -> HookedSAETransformer:
     """A freshly initialised model (seeded) with ``tokenizer`` attached."""
-    cfg = HookedTransformerConfig(**MODEL_CONFIG, d_vocab=len(tokenizer.get_vocab()),
-                                  seed=seed, device=device)
+    cfg = HookedTransformerConfig(**{**MODEL_CONFIG, "model_name": model_name},
+                                  d_vocab=len(tokenizer.get_vocab()), seed=seed, device=device)
     return HookedSAETransformer(cfg, tokenizer=tokenizer)
 
 
@@ -36,7 +36,8 @@ def save_model(model: HookedSAETransformer, folder: str | Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()},
               folder / "model.safetensors")
-    config = {**MODEL_CONFIG, "d_vocab": model.cfg.d_vocab, "seed": model.cfg.seed}
+    config = {**MODEL_CONFIG, "model_name": model.cfg.model_name, "d_vocab": model.cfg.d_vocab,
+              "seed": model.cfg.seed}
     (folder / "config.json").write_text(json.dumps(config, indent=1))
 
 

@@ -16,9 +16,10 @@ from transformers import PreTrainedTokenizerFast
 from utils.toy.generator import BOS, PAD, UNK, vocabulary
 
 
-def build_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
-    """Build the tokenizer for ``vocabulary()``, save it to ``folder`` and load it back."""
-    words = vocabulary()
+def build_tokenizer(folder: str | Path, words: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """Build the tokenizer for ``words`` (default ``vocabulary()``; specials first), save it
+    to ``folder`` and load it back."""
+    words = words or vocabulary()
     core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=UNK))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     core.post_processor = processors.TemplateProcessing(
