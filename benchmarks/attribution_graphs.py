@@ -34,7 +34,7 @@ from benchmarks.attribution import seconds
 from benchmarks.gpt2_shaped import peak_memory
 from utils.backends import load_backend
 from utils.backends.gpt2 import load_gpt2_shaped
-from utils.graphs_attribution import build_graph, edge_errors, local_replacement, salient_logit_ids
+from utils.graphs import build_graph, edge_errors, local_replacement, salient_logit_ids
 
 
 def parse_args() -> argparse.Namespace:

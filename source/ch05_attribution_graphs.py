@@ -41,7 +41,7 @@ from jaxtyping import Bool, Float, Int
 from sae_lens import HookedSAETransformer
 from torch import Tensor
 
-from utils.graphs_attribution import LocalReplacement, replacement_forward
+from utils.graphs import LocalReplacement, replacement_forward
 from utils.nodes import Node
 
 # %%
@@ -51,13 +51,13 @@ from pathlib import Path
 
 from utils.backends import load_backend
 from utils.checking import checked
-from utils.graphs_attribution import (
+from utils.graphs import (
+    attribution_figure,
     build_graph,
     centred_unembedding,
     edge_errors,
     frozen_hook_names,
     generate_with,
-    graph_figure,
     graph_nodes,
     graph_scores,
     intervene,
@@ -132,7 +132,7 @@ def freeze_nonlinearities(model: HookedSAETransformer, cache: dict[str, Tensor])
 # `.detach()` makes sure no gradient flows into the cached value's history.
 
 # %% [markdown]
-# The rest of the replacement model is in `utils.graphs_attribution`: `local_replacement`
+# The rest of the replacement model is in `utils.graphs`: `local_replacement`
 # runs the model once and keeps the frozen values, each transcoder's latents
 # $f_L$ and error node $e_L = \mathrm{MLP}_L(x) - \mathrm{decode}(f_L)$ at every position,
 # and the residual stream entering layer 0 (token plus position embedding).
@@ -479,7 +479,7 @@ for j in top_nodes:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-fig = graph_figure(graph, pruned, labels, f"Pruned attribution graph: {' '.join(graph.tokens[1:])} -> {facts.answers[0]}")
+fig = attribution_figure(graph, pruned, labels, f"Pruned attribution graph: {' '.join(graph.tokens[1:])} -> {facts.answers[0]}")
 fig.show()
 
 # %% [markdown]
