@@ -54,6 +54,7 @@ from utils.checking import checked
 from utils.graphs import (
     attribution_figure,
     build_graph,
+    build_graph_reference,
     centred_unembedding,
     edge_errors,
     frozen_hook_names,
@@ -708,11 +709,11 @@ else:
     g_ids, g_probs = checked(salient_logits)(g_rm.logits[-1], max_n=3)
     print("salient logits:", [(w, round(p, 3)) for w, p in zip(g_model.to_str_tokens(g_ids), g_probs.tolist())])
     g_logit = graph_nodes(g_rm, g_ids)[-len(g_ids)]  # the top logit's node
-    g_first = build_graph(g_rm, g_ids, batch=16, targets=[g_logit])
+    g_first = build_graph_reference(g_rm, g_ids, batch=16, targets=[g_logit])
     g_row = g_first.adjacency[g_first.index(g_logit)]
     g_latents = g_first.mask("transcoder", error=False)
     g_top = [g_first.nodes[j] for j in torch.where(g_latents, g_row.abs(), 0.0).topk(8).indices.tolist()]
-    g_graph = build_graph(g_rm, g_ids, batch=16, targets=[g_logit, *g_top])
+    g_graph = build_graph_reference(g_rm, g_ids, batch=16, targets=[g_logit, *g_top])
     print(f"{len(g_graph.nodes)} nodes; the 8 latents with the largest edges into {g_model.to_single_str_token(g_logit.index)!r}:")
     for n in g_top:
         inputs = g_graph.adjacency[g_graph.index(n)]

@@ -18,7 +18,7 @@ module                   what it holds
 
 Everything public is importable from ``utils.graphs`` itself.
 """
-from utils.graphs.engine import build_graph, edge_errors, graph_nodes
+from utils.graphs.engine import attribute, build_graph, build_graph_reference, edge_errors, graph_nodes
 from utils.graphs.export import export_dot_svg, to_dot, to_json, to_svg
 from utils.graphs.feature_circuits import Tracer, direct_change, node_gradients, splice_for_edges
 from utils.graphs.graph import Graph, paths_between, supernode_adjacency
@@ -37,7 +37,8 @@ from utils.graphs.replacement import (
 from utils.graphs.view import attribution_figure, graph_figure, layout, node_label
 
 __all__ = [
-    "Graph", "LocalReplacement", "Pruned", "Tracer", "attribution_figure", "build_graph", "centred_unembedding",
+    "Graph", "LocalReplacement", "Pruned", "Tracer", "attribute", "attribution_figure", "build_graph",
+    "build_graph_reference", "centred_unembedding",
     "cumulative_mask", "direct_change", "edge_errors", "export_dot_svg", "freezing_hooks", "frozen_hook_names",
     "frozen_parameters", "generate_with", "graph_figure", "graph_nodes", "graph_scores", "influence", "intervene",
     "layout", "local_replacement", "node_gradients", "node_label", "normalized_adjacency", "paths_between", "prune",
