@@ -129,9 +129,8 @@ def _readout(rm: LocalReplacement, nodes: list[Node]) -> _Readout:
         js = cols.get(("transcoder", layer), [])
         pos = torch.tensor([nodes[j].pos for j in js], dtype=torch.long)
         idx = torch.tensor([int(nodes[j].index) for j in js], dtype=torch.long)
-        slot = torch.zeros(len(js), dtype=torch.long)  # rank among the latents at the same position
-        for r in range(1, len(js)):
-            slot[r] = slot[r - 1] + 1 if pos[r] == pos[r - 1] else 0
+        # rank among the latents at the same position (graph_nodes lists them position by position)
+        slot = torch.arange(len(js)) - torch.searchsorted(pos, pos)
         width = int(slot.max()) + 1 if len(js) else 0
         packed = torch.zeros(rm.n_pos, width, rm.embed.shape[-1], dtype=rm.embed.dtype, device=rm.embed.device)
         packed[pos, slot] = rm.acts[layer][pos, idx, None] * tc.W_dec[idx].to(rm.embed.dtype)  # a_i W_dec[i]
@@ -157,32 +156,44 @@ class _Engine:
         targets = [j for j, n in enumerate(nodes) if n.kind == "logit" or (n.kind == "transcoder" and not n.is_error)]
         self.seed_row = {j: r for r, j in enumerate(targets)}
         self.seed_pos = torch.tensor([nodes[j].pos for j in targets], dtype=torch.long)
-        vectors = []
-        logit_ids = [int(n.index) for n in nodes if n.kind == "logit"]
-        centred = centred_unembedding(rm.model, torch.tensor(logit_ids, dtype=torch.long)).T if logit_ids else None
-        for j in targets:
-            n = nodes[j]
-            vectors.append(centred[logit_ids.index(int(n.index))] if n.kind == "logit" else rm.transcoders[n.layer].W_enc[:, n.index])
-        self.seed_vec = torch.stack(vectors).to(rm.embed.dtype) if vectors else None
+        groups = []  # seed vectors in target order: latents by layer (W_enc columns), then logits
+        for layer, tc in rm.transcoders.items():
+            idx = [int(nodes[j].index) for j in targets if nodes[j].kind == "transcoder" and nodes[j].layer == layer]
+            groups.append(tc.W_enc[:, idx].T)
+        logit_ids = torch.tensor([int(nodes[j].index) for j in targets if nodes[j].kind == "logit"], dtype=torch.long)
+        groups.append(centred_unembedding(rm.model, logit_ids).T)
+        self.seed_vec = torch.cat(groups).to(rm.embed.dtype)
 
     def rows(self, targets: Sequence[int]) -> Iterator[tuple[list[int], Float[Tensor, "k n_nodes"]]]:
         """``(targets, their rows)`` per backward pass, the rows on the CPU: targets grouped by
-        where their seeds enter (latents by layer, then logits), ``batch`` at a time."""
+        where their seeds enter (latents by layer, then logits), ``batch`` at a time. The
+        logits' seeds enter just after the last layer's latents', so they share its last
+        pass when there is room."""
         by_layer: dict[int, list[int]] = {}
         for j in targets:
             by_layer.setdefault(self.nodes[j].layer, []).append(j)
-        for layer, group in sorted(by_layer.items()):
-            for start in range(0, len(group), self.batch):
-                chunk = group[start: start + self.batch]
-                yield chunk, self._rows(layer, chunk)
+        chunks = [group[start: start + self.batch] for _, group in sorted(by_layer.items())
+                  for start in range(0, len(group), self.batch)]
+        last_layer, logits = self.rm.model.cfg.n_layers - 1, self.rm.model.cfg.n_layers
+        if (len(chunks) > 1 and self.nodes[chunks[-1][0]].layer == logits and self.nodes[chunks[-2][0]].layer == last_layer
+                and len(chunks[-2]) + len(chunks[-1]) <= self.batch):
+            chunks[-2:] = [chunks[-2] + chunks[-1]]
+        for chunk in chunks:
+            yield chunk, self._rows(chunk)
 
-    def _rows(self, layer: int, chunk: list[int]) -> Float[Tensor, "k n_nodes"]:
-        read = self.trace.reads[layer]  # [1, pos, d_model]
+    def _rows(self, chunk: list[int]) -> Float[Tensor, "k n_nodes"]:
+        """One backward pass from the seeds of ``chunk``, at every read point they use."""
         which = torch.tensor([self.seed_row[j] for j in chunk], dtype=torch.long)
-        seeds = torch.zeros(len(chunk), *read.shape, dtype=read.dtype, device=read.device)  # [k, 1, pos, d_model]
-        seeds[torch.arange(len(chunk)), 0, self.seed_pos[which]] = self.seed_vec[which]
-        upstream = ["embed"] + [f"mlp.{L}" for L in range(layer)]  # what is written before the read point
-        grads = torch.autograd.grad(read, [self.trace.writes[w] for w in upstream], seeds,
+        layer = torch.tensor([self.nodes[j].layer for j in chunk], dtype=torch.long)
+        points = sorted(set(layer.tolist()))
+        reads, seeds = [self.trace.reads[point] for point in points], []
+        for point, read in zip(points, reads):
+            rows = (layer == point).nonzero().flatten()
+            seed = torch.zeros(len(chunk), *read.shape, dtype=read.dtype, device=read.device)  # [k, 1, pos, d_model]
+            seed[rows, 0, self.seed_pos[which[rows]]] = self.seed_vec[which[rows]]
+            seeds.append(seed)
+        upstream = ["embed"] + [f"mlp.{L}" for L in range(max(points))]  # what is written before the last read point
+        grads = torch.autograd.grad(reads, [self.trace.writes[w] for w in upstream], seeds,
                                     retain_graph=True, allow_unused=True, is_grads_batched=True)
         return self._edges(dict(zip(upstream, grads)), len(chunk)).cpu()
 

@@ -116,8 +116,8 @@ def local_replacement(model: HookedSAETransformer, transcoders: Sequence[SAE], t
     """Run the model once on ``tokens`` (one prompt) and keep what the replacement model freezes."""
     if tokens.ndim != 2 or tokens.shape[0] != 1:
         raise ValueError(f"a local replacement model is built for one prompt: expected tokens [1, pos], got {tuple(tokens.shape)}")
-    by_layer = {transcoder_layer(tc): tc for tc in transcoders}
-    if sorted(by_layer) != list(range(model.cfg.n_layers)):
+    by_layer = dict(sorted(((transcoder_layer(tc), tc) for tc in transcoders), key=lambda item: item[0]))
+    if list(by_layer) != list(range(model.cfg.n_layers)):
         raise ValueError(f"one transcoder per layer is needed (layers 0..{model.cfg.n_layers - 1}), got layers {sorted(by_layer)}")
     for tc in by_layer.values():
         check_transcoder(tc)
