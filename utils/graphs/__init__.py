@@ -23,7 +23,17 @@ from utils.graphs.export import export_dot_svg, to_dot, to_json, to_svg
 from utils.graphs.feature_circuits import Tracer, direct_change, node_gradients, splice_for_edges
 from utils.graphs.graph import Graph, paths_between, supernode_adjacency
 from utils.graphs.interventions import generate_with, intervene, swap_edits
-from utils.graphs.pruning import Pruned, cumulative_mask, graph_scores, influence, normalized_adjacency, prune
+from utils.graphs.pruning import (
+    Pruned,
+    circuit_tracer_scores,
+    crossing_score,
+    cumulative_mask,
+    graph_scores,
+    influence,
+    normalized_adjacency,
+    prune,
+    prune_as_circuit_tracer,
+)
 from utils.graphs.replacement import (
     LocalReplacement,
     centred_unembedding,
@@ -38,10 +48,10 @@ from utils.graphs.view import attribution_figure, graph_figure, layout, node_lab
 
 __all__ = [
     "Graph", "LocalReplacement", "Pruned", "Tracer", "attribute", "attribution_figure", "build_graph",
-    "build_graph_reference", "centred_unembedding",
+    "build_graph_reference", "centred_unembedding", "circuit_tracer_scores", "crossing_score",
     "cumulative_mask", "direct_change", "edge_errors", "export_dot_svg", "freezing_hooks", "frozen_hook_names",
-    "frozen_parameters", "generate_with", "graph_figure", "graph_nodes", "graph_scores", "influence", "intervene",
-    "layout", "local_replacement", "node_gradients", "node_label", "normalized_adjacency", "paths_between", "prune",
-    "replacement_forward", "salient_logit_ids", "splice_for_edges", "supernode_adjacency", "swap_edits", "to_dot",
-    "to_json", "to_svg",
+    "frozen_parameters", "generate_with", "graph_figure", "graph_nodes", "graph_scores", "influence",
+    "intervene", "layout", "local_replacement", "node_gradients", "node_label", "normalized_adjacency",
+    "paths_between", "prune", "prune_as_circuit_tracer", "replacement_forward", "salient_logit_ids",
+    "splice_for_edges", "supernode_adjacency", "swap_edits", "to_dot", "to_json", "to_svg",
 ]

@@ -109,3 +109,70 @@ def graph_scores(graph: Graph, edges: Bool[Tensor, "n n"] | None = None) -> dict
     explained = (norm * non_error[None, :]).sum(1)
     return {"replacement": float(w_m[graph.mask("embed")].sum() / w.sum()),
             "completeness": float((u * explained).sum() / u.sum())}
+
+
+# ---------------------------------------------------------------------------------------
+# Circuit-tracer's rule and scores, beside the chapter's.
+
+
+def crossing_score(scores: Float[Tensor, " n"], threshold: float) -> float:
+    """The score of the entry at which the scores, sorted in decreasing order, first add up
+    to ``threshold`` of their total (the last entry if they never do)."""
+    ordered = scores.flatten().sort(descending=True).values
+    cum = ordered.cumsum(0) / ordered.sum().clamp(min=torch.finfo(ordered.dtype).tiny)
+    k = min(int((cum < threshold).sum().item()), len(ordered) - 1)
+    return float(ordered[k])
+
+
+def prune_as_circuit_tracer(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> Pruned:
+    """Prune as circuit-tracer does (``prune_graph``, version 0.5), in four steps:
+
+    1. every node's influence on the logits (:func:`influence` on the full graph): latents,
+       error nodes and embeddings compete alike, error and embedding nodes taking their
+       share; keep the nodes scoring at least :func:`crossing_score` at ``node_threshold``
+       of the total, and every embedding and logit node;
+    2. drop the other nodes' rows and columns, normalise what is left again and compute the
+       influence *on this pruned graph*, ``I'``; an edge's score is ``Â'[t, s] (I'_t + w_t)``;
+       keep the edges scoring at least the crossing score at ``edge_threshold``;
+    3. drop latents and error nodes without a kept outgoing edge, and latents without a kept
+       incoming one, with their edges, until nothing changes (a dropped node can leave
+       another without edges).
+
+    ``node_influence`` is step 1's; ``scores`` are :func:`circuit_tracer_scores` of the kept edges."""
+    w = graph.logit_weights
+    node_inf = influence(normalized_adjacency(graph.adjacency), w)
+    boundary = graph.mask("embed") | graph.mask("logit")
+    keep = boundary | (node_inf >= crossing_score(node_inf, node_threshold))
+    pruned = graph.adjacency * keep[:, None] * keep[None, :]
+    norm = normalized_adjacency(pruned)
+    edge_score = norm * (influence(norm, w) + w)[:, None]
+    edges = (edge_score >= crossing_score(edge_score, edge_threshold)) & (pruned != 0)
+    latent, error = graph.mask("transcoder", error=False), graph.mask("transcoder", error=True)
+    while True:
+        edges = edges & keep[:, None] & keep[None, :]
+        still = keep & ~((latent | error) & ~edges.any(0)) & ~(latent & ~edges.any(1))
+        if torch.equal(still, keep):
+            return Pruned(keep, edges, node_inf, circuit_tracer_scores(graph, edges))
+        keep = still
+
+
+def circuit_tracer_scores(graph: Graph, edges: Bool[Tensor, "n n"] | None = None) -> dict[str, float]:
+    """Circuit-tracer's replacement and completeness scores (``compute_graph_scores``) of the
+    graph, restricted to ``edges`` if given (then normalised again over what is left).
+
+    With ``Â`` the normalised adjacency, ``I`` the influence and ``w`` the logit weights:
+
+    * replacement = ``I(embeddings) / (I(embeddings) + I(error nodes))``: of the influence
+      that ends at the graph's boundary, the tokens' share;
+    * completeness = ``sum_t (1 - sum_{s error} Â[t, s]) (I_t + w_t) / sum_t (I_t + w_t)`` over
+      *every* node: a node with no input (an embedding, an error node) counts as fully
+      explained, where :func:`graph_scores` leaves it out."""
+    adjacency = graph.adjacency if edges is None else graph.adjacency * edges
+    norm = normalized_adjacency(adjacency)
+    w = graph.logit_weights
+    node_inf = influence(norm, w)
+    tokens = node_inf[graph.mask("embed")].sum()
+    errors = node_inf[graph.mask("transcoder", error=True)].sum()
+    explained = 1 - norm[:, graph.mask("transcoder", error=True)].sum(1)
+    weight = node_inf + w
+    return {"replacement": float(tokens / (tokens + errors)), "completeness": float((explained * weight).sum() / weight.sum())}
