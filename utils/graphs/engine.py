@@ -355,7 +355,8 @@ def build_graph_reference(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], ba
     for :func:`build_graph` (tests and benchmark): the prompt repeated ``batch`` times, each
     row with its own ``d_sae``-wide leaves (:meth:`LocalReplacement.leaves`), a forward and
     a backward pass per batch of targets, row ``r`` seeding target ``r`` by differentiating
-    its value (``.backward()``, parameters' ``.grad`` included). Same nodes as
+    its value (``.backward()``: parameters' gradients are computed too, and left in their
+    ``.grad``, as the first builder left them). Same nodes as
     :func:`build_graph`; ``targets`` restricts the backward passes to those nodes (other
     latents keep their outgoing edges into them but get no incoming ones)."""
     nodes = graph_nodes(rm, logit_ids, threshold)
@@ -380,6 +381,7 @@ def build_graph_reference(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], ba
             activation[j] = rm.acts[n.layer][n.pos, n.index].item()
     activation[[j for j, n in enumerate(nodes) if n.kind == "logit"]] = probs
     return Graph(nodes, adjacency, activation, tokens=rm.model.to_str_tokens(rm.tokens[0]))
+
 
 def edge_errors(rm: LocalReplacement, graph: Graph, batch: int = 256,
                 sources: Sequence[Node] | None = None) -> Float[Tensor, "n_nodes n_nodes"]:
