@@ -835,19 +835,20 @@ else:
 # of two between runs). On the organism's fact prompt (226 nodes, 202 targets) the graph
 # takes 15 to 25 ms, 4 to 8 forward passes of the prompt (3 to 5 ms); the chapter's first
 # builder, which repeated the prompt once per target with `d_sae`-wide leaves, took 90 to
-# 100 ms. On an IOI prompt (458 nodes, 413 targets) it takes 32 to 44 ms, 9 to 14 forward
-# passes, against 350 to 400 ms: the design's aim of at most 10 forward passes holds on the
+# 110 ms. On an IOI prompt (458 nodes, 413 targets) it takes 32 to 51 ms, 9 to 14 forward
+# passes, against 350 to 420 ms: the design's aim of at most 10 forward passes holds on the
 # fact prompt and only on some runs on IOI, since each target still costs a row of a
 # backward pass. On the GPT-2-shaped backend cut to two layers (random weights,
 # 24,576-latent transcoders with about 50 active per token, a 12-token prompt: 1,233 nodes,
-# 202,676 edges) the graph takes 0.68 s, where the first builder took 151 s; with all 12
-# layers (7,418 nodes, 13.4 million edges) it takes 16 s, about 90 forward passes, with a
-# peak of 3.8 GB. Every edge agrees with the first builder's to 1.5e-7 of the largest edge,
-# and the removal test agrees to 5e-7 of the largest edge on the organism and 1.3e-6 on
-# GPT-2's shapes (float32 rounding; there every embedding and error node and a tenth of the
-# latents were removed). A forward pass of the two-layer GPT-2-shaped model
-# takes 77 ms, against 221 ms with TransformerLens 3.9's own unembedding, which copies
-# `W_U` on every call (the backends install one that does not; see the README).
+# 202,676 edges) the graph takes 0.68 to 0.74 s, where the first builder took 142 to 151 s
+# (two runs); with all 12 layers (7,418 nodes, 13.4 million edges) it takes 16 s, about 90
+# forward passes, with a peak of 3.8 GB. Every edge agrees with the first builder's to
+# 1.5e-7 of the largest edge, and the removal test agrees to 5e-7 of the largest edge on the
+# organism and 1.3e-6 on GPT-2's shapes (float32 rounding; there every embedding and error
+# node and a tenth of the latents were removed). A forward pass of the two-layer
+# GPT-2-shaped model takes 77 to 78 ms, against 190 to 220 ms with TransformerLens 3.9's own
+# unembedding, which copies `W_U` on every call (the backends install one that does not;
+# see the README).
 #
 # **Open questions.** Would a skip transcoder (with a linear bypass) shrink the error
 # nodes' share at the last position? How much of IOI's subject inhibition could a graph
