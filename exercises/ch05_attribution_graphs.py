@@ -11,7 +11,7 @@ from jaxtyping import Bool, Float, Int
 from sae_lens import HookedSAETransformer
 from torch import Tensor
 
-from utils.graphs_attribution import LocalReplacement, replacement_forward
+from utils.graphs import LocalReplacement, replacement_forward
 from utils.nodes import Node
 
 

@@ -58,7 +58,7 @@ from utils.metrics import agreement
 from utils.backends import load_backend
 from utils.course.checking import checked
 from utils.circuits import label_positions, mean_baseline, node_attribution, rank_nodes
-from utils.graphs import Graph, Tracer, direct_change, graph_figure
+from utils.graphs import Graph, Tracer, direct_change, export_dot_svg, graph_figure
 from utils.metrics import auroc
 from utils.views import FIGURE_STYLE, latent_label
 
@@ -343,7 +343,7 @@ kept = above(tau_node)
 consecutive = [(("attn_sae", 0), ("transcoder", 0)), (("attn_sae", 0), ("resid_sae", 0)), (("transcoder", 0), ("resid_sae", 0)),
                (("resid_sae", 0), ("attn_sae", 1)), (("resid_sae", 0), ("transcoder", 1)), (("resid_sae", 0), ("resid_sae", 1)),
                (("attn_sae", 1), ("transcoder", 1)), (("attn_sae", 1), ("resid_sae", 1)), (("transcoder", 1), ("resid_sae", 1))]
-circuit_graph = Graph(nodes={n: effect_of(n) for n in kept})
+circuit_edges: dict[tuple[Node, Node], float] = {}  # (source, target) -> edge effect
 for up_key, down_key in consecutive:
     up_nodes = [n for n in kept if (n.kind, n.layer) == up_key]
     down_nodes = [n for n in kept if (n.kind, n.layer) == down_key]
@@ -353,8 +353,8 @@ for up_key, down_key in consecutive:
     edges = edges_fn(model, dictionaries, upstream, downstream, ioi.tokens, ioi_metric, down_nodes, ioi_means)
     for t, target in enumerate(down_nodes):
         for source in up_nodes:
-            circuit_graph.edges[source, target] = edges[t, source.pos, upstream.cfg.d_sae if source.is_error else source.index].item()
-circuit_graph = circuit_graph.thresholded(tau_node, tau_edge)
+            circuit_edges[source, target] = edges[t, source.pos, upstream.cfg.d_sae if source.is_error else source.index].item()
+circuit_graph = Graph.from_edges({n: effect_of(n) for n in kept}, circuit_edges).thresholded(tau_node, tau_edge)
 signs = sum(w > 0 for w in circuit_graph.edges.values())
 print(f"IOI circuit at tau_n = {tau_node}, tau_e = {tau_edge}: {len(circuit_graph.nodes)} nodes, "
       f"{len(circuit_graph.edges)} edges ({signs} positive)")
@@ -377,7 +377,7 @@ for (u, d), w in strongest:
 # %%
 circuit = list(circuit_graph.nodes)
 joint = (ablate(model, dictionaries, *ioi_args, circuit, ioi_means) - clean_m).mean().item()
-summed = sum(circuit_graph.nodes.values())
+summed = sum(circuit_graph.effects.values())
 active = [n for n in all_nodes if n.is_error or ioi_means.latents[hook_of[n.kind, n.layer]][n.pos, n.index] > 0]
 rng = random.Random(0)
 random_joint = [(ablate(model, dictionaries, *ioi_args, rng.sample(active, len(circuit)), ioi_means) - clean_m).mean().item()
@@ -692,7 +692,7 @@ graph_figure(circuit_graph, f"IOI circuit: nodes |effect| ≥ {tau_node}, edges 
 
 # %%
 export_dir = Path(tempfile.mkdtemp())
-dot_path, svg_path = circuit_graph.export(export_dir / "ioi_circuit", "IOI circuit")
+dot_path, svg_path = export_dot_svg(circuit_graph, export_dir / "ioi_circuit", "IOI circuit")
 dot = dot_path.read_text()
 print(f"{dot_path.name}: {dot.count(' -> ')} edges, {dot.count('[label=')} nodes; {svg_path.name}: "
       f"{svg_path.read_text().count('<circle')} nodes drawn")
@@ -920,8 +920,9 @@ else:
 
     g_scores = {h: a.mean(0) for h, a in node_attribution(g_model, g_saes, g_tokens, g_metric).items()}
     g_nodes = rank_nodes(g_scores, g_saes, k=24)
-    g_graph = Graph(nodes={n: g_scores[gpt2.dictionary(n.kind, n.layer).cfg.metadata.hook_name][n.pos, -1 if n.is_error else n.index].item()
-                           for n in g_nodes})
+    g_effects = {n: g_scores[gpt2.dictionary(n.kind, n.layer).cfg.metadata.hook_name][n.pos, -1 if n.is_error else n.index].item()
+                 for n in g_nodes}
+    g_edge_effects: dict[tuple[Node, Node], float] = {}
     for up, down in zip(g_saes, g_saes[1:]):
         up_key, down_key = dictionary_key(up), dictionary_key(down)
         down_nodes = [n for n in g_nodes if (n.kind, n.layer) == down_key]
@@ -930,8 +931,9 @@ else:
             g_edges = edges_fn(g_model, g_saes, up, down, g_tokens, g_metric, down_nodes)
             for t, target in enumerate(down_nodes):
                 for source in up_nodes:
-                    g_graph.edges[source, target] = g_edges[t, source.pos, up.cfg.d_sae if source.is_error else source.index].item()
-    print(f"GPT-2 IOI: {len(g_graph.nodes)} nodes, {len(g_graph.edges)} edges between consecutive residual SAEs")
+                    g_edge_effects[source, target] = g_edges[t, source.pos, up.cfg.d_sae if source.is_error else source.index].item()
+    g_graph = Graph.from_edges(g_effects, g_edge_effects)
+    print(f"GPT-2 IOI: {len(g_graph.nodes)} nodes, {len(g_edge_effects)} edges between consecutive residual SAEs")
     graph_figure(g_graph, "GPT-2 small, IOI: residual SAEs 6-9", g_model.to_str_tokens(g_tokens[0])).show()
 
 # %% [markdown]

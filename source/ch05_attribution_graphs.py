@@ -41,7 +41,7 @@ from jaxtyping import Bool, Float, Int
 from sae_lens import HookedSAETransformer
 from torch import Tensor
 
-from utils.graphs_attribution import LocalReplacement, replacement_forward
+from utils.graphs import LocalReplacement, replacement_forward
 from utils.nodes import Node
 
 # %%
@@ -51,13 +51,14 @@ from pathlib import Path
 
 from utils.backends import load_backend
 from utils.course.checking import checked
-from utils.graphs_attribution import (
+from utils.graphs import (
+    attribution_figure,
     build_graph,
     centred_unembedding,
+    circuit_tracer_scores,
     edge_errors,
     frozen_hook_names,
     generate_with,
-    graph_figure,
     graph_nodes,
     graph_scores,
     intervene,
@@ -65,6 +66,7 @@ from utils.graphs_attribution import (
     node_label,
     paths_between,
     prune,
+    prune_as_circuit_tracer,
     supernode_adjacency,
     swap_edits,
     to_json,
@@ -132,7 +134,7 @@ def freeze_nonlinearities(model: HookedSAETransformer, cache: dict[str, Tensor])
 # `.detach()` makes sure no gradient flows into the cached value's history.
 
 # %% [markdown]
-# The rest of the replacement model is in `utils.graphs_attribution`: `local_replacement`
+# The rest of the replacement model is in `utils.graphs`: `local_replacement`
 # runs the model once and keeps the frozen values, each transcoder's latents
 # $f_L$ and error node $e_L = \mathrm{MLP}_L(x) - \mathrm{decode}(f_L)$ at every position,
 # and the residual stream entering layer 0 (token plus position embedding).
@@ -265,6 +267,25 @@ print(f"the answer's centred unembedding direction has norm {sig3(direction.norm
 # have value 0, so zero edges out; their pre-activations are not targets), then the logit
 # nodes at the last position. Sources are embeddings, error nodes and latents; targets are
 # latents and logits.
+#
+# Two conventions here differ from circuit-tracer's (the reference implementation of
+# Ameisen et al.), and both are choices about where a contribution is booked:
+#
+# - **The embedding node is the residual stream entering layer 0**, token *plus* position
+#   embedding. Circuit-tracer's is the token embedding alone, so a learned position
+#   embedding (GPT-2 has one, and so does the organism) belongs to no node there: it acts
+#   like a bias, present in every target and in no edge.
+# - **Position 0 (`<bos>`) keeps its latents and error nodes.** Circuit-tracer zeroes both
+#   there: in large models the first position carries huge, prompt-independent
+#   activations (attention sinks) that would crowd every graph while saying nothing about
+#   the prompt.
+#
+# The course keeps both because every contribution then belongs to a node: a target is the
+# sum of its incoming edges plus its own bias term, exactly, with nothing left in the
+# background. The price is visible in the table of section 4: the `<bos>`
+# embedding is one of the most influential nodes of the fact graph. It is real (attention
+# reads `<bos>` at every position) but the same on every prompt; read it as part of the
+# background, as circuit-tracer's convention does by construction.
 
 # %%
 nodes = graph_nodes(rm, ids)
@@ -321,10 +342,25 @@ def target_edges(rm: LocalReplacement, nodes: list[Node], target: Node) -> Float
 # `d_model` gradient with the node's `d_model` value.
 
 # %% [markdown]
-# One backward pass per target is slow when there are hundreds of targets. The library's
-# `build_graph` runs many at once: the prompt is repeated `rows` times, each row gets its
-# own leaves, and the sum of row $r$'s target $r$ is differentiated. Rows do not interact,
-# so row $r$'s gradients are target $r$'s. Your function gives the same rows:
+# One forward and one backward pass per target is slow when there are hundreds of targets,
+# and most of it is wasted: every pass computes all `d_sae` pre-activations and all
+# `d_vocab` logits to keep one number. The library's `build_graph` reorganises the same
+# computation around where each node *writes* and *reads*:
+#
+# - every source writes one vector into the residual stream: an embedding or error node
+#   its `d_model` vector, a latent $a_i W_{dec}[i]$, at its MLP's output;
+# - every target reads one direction at one point: a latent $(L, p, i)$ reads
+#   $W_{enc}[:, i]$ at transcoder $L$'s input at position $p$, a logit its centred
+#   unembedding column at the final norm's output.
+#
+# So $A[t, s] = g_t \cdot (\text{what } s \text{ wrote})$, with $g_t$ the gradient of target
+# $t$ where $s$ writes. One forward pass of the replacement model records the computation
+# once; then, for a batch of targets, one backward pass *seeded* with their read directions
+# (the gradient of each target at its read point, injected there) gives every $g_t$ at
+# every write point at once, and the edges are dot products with the active latents'
+# decoder vectors only. Nothing `d_sae`- or `d_vocab`-wide is built per target, the
+# parameters are frozen for the duration, and no `.grad` is left behind. Your one-target
+# function gives the same rows:
 
 # %%
 graph = build_graph(rm, ids)
@@ -470,6 +506,51 @@ for j in top_nodes:
     print(f"{str(n):<22} {graph.tokens[n.pos]:<10} {sig3(infl[j]):>9}  {labels[n]}")
 
 # %% [markdown]
+# **Circuit-tracer's pruning.** The field's reference implementation prunes the same graph
+# differently (`prune_as_circuit_tracer`, our re-implementation of its rule):
+#
+# 1. node influence is ranked over *every* node, so error nodes and embeddings compete with
+#    the latents for the 80 % (and take their share of it); embeddings and logits are kept;
+# 2. the influence is computed again on the pruned graph, renormalised, before the edges
+#    are scored;
+# 3. a latent stays only with a kept incoming *and* a kept outgoing edge, and error nodes
+#    are pruned too (they need an outgoing edge).
+#
+# Its scores (`circuit_tracer_scores`) differ in one place: completeness runs over every
+# node, and a node without input (an embedding, an error node) counts as fully explained.
+
+# %%
+ct_pruned = prune_as_circuit_tracer(graph)
+ours_kept = set((pruned.nodes & latent_mask).nonzero().flatten().tolist())
+ct_kept = set((ct_pruned.nodes & latent_mask).nonzero().flatten().tolist())
+print(f"latents kept: the chapter's rule {len(ours_kept)}, circuit-tracer's {len(ct_kept)}, both {len(ours_kept & ct_kept)} "
+      f"(Jaccard {sig3(len(ours_kept & ct_kept) / len(ours_kept | ct_kept))})")
+print(f"error nodes kept: the chapter's rule {int((pruned.nodes & error_nodes).sum())}, circuit-tracer's {int((ct_pruned.nodes & error_nodes).sum())}; "
+      f"edges kept: {int(pruned.edges.sum())} and {int(ct_pruned.edges.sum())}")
+ct_scores = circuit_tracer_scores(graph)
+print(f"full graph, circuit-tracer's scores: replacement {sig3(ct_scores['replacement'])}, completeness {sig3(ct_scores['completeness'])} "
+      f"(the chapter's: {sig3(full_scores['replacement'])}, {sig3(full_scores['completeness'])})")
+
+# %% [markdown]
+# Which reading is right depends on the question.
+#
+# - **The chapter's rule answers "which latents carry the output?"** Error nodes and
+#   embeddings are the graph's boundary, always kept, so the latents' 80 % is measured
+#   among latents, and every kept node has a path to a logit. It keeps more latents (here
+#   all nine of circuit-tracer's and eleven smaller ones, most at the last position) and
+#   every error node that still reaches a logit, so it shows how much goes unexplained next
+#   to the latents: the right reading when you audit a dictionary, or look for the latents to
+#   intervene on.
+# - **Circuit-tracer's rule answers "what is the smallest picture of the computation?"**
+#   Where an error node carries more influence than a latent, the latent goes; a latent
+#   with nowhere to send its effect, or nothing feeding it, goes too. The graph is smaller
+#   and reads as a circuit: the right reading for a figure, or to compare with graphs
+#   other people made with circuit-tracer.
+#
+# The two completeness figures measure the same edges; circuit-tracer's is higher because
+# the boundary nodes count as explained. Quote which one you use.
+
+# %% [markdown]
 # ## 5. Reading the graph: a view, supernodes, and a JSON export
 #
 # The view places each node at its position (x) and layer (y): embeddings at the bottom,
@@ -479,7 +560,7 @@ for j in top_nodes:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-fig = graph_figure(graph, pruned, labels, f"Pruned attribution graph: {' '.join(graph.tokens[1:])} -> {facts.answers[0]}")
+fig = attribution_figure(graph, pruned, labels, f"Pruned attribution graph: {' '.join(graph.tokens[1:])} -> {facts.answers[0]}")
 fig.show()
 
 # %% [markdown]
@@ -686,11 +767,15 @@ print("donor:  ", " ".join(model.to_str_tokens(facts.corrupted_tokens[0])[1:]), 
 #
 # The same construction on GPT-2 small with the Dunefsky et al. transcoders at all 12
 # layers (12 downloads of about 150 MB). In TransformerLens GPT-2's `ln2.hook_normalized` is
-# again $Px/s(x)$, so `local_replacement` applies unchanged. A full graph has thousands of
-# targets, each a row of a backward pass through GPT-2 (minutes on a GPU, far longer on a
-# CPU), so we build a *partial* one in two batched passes: first the top logit's incoming
-# edges, then those of the 8 latents with the largest edges into it. Offline it prints one
-# line and skips.
+# again $Px/s(x)$, so `local_replacement` applies unchanged. The prompt's eleven tokens have
+# thousands of active latents, and `build_graph` gives every one of them a row: the full
+# graph, in seconds on a GPU (about 13 s on one CPU thread with GPT-2's shapes and 6,700
+# active latents). For longer prompts, `max_feature_nodes` caps the latents that get a
+# row, chosen by running influence as circuit-tracer chooses them: the logits' rows first,
+# then, batch by batch, the latents with the largest influence on the logits through the
+# rows computed so far (an unvisited latent's edges are left out, like a bias; every edge
+# kept stays exact). We prune the graph both ways and list the most influential latents
+# with their largest inputs. Offline the cell prints one line and skips.
 
 # %% tags=["scaleup"]
 # NBVAL_IGNORE_OUTPUT
@@ -707,18 +792,22 @@ else:
     g_rm = local_replacement(g_model, g_transcoders, g_tokens)
     g_ids, g_probs = checked(salient_logits)(g_rm.logits[-1], max_n=3)
     print("salient logits:", [(w, round(p, 3)) for w, p in zip(g_model.to_str_tokens(g_ids), g_probs.tolist())])
-    g_logit = graph_nodes(g_rm, g_ids)[-len(g_ids)]  # the top logit's node
-    g_first = build_graph(g_rm, g_ids, batch=16, targets=[g_logit])
-    g_row = g_first.adjacency[g_first.index(g_logit)]
-    g_latents = g_first.mask("transcoder", error=False)
-    g_top = [g_first.nodes[j] for j in torch.where(g_latents, g_row.abs(), 0.0).topk(8).indices.tolist()]
-    g_graph = build_graph(g_rm, g_ids, batch=16, targets=[g_logit, *g_top])
-    print(f"{len(g_graph.nodes)} nodes; the 8 latents with the largest edges into {g_model.to_single_str_token(g_logit.index)!r}:")
-    for n in g_top:
-        inputs = g_graph.adjacency[g_graph.index(n)]
+    g_active = sum(int((a > 0).sum()) for a in g_rm.acts.values())
+    g_graph = build_graph(g_rm, g_ids)
+    g_latents = g_graph.mask("transcoder", error=False)
+    print(f"{g_active} active latents; the full graph has {len(g_graph.nodes)} nodes, "
+          f"{int((g_graph.adjacency != 0).sum())} edges")
+    g_ours, g_theirs = graph_scores(g_graph), circuit_tracer_scores(g_graph)
+    print(f"replacement {sig3(g_ours['replacement'])}; completeness {sig3(g_ours['completeness'])} "
+          f"(circuit-tracer's {sig3(g_theirs['completeness'])})")
+    g_pruned, g_ct = prune(g_graph), prune_as_circuit_tracer(g_graph)
+    print(f"pruned: the chapter's rule keeps {int((g_pruned.nodes & g_latents).sum())} latents, "
+          f"circuit-tracer's {int((g_ct.nodes & g_latents).sum())}; the most influential latents:")
+    for j in sorted(g_latents.nonzero().flatten().tolist(), key=lambda j: -g_pruned.node_influence[j])[:8]:
+        n, inputs = g_graph.nodes[j], g_graph.adjacency[j]
         best = inputs.abs().topk(3).indices.tolist()
-        print(f"  {n} on {g_graph.tokens[n.pos]!r}: edge {g_row[g_first.index(n)].item():.3g}; largest inputs "
-              + ", ".join(f"{g_graph.nodes[s]} ({inputs[s].item():.3g})" for s in best))
+        print(f"  {n} on {g_graph.tokens[n.pos]!r}: influence {sig3(g_pruned.node_influence[j])}; largest inputs "
+              + ", ".join(f"{g_graph.nodes[s]} ({sig3(inputs[s])})" for s in best))
 
 # %% [markdown]
 # ## Summary
@@ -726,32 +815,40 @@ else:
 # - Freezing every norm scale and attention pattern, and holding every transcoder latent
 #   and error node as an input, makes each latent's pre-activation and each logit an affine
 #   function of the nodes before it. The replacement model reproduces the logits exactly.
-# - An edge is value times gradient; one backward pass gives a target's whole row, and
-#   repeating the prompt batches many targets per pass. Removing a source moves its targets
-#   by exactly the edge weights: the graph is exact for the replacement model.
+# - An edge is value times gradient; one backward pass gives a target's whole row. The
+#   library records one forward pass and seeds a batch of targets' read directions per
+#   backward pass, reading edges against the active latents only. Removing a source moves
+#   its targets by exactly the edge weights: the graph is exact for the replacement model.
 # - Influence by the Neumann series of the normalised adjacency ranks nodes by how much of
 #   the output reaches them; pruning to 80 % of node influence and 98 % of edge influence
-#   leaves a graph one can read.
+#   leaves a graph one can read. Circuit-tracer's rule, which lets error nodes compete and
+#   prunes them too, leaves a smaller one: the chapter's answers "which latents carry the
+#   output", circuit-tracer's "what is the smallest picture of the computation".
 # - Replacement and completeness scores say how much the graph leaves to error nodes; on
 #   this organism, a lot, mostly at the last position.
 # - On the planted tasks the graph finds where the answer comes from (the landmark, the
 #   indirect object). Interventions on the real model confirm its predictions where they
 #   concern the value side, and the QK path stays outside the graph by construction.
 #
-# **Benchmark** (`python -m benchmarks.attribution_graphs`, measured on a shared 2-core CPU
-# with one torch thread; timings there vary by a factor of two or more from run to run).
-# On the organism's fact prompt (226 nodes, 202 targets) the graph takes 0.2 to 0.3 s,
-# 40 to 80 times one forward pass of the prompt (3 to 5 ms), and on an IOI prompt (458
-# nodes, 413 targets) 0.45 to 1 s, 30 to 65 times (two runs). The cost grows with the
-# number of targets: each target is one row of a batched forward and backward pass, so the
-# design's aim of 10 forward passes per graph is **not** met; it holds per batch of
-# targets, not per prompt. Peak memory stays under 0.8 GB (most of it the Python process
-# and its libraries). Every edge was checked by removing its source: the largest error was
-# 7e-6, 6e-7 of the largest edge (float32 rounding). On the GPT-2-shaped backend (random
-# weights, two layers, 24,576-latent transcoders with about 50 active per token, a 12-token
-# prompt) the graph has 1,256 nodes and 228,383 edges and took 322 s on one CPU thread,
-# about 960 forward passes, with a peak of 3.8 GB; its largest edge error was 1.3e-6 of the
-# largest edge.
+# **Benchmark** (`python -m benchmarks.attribution_graphs`: process CPU time, median of 5
+# to 7 runs, one torch thread, on a shared 2-core CPU where timings vary by up to a factor
+# of two between runs). On the organism's fact prompt (226 nodes, 202 targets) the graph
+# takes 15 to 25 ms, 4 to 8 forward passes of the prompt (3 to 5 ms); the chapter's first
+# builder, which repeated the prompt once per target with `d_sae`-wide leaves, took 90 to
+# 110 ms. On an IOI prompt (458 nodes, 413 targets) it takes 32 to 51 ms, 9 to 14 forward
+# passes, against 350 to 420 ms: the design's aim of at most 10 forward passes holds on the
+# fact prompt and only on some runs on IOI, since each target still costs a row of a
+# backward pass. On the GPT-2-shaped backend cut to two layers (random weights,
+# 24,576-latent transcoders with about 50 active per token, a 12-token prompt: 1,233 nodes,
+# 202,676 edges) the graph takes 0.68 to 0.74 s, where the first builder took 142 to 151 s
+# (two runs); with all 12 layers (7,418 nodes, 13.4 million edges) it takes 16 s, about 90
+# forward passes, with a peak of 3.8 GB. Every edge agrees with the first builder's to
+# 1.5e-7 of the largest edge, and the removal test agrees to 5e-7 of the largest edge on the
+# organism and 1.3e-6 on GPT-2's shapes (float32 rounding; there every embedding and error
+# node and a tenth of the latents were removed). A forward pass of the two-layer
+# GPT-2-shaped model takes 77 to 78 ms, against 190 to 220 ms with TransformerLens 3.9's own
+# unembedding, which copies `W_U` on every call (the backends install one that does not;
+# see the README).
 #
 # **Open questions.** Would a skip transcoder (with a linear bypass) shrink the error
 # nodes' share at the last position? How much of IOI's subject inhibition could a graph

@@ -14,7 +14,7 @@ from benchmarks.circuit_tracer.runner import fold_ln2_into_mlp, hook_normalized_
 from benchmarks.circuit_tracer.side_by_side import compare, course_graph, node_key
 from utils.backends import load_backend
 from utils.ct_export import cantor_pair, cumulative_influence, viewer_json, write_viewer_graph
-from utils.graphs_attribution import influence, normalized_adjacency, prune, salient_logit_ids
+from utils.graphs import influence, normalized_adjacency, prune, salient_logit_ids
 from utils.nodes import Node
 
 METADATA = {"slug": str, "scan": str, "transcoder_list": list, "prompt_tokens": list, "prompt": str,

@@ -8,7 +8,7 @@ from solutions.ch01_attribution import logit_diff
 from solutions.ch03_feature_circuits import edge_effects
 from utils.backends import load_backend
 from utils.circuits import NodeBaseline, dictionary_values
-from utils.graphs import Graph, Tracer, direct_change, graph_figure, node_gradients, splice_for_edges
+from utils.graphs import Graph, Tracer, direct_change, graph_figure, node_gradients, splice_for_edges, to_dot, to_svg
 from utils.nodes import Node
 
 
@@ -60,12 +60,13 @@ def test_edge_attribution_matches_ablation_for_a_small_step(bk) -> None:
 
 def test_graph_threshold_exports_and_tracing() -> None:
     a, b, c = Node("resid_sae", 0, 1, 3), Node("attn_sae", 1, 2, "error"), Node("resid_sae", 1, 2, 7)
-    graph = Graph({a: 0.5, b: -0.2, c: 0.05}, {(a, b): 0.3, (b, c): -0.01, (a, c): 0.02}, labels={a: "name"})
+    graph = Graph.from_edges({a: 0.5, b: -0.2, c: 0.05}, {(a, b): 0.3, (b, c): -0.01, (a, c): 0.02}, labels={a: "name"})
     kept = graph.thresholded(0.1, 0.05)
-    assert set(kept.nodes) == {a, b} and set(kept.edges) == {(a, b)} and kept.labels == {a: "name"}
-    dot = graph.to_dot("test")
+    assert kept.nodes == [a, b] and dict(kept.edges) == {(a, b): 0.3} and kept.labels == {a: "name"}
+    assert dict(graph.effects) == {a: 0.5, b: -0.2, c: 0.05} and graph.adjacency[graph.index(b), graph.index(a)] == 0.3
+    dot = to_dot(graph, "test")
     assert dot.count(" -> ") == 3 and '"resid_sae0@1:3"' in dot and "style=dashed" in dot
-    svg = graph.to_svg("test")
+    svg = to_svg(graph, "test")
     assert svg.count("<circle") == 3 and svg.count("<line") == 3
     assert len(graph_figure(graph, "test").data) == 5  # three edges, their hover points, the nodes
     tracer = Tracer(lambda node: {c: 1.0} if node == a else {}, [a])

@@ -1,4 +1,4 @@
-"""The local replacement model and attribution graphs of ``utils.graphs_attribution``
+"""The local replacement model and attribution graphs of ``utils.graphs``
 (chapter 05) on one toy prompt: exact output, exact edges, influence and pruning."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from utils.backends import load_backend
-from utils.graphs_attribution import (
+from utils.graphs import (
     build_graph,
     edge_errors,
     influence,

@@ -43,7 +43,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from utils.graphs_attribution import Graph, Pruned, influence, normalized_adjacency
+from utils.graphs import Graph, Pruned, influence, normalized_adjacency
 from utils.nodes import Node
 
 SCHEMA_VERSION = 1

@@ -47,7 +47,7 @@ from benchmarks.circuit_tracer import venv
 from benchmarks.circuit_tracer.export import Prompt, export
 from benchmarks.circuit_tracer.runner import KIND_EMBED, KIND_ERROR, KIND_LATENT, KIND_LOGIT
 from utils.metrics import spearman
-from utils.graphs_attribution import (
+from utils.graphs import (
     Graph,
     LocalReplacement,
     build_graph,

@@ -82,7 +82,7 @@ def toy_graph(task: str, seed: int = 0, pinned: int = 6) -> dict[str, Any]:
     from benchmarks.circuit_tracer.side_by_side import course_graph
     from utils.backends import load_backend
     from utils.ct_export import viewer_json
-    from utils.graphs_attribution import node_label, prune, salient_logit_ids
+    from utils.graphs import node_label, prune, salient_logit_ids
 
     bk = load_backend("toy")
     tcs = [bk.dictionary("transcoder", layer) for layer in range(bk.model.cfg.n_layers)]

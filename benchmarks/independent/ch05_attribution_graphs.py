@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from benchmarks.independent import correct, wrong
-from utils.graphs_attribution import replacement_forward
+from utils.graphs import replacement_forward
 
 CH = "ch05_attribution_graphs"
 

@@ -15,7 +15,7 @@ from torch import Tensor
 from tests.mistakes.ch05_attribution_graphs import MISTAKES
 from utils.backends import Backend
 from utils.course.checking import backend, exercise_check, expect_tensor, fail, known, run, seed, signatures
-from utils.graphs_attribution import Graph, build_graph, local_replacement, salient_logit_ids
+from utils.graphs import Graph, build_graph, local_replacement, salient_logit_ids
 from utils.nodes import Node
 
 CHAPTER = "ch05_attribution_graphs"

@@ -10,7 +10,7 @@ import torch
 
 from solutions.ch05_attribution_graphs import logit_influence, salient_logits, target_edges
 from utils.course.checking import Mistake
-from utils.graphs_attribution import replacement_forward
+from utils.graphs import replacement_forward
 
 # --- freeze_nonlinearities -----------------------------------------------------------
 

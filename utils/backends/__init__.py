@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 
 from utils.backends.base import _LOADERS, Backend, register
+from utils.backends.unembed import Unembed, unembed_without_copy
 
-__all__ = ["Backend", "load_backend", "register"]
+__all__ = ["Backend", "Unembed", "load_backend", "register", "unembed_without_copy"]
 _CACHE: dict[tuple[str, str, torch.dtype], Backend] = {}
 
 

@@ -7,6 +7,7 @@ without importing the package that imports it.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from sae_lens import SAE, HookedSAETransformer, Transcoder
 
+from utils.backends.unembed import unembed_without_copy
 from utils.nodes import KINDS, DictionaryKind, forward_rank, layer_of
 
 
@@ -88,12 +90,21 @@ _LOADERS: dict[str, Callable[..., Backend]] = {}
 
 
 def register(name: str) -> Callable[[Callable[..., Backend]], Callable[..., Backend]]:
-    """Register a backend loader under ``name``; refuses duplicates."""
+    """Register a backend loader under ``name``; refuses duplicates. The registered loader
+    (also what the decorated name holds) gives its model the copy-free
+    :class:`utils.backends.unembed.Unembed`."""
 
     def decorate(loader: Callable[..., Backend]) -> Callable[..., Backend]:
         if name in _LOADERS:
             raise ValueError(f"backend {name!r} is registered twice")
-        _LOADERS[name] = loader
-        return loader
+
+        @functools.wraps(loader)
+        def load(*args: Any, **kwargs: Any) -> Backend:
+            bk = loader(*args, **kwargs)
+            unembed_without_copy(bk.model)
+            return bk
+
+        _LOADERS[name] = load
+        return load
 
     return decorate
