@@ -19,7 +19,7 @@ from utils.views import sig3
 if TYPE_CHECKING:
     from utils.graphs.pruning import Pruned
 
-ROW_OF_KIND = {kind: forward_rank(kind) for kind in FORWARD_ORDER}  # rows within a layer: forward order
+ROW_OF_KIND: dict[str, int] = {kind: forward_rank(kind) for kind in FORWARD_ORDER}  # rows within a layer: forward order
 
 
 def layout(graph: Graph) -> dict[Node, tuple[float, float]]:
