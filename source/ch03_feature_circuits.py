@@ -898,11 +898,11 @@ print(f"latents active at the last position of any training bio: {len(live)}; "
 
 # %% tags=["scaleup"]
 # NBVAL_IGNORE_OUTPUT
-from utils.backends.gpt2 import load_gpt2
+from utils.backends.gpt2 import HubUnavailable, load_gpt2
 
 try:  # four residual SAEs: about 600 MB, plus GPT-2 small
     gpt2 = load_gpt2("cuda" if torch.cuda.is_available() else "cpu", layers=[6, 7, 8, 9], kinds=("resid_sae",))
-except RuntimeError as error:
+except HubUnavailable as error:  # the hub cannot be reached: skip; any other failure shows
     print(f"skipped ({error})")
 else:
     g_model = gpt2.model

@@ -58,7 +58,6 @@ from utils.transcoders import (
     BLIND_CASE_LAYER,
     BLIND_CASE_POOL,
     auroc_and_precision,
-    blind_case_latents,
     de_embeddings,
     blind_case_truths,
     extended_de_embeddings,
@@ -837,18 +836,21 @@ def case_file(latent: int, n_contexts: int = 6) -> None:
           top_entries((case_up[strongest] * case_pullbacks[:, latent]).mean(0)))
 
 
-print("pool:", BLIND_CASE_POOL, "| drawn for this notebook:", blind_case_latents(seed=0))
+print("pool:", BLIND_CASE_POOL)
 for latent in BLIND_CASE_POOL:
     case_file(latent)
 
 # %% [markdown] exercise="blind_case_study" title="Name an unlabelled latent and its upstream latents" difficulty=4 importance=5 minutes=45
 # Return your finding for latent `latent` of transcoder 1 (one of `BLIND_CASE_POOL`):
 # `{"label": <one of bk.world.label_names>, "upstream": [<transcoder-0 latent ids, most
-# important first, at most 5>]}`. The check draws latents from the pool with its own seeds
-# (the grader with others), so answer for every latent of the pool: a dict of your
-# conclusions inside the function is fine, and so is code that works them out from `bk`.
-# It grades against the organism's ground truth: the label's AUROC *and* precision for the
-# latent on corpus tokens, and the upstream latents whose ablation changes it most.
+# important first, at most 5>]}`. The check asks about every latent of the pool, so answer
+# for each of them: a dict of your conclusions inside the function is fine, and so is code
+# that works them out from `bk`. It grades against the organism's ground truth, computed on
+# a fixed corpus (the same for every seed the grader uses): the label is judged on AUROC and
+# precision together (of the labels holding at least half the largest precision, the one
+# with the highest AUROC), and the upstream latents by their ablation effect and their
+# linearised connection: the main one listed, a main one first, none negligible, larger
+# before much smaller.
 
 # %%
 def blind_case_study(bk: Any, latent: int) -> dict[str, Any]:
@@ -889,14 +891,15 @@ def blind_case_study(bk: Any, latent: int) -> dict[str, Any]:
 
 # %% [markdown]
 # **Spoiler: the ground truth.** Run this after answering. For each latent of the pool, the
-# label with the best AUROC on corpus tokens and its precision, the runner-up label, and the
-# transcoder-0 latents whose ablation (error term kept) changes it most at its strongest
-# activations, next to their linearised contribution (direct and attention paths).
+# label it tracks on corpus tokens (AUROC and precision together), the other label with the
+# highest AUROC (the runner-up), and the transcoder-0 latents whose ablation (error term
+# kept) changes it most at its strongest activations, next to their linearised contribution
+# (direct and attention paths).
 
 # %%
-truths = blind_case_truths(bk, BLIND_CASE_POOL, seed=0)
+truths = blind_case_truths(bk, BLIND_CASE_POOL)  # the fixed corpus the check grades on
 for latent, truth in truths.items():
-    runner_up = sorted(truth.scores, key=lambda name: -truth.scores[name][0])[1]
+    runner_up = max((name for name in truth.scores if name != truth.label), key=lambda name: truth.scores[name][0])
     print(f"latent {latent}: {truth.label} (AUROC {sig3(truth.auroc)}, precision {sig3(truth.precision)}); "
           f"runner-up {runner_up} (AUROC {sig3(truth.scores[runner_up][0])}, precision {sig3(truth.scores[runner_up][1])})")
     print("   upstream by ablation (linearised contribution):", ", ".join(
@@ -915,11 +918,11 @@ for latent, truth in truths.items():
 
 # %% tags=["scaleup"]
 # NBVAL_IGNORE_OUTPUT
-from utils.backends.gpt2 import load_gpt2
+from utils.backends.gpt2 import HubUnavailable, load_gpt2
 
 try:
     gpt2 = load_gpt2("cuda" if torch.cuda.is_available() else "cpu", layers=[7, 8], kinds=("transcoder",))
-except RuntimeError as error:
+except HubUnavailable as error:  # the hub cannot be reached: skip; any other failure shows
     print(f"skipped ({error})")
 else:
     g_model, g_up, g_down = gpt2.model, gpt2.dictionary("transcoder", 7), gpt2.dictionary("transcoder", 8)

@@ -713,12 +713,12 @@ print("and precision under one half in both:",
 
 # %% tags=["scaleup"]
 # NBVAL_IGNORE_OUTPUT
-from utils.backends.gpt2 import load_gpt2
+from utils.backends.gpt2 import HubUnavailable, load_gpt2
 from utils.training import text_dataset
 
 try:  # GPT-2 alone, no dictionaries: one download of about 500 MB
     gpt2 = load_gpt2("cuda" if torch.cuda.is_available() else "cpu", layers=[0], kinds=())
-except RuntimeError as error:
+except HubUnavailable as error:  # the hub cannot be reached: skip; any other failure shows
     print(f"skipped ({error})")
 else:
     texts = [model.to_string(row[1:]) for row in world.corpus(400, 48, seed=50_000).tokens]

@@ -97,8 +97,11 @@ def run_chapter(path: Path) -> tuple[dict[str, bool], int, float]:
     nb = nbformat.read(path, as_version=4)
     started = time.perf_counter()
     with settings.strict_checks():  # a failed check is an error cell: counted below
+        # Widget state is kept (nbclient's default): its stand-in for an Output widget records the
+        # widget's outputs into that state, and without it a cell that clears an Output widget
+        # (chapter 00's explorer) raises KeyError inside nbclient and stops the run.
         NotebookClient(
-            nb, timeout=600, kernel_name="python3", allow_errors=True, store_widget_state=False,
+            nb, timeout=600, kernel_name="python3", allow_errors=True, store_widget_state=True,
             resources={"metadata": {"path": str(path.parent)}},
         ).execute()
     seconds = time.perf_counter() - started
