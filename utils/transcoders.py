@@ -202,7 +202,7 @@ def upstream_ablations(
 ) -> Float[Tensor, "batch n_up"]:
     """The true effect of zeroing each of ``up_latents`` (at every position, ``upstream``
     spliced with its error term) on ``latent``'s pre-activation at ``positions[b]``: one
-    forward pass over ``batch * n_up`` rows (chapter 04's exercise, batched)."""
+    forward pass over ``batch * n_up`` rows (chapter 04's ``upstream_ablation_effects`` exercise, batched)."""
     n, m = tokens.shape[0], len(up_latents)
     acts_hook = f"{output_hook(upstream)}.hook_sae_acts_post"
     down_hook = transcoder.cfg.metadata.hook_name
