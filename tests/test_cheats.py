@@ -131,7 +131,8 @@ TWIN_CHEATS = ["twin_import", "twin_disguised", "twin_metric"]
 def test_a_call_to_a_twin_is_graded_like_a_call_to_the_reference(meta_tests) -> None:
     """Each twin cheat computes the right answer (its check passes when run plainly), yet the
     re-check in a clean process fails it as tampering that names the twin, getattr with a
-    built name included; the screen names the twins it can see, and none in an honest cell."""
+    built name included; the screen names the twins it can see and flags the built name, and
+    finds nothing in an honest cell."""
     from utils.course import settings
     from utils.course.chapter import Chapter
     from utils.course.screening import screen
@@ -157,4 +158,5 @@ def test_a_call_to_a_twin_is_graded_like_a_call_to_the_reference(meta_tests) -> 
                                             cheats.BY_NAME[name].only)] for name in TWIN_CHEATS}
     assert any("sae_acts" in r and "twin" in r for r in seen["twin_import"]), seen
     assert any("auroc" in r and "twin" in r for r in seen["twin_metric"]), seen
+    assert any("getattr" in r for r in seen["twin_disguised"]), seen  # the name itself is hidden
     assert not screen(sources[honest], cheats.CHAPTER, honest)

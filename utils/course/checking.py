@@ -264,7 +264,10 @@ def earlier(chapter: str, name: str) -> Callable[..., Any]:
     notebooks) reach earlier chapters' functions this way, never by importing ``solutions``.
     Quiet, unlike :func:`checked`: a module binds it once, when it is imported."""
     if (chapter, name) not in CHECKS:
-        Chapter.get(chapter).registered_checks()
+        try:
+            Chapter(chapter).registered_checks()  # not Chapter.get: the grader's copy of the course has no sources
+        except ModuleNotFoundError:
+            raise ValueError(f"{chapter!r} is not a chapter of this course") from None
     if (chapter, name) not in CHECKS:
         raise ValueError(f"{name!r} is not an exercise of {chapter}")
     passed = PASSED.get((chapter, name))

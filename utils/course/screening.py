@@ -11,7 +11,8 @@ restores locked cells), before anything runs:
 * the learner's code cells are kept in their order, and every cell the learner wrote or
   changed is screened (:class:`_Screen`) for code that subverts grading: importing the
   reference, naming an exercise's twin in its exercise cell (a library function that
-  computes its answer, :mod:`utils.course.twins`), monkeypatching the course, torch or
+  computes its answer, :mod:`utils.course.twins`) or fetching a library function there by a
+  name built at run time, monkeypatching the course, torch or
   ``sys.modules``, reading known outputs, input transformers and other kernel hooks, ending
   the kernel, tensor subclasses, changing the environment, writing course files.
 
@@ -497,6 +498,12 @@ class _Screen(ast.NodeVisitor):
             self.flag(f"runs code built at run time ({func})")
         elif func.startswith("os.environ.") and short in _MUTATORS or func in ("os.putenv", "os.unsetenv"):
             self.flag("changes environment variables (such as the grader's SAE_CIRCUITS_STRICT)")
+        elif func == "getattr" and len(node.args) >= 2 and self.dotted(node.args[0]).split(".")[0] == "utils":
+            name = node.args[1]
+            if isinstance(name, ast.Constant) and isinstance(name.value, str):
+                self.twin(name.value)
+            elif self.in_exercise:
+                self.flag("fetches a function of the course's library by a name built at run time (getattr)")
         elif func in ("setattr", "delattr") and node.args and self.module_rooted(node.args[0]):
             self.flag(_patch_reason(self.module_rooted(node.args[0])))
         elif short in _MUTATORS and isinstance(node.func, ast.Attribute) and self.module_rooted(node.func.value):
