@@ -199,15 +199,23 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+# Transport errors of the HTTP clients huggingface_hub and its dependents use (httpx, requests,
+# urllib3), matched by name so that none of them needs importing here.
+_HTTP_CLIENTS = ("httpx", "httpcore", "requests", "urllib3")
+_TRANSPORT_ERRORS = {"TransportError", "ConnectionError", "Timeout", "MaxRetryError", "NewConnectionError"}
+
+
 def unreachable(error: BaseException) -> bool:
     """Whether ``error`` (or what it was raised from) means the hub did not answer: a
     connection or timeout error, or huggingface_hub's "not in the cache and cannot connect"."""
-    import httpx
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    network = (LocalEntryNotFoundError, httpx.ConnectError, httpx.TimeoutException, httpx.NetworkError,
-               ConnectionError, TimeoutError)
-    return any(isinstance(e, network) for e in _causes(error))
+    for e in _causes(error):
+        if isinstance(e, (LocalEntryNotFoundError, ConnectionError, TimeoutError)):
+            return True
+        if any(c.__module__.split(".")[0] in _HTTP_CLIENTS and c.__name__ in _TRANSPORT_ERRORS for c in type(e).__mro__):
+            return True
+    return False
 
 
 def _cached_path(repo: str, name: str) -> str:
@@ -243,7 +251,7 @@ def loading(what: str, files: Sequence[tuple[str, str]]) -> Iterator[None]:
             raise HubUnavailable(unavailable_message(
                 f"it stopped answering while {what} was read ({type(error).__name__})")) from error
         detail = " ".join(str(error).split())
-        detail = detail if len(detail) <= 400 else detail[:400] + " ..."
+        detail = (detail if len(detail) <= 400 else detail[:400] + " ...").rstrip(".")
         raise LoadFailed(f"Loading {what} failed: {type(error).__name__}: {detail}. "
                          f"{_advice(error, files)}") from error
 
