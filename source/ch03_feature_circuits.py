@@ -666,10 +666,14 @@ for node in sorted(tracer.graph.nodes)[:3]:
 # ## 6. Drawing and exporting graphs
 #
 # `utils.graphs.graph_figure` draws a graph with nodes at (position, layer and dictionary),
-# labelled `kind layer.latent@pos` with the explanation label and its AUROC (a `?` marks a
-# weak label, below 0.8); hover a node for its contexts
-# and logits. Edges are blue when positive, red when negative, wider and more opaque when
-# larger. First the cognition graph grown above (edge weights are activation changes):
+# each node of a cell in its own place. The twelve strongest carry a number, listed under
+# the figure as `kind layer.latent@pos` with the explanation label and its AUROC (a `?` marks
+# a weak label, below 0.8); hover or click any node for its contexts and logits. Edges are
+# blue when positive, red when negative, wider and more opaque when larger; the slider keeps
+# only the edges of at least a fraction of the largest, so the strong paths stand out. Nodes
+# are coloured by their effect on the metric; a cognition graph has no metric, so its nodes
+# are coloured by dictionary and numbered by the weight of their edges. First the cognition
+# graph grown above (edge weights are activation changes):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
