@@ -251,10 +251,7 @@ def render_notebook(src: NotebookNode, chapter: str, checks_module: str, learner
                 f"# Check {ex.name}: one line if it is right, else the likely mistake.\n"
                 f"from {checks_module} import check_{ex.name}\n\ncheck_{ex.name}({ex.name})"
             )
-            # In the learner's notebook a failing check is expected (the stub): tagged
-            # raises-exception, JupyterLab's Run All goes on past it, and later cells use the
-            # reference, as the headless run does.
-            cells.append(_code(check, check=ex.name, **({"tags": ["raises-exception"]} if learner else {})))
+            cells.append(_code(check, check=ex.name))
             folded = [details("Hint" if len(ex.hints) == 1 else f"Hint {j + 1}", h) for j, h in enumerate(ex.hints)]
             if learner:
                 folded.append(details("Solution", f"```python\n{strip_markers(ex.code).strip()}\n```"))
