@@ -175,6 +175,9 @@ for task in tasks:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+DISTINCT = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")  # one colour per dictionary
+
+
 def task_cost_figure() -> go.Figure:
     """Grouped bars: per task, the clean model and each dictionary spliced without its error term."""
     figure = make_subplots(rows=1, cols=2, subplot_titles=["accuracy", "mean logit difference"])
@@ -182,10 +185,10 @@ def task_cost_figure() -> go.Figure:
         for col in (1, 2):
             values = [(clean_scores[t] if name == "clean" else spliced_scores[t, name])[col - 1] for t in tasks]
             figure.add_bar(x=list(tasks), y=values, name=name, legendgroup=name, showlegend=col == 1,
-                           marker_color="grey" if name == "clean" else f"hsl({45 * i}, 60%, 50%)",
+                           marker_color="grey" if name == "clean" else DISTINCT[(i - 1) % len(DISTINCT)],
                            hovertemplate=f"{name}<br>%{{x}}: %{{y:.3g}}<extra></extra>", row=1, col=col)
     figure.update_layout(title="Each dictionary spliced without its error term, per planted task", barmode="group",
-                         legend_title_text="dictionary spliced", **FIGURE_STYLE)
+                         legend_title_text="dictionary spliced", height=520, **FIGURE_STYLE)
     figure.update_yaxes(title_text="accuracy (share of prompts)", row=1, col=1)
     figure.update_yaxes(title_text="logit difference (nats)", row=1, col=2)
     return figure.update_xaxes(title_text="task")
