@@ -5,8 +5,8 @@ the page); :class:`Session` is one Chromium page on it that opens a notebook, ru
 learner would, and records console errors, failed responses and every request that would
 leave the machine (answered empty, as offline). :func:`inspect_figures` reads every plotly
 figure of the open notebook from the DOM (text boxes, label overlaps, legends, log-axis
-ticks, style, width) and keeps a screenshot of each; :func:`click_graph_node` and
-:func:`slide_graph_threshold` use the course's graph view as a learner would.
+ticks, style, width) and keeps a screenshot of each; :func:`click_graph_node` clicks a
+node of the course's graph view as a learner would.
 """
 from __future__ import annotations
 
@@ -303,12 +303,6 @@ def inspect_figures(s: Session, prefix: str) -> list[dict]:
 # The course's graph view (utils.graphs.view), used as a learner would.
 
 
-def graph_plots(s: Session) -> Any:
-    """The plotly figures of the open notebook drawn by the course's graph view."""
-    return s.page.locator(".jp-OutputArea .js-plotly-plot").filter(
-        has=s.page.locator(".scatterlayer")).and_(s.page.locator("[data-sae-graph]"))
-
-
 NODE_JS = r"""
 (gd) => {
   // The graph view names its node trace "nodes"; pick the node with the longest detail text.
@@ -317,9 +311,11 @@ NODE_JS = r"""
   const notes = fl.annotations.map((a, k) => [a, k]).filter(([a]) => a.clicktoshow);
   let best = null;
   for (const [a] of notes) {
-    const j = trace.x.findIndex((x, j) => x === a.xclick && trace.y[j] === a.yclick);
+    const ax = a.xclick !== undefined ? a.xclick : a.x, ay = a.yclick !== undefined ? a.yclick : a.y;
+    const j = trace.x.findIndex((x, j) => Math.abs(x - ax) < 1e-6 && Math.abs(trace.y[j] - ay) < 1e-6);
     if (j >= 0 && (!best || a.text.length > best.text.length)) best = {j, text: a.text};
   }
+  if (!best) return null;
   const box = gd.querySelector('.svg-container').getBoundingClientRect();
   return {x: box.left + fl._size.l + fl.xaxis.l2p(trace.x[best.j]),
           y: box.top + fl._size.t + fl.yaxis.l2p(trace.y[best.j]), text: best.text,
@@ -341,29 +337,10 @@ def click_graph_node(s: Session, plot: Any, name: str) -> dict:
     plot.scroll_into_view_if_needed()
     before = plot.evaluate(SHOWN_NOTES_JS)
     node = plot.evaluate(NODE_JS)
+    assert node is not None, "no node of the graph view has a note to show on click"
     s.page.mouse.move(node["x"], node["y"])
     time.sleep(0.3)
     s.page.mouse.click(node["x"], node["y"])
     time.sleep(0.5)
     after = plot.evaluate(SHOWN_NOTES_JS)
     return {"before": before, "after": after, "expected": node["text"], "shot": s.shot(plot, name)}
-
-
-EDGES_JS = r"""
-(gd) => gd._fullData.filter(d => d.visible === true && /^edges/.test(d.name || ''))
-          .reduce((n, d) => n + d.x.filter(x => x !== null).length / 2, 0)
-"""
-
-
-def slide_graph_threshold(s: Session, plot: Any, name: str) -> dict:
-    """Drag the edge slider to its last step (the strongest edges only): edges shown before and after."""
-    plot.scroll_into_view_if_needed()
-    before = plot.evaluate(EDGES_JS)
-    labels = plot.locator(".slider-container .slider-label-group text, .slider-container .slider-label")
-    rail = plot.locator(".slider-container .slider-rail-rect").first
-    r = rail.bounding_box()
-    assert r is not None, "the graph view has no slider"
-    s.page.mouse.click(r["x"] + r["width"] - 2, r["y"] + r["height"] / 2)
-    time.sleep(0.5)
-    after = plot.evaluate(EDGES_JS)
-    return {"before": before, "after": after, "steps": labels.count(), "shot": s.shot(plot, name)}

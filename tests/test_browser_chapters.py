@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -43,6 +44,7 @@ from tests.browser import (
     FLAGS,
     Session,
     chapters,
+    click_graph_node,
     folder,
     inspect_figures,
     lab_server,
@@ -143,6 +145,8 @@ def run_chapter(s: Session, name: str) -> dict:
     for i, figure in enumerate(record["figures"]):
         if (figure["meta"] or {}).get("view") == "sae-graph" and figure["meta"].get("edges", 0) > 1:
             record["sliders"].append((figure["title"], *slide_to_strongest(s, plots.nth(i))))
+        if (figure["meta"] or {}).get("view") == "sae-graph":
+            record.setdefault("clicks", []).append(click_graph_node(s, plots.nth(i), f"{name}/{i:02d}-clicked"))
     record["outside"] = list(s.outside)
     record["errors"] = list(s.errors)
     return record
@@ -222,3 +226,15 @@ def test_graph_views_slide_to_the_strongest_edges(seen, name):
     for title, before, after in sliders:
         assert 0 < after <= before, f"{title!r}: {before} edges, then {after} at the slider's last step"
     assert not sliders or any(after < before for _, before, after in sliders), f"no slider hid an edge: {sliders}"
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_graph_views_show_a_node_on_click(seen, name):
+    """A click on a node of the graph view shows its note (label, effect or influence,
+    hover text) inside the figure; none is shown before."""
+    for click in ran(seen, name).get("clicks", []):
+        node = re.search(r"<b>(.*?)</b>", click["expected"]).group(1)  # the clicked node's short name
+        before = [n for n in click["before"] if node in n["text"]]  # the list under the figure may name it
+        shown = [n for n in click["after"] if node in n["text"] and n not in before]
+        assert shown, f"a click on {node} showed no note ({click['shot']})"
+        assert all(n["inside"] for n in shown), f"the note leaves the figure: {shown} ({click['shot']})"
