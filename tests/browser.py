@@ -70,10 +70,11 @@ def lab_server(root: Path) -> Iterator[SimpleNamespace]:
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
         (settings / name).write_text(json.dumps(values))
     port, token = free_port(), secrets.token_hex(16)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1", JUPYTERLAB_SETTINGS_DIR=str(settings),
+    env = dict(os.environ, HF_HUB_OFFLINE="1", JUPYTERLAB_SETTINGS_DIR=str(settings),
                JUPYTERLAB_WORKSPACES_DIR=str(settings / "workspaces"))
     env.pop("VSCODE_PID", None)
     env.pop(STRICT, None)  # a learner's JupyterLab: a failed check prints its diagnosis, Run All goes on
+    env.pop("TQDM_DISABLE", None)  # and shows progress bars (the test suite turns them off)
     log = open(root / "server.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
@@ -187,6 +188,15 @@ class Session:
         path.parent.mkdir(parents=True, exist_ok=True)
         locator.screenshot(path=str(path))
         return path
+
+    def progress_bars(self) -> list[dict]:
+        """Progress bars left in the open notebook's outputs (tqdm's widget: label, bar,
+        counts): their text, height and whether the bar is red (``danger``: closed unfinished)."""
+        return self.page.evaluate(
+            "() => Array.from(document.querySelectorAll('.jp-OutputArea .widget-hbox'))"
+            ".filter(b => b.querySelector('.widget-hprogress, .widget-progress'))"
+            ".map(b => ({text: b.innerText.replace(/\\s+/g, ' ').trim(), height: b.getBoundingClientRect().height,"
+            " danger: !!b.querySelector('[class*=danger]')}))")
 
     def wide_outputs(self) -> list[str]:
         """Outputs of the open notebook wider than the notebook's column (a horizontal scroll)."""

@@ -133,6 +133,7 @@ def run_chapter(s: Session, name: str) -> dict:
     record["diagnosed"] = s.page.locator(".jp-OutputArea-output", has_text="not implemented yet").count()
     record["figures"] = inspect_figures(s, name)
     record["wide"] = s.wide_outputs()
+    record["bars"] = s.progress_bars()
     for k, frame in enumerate(s.page.locator(".jp-OutputArea iframe").all()):
         frame.scroll_into_view_if_needed()
         page = frame.element_handle().content_frame()
@@ -238,3 +239,11 @@ def test_graph_views_show_a_node_on_click(seen, name):
         shown = [n for n in click["after"] if node in n["text"] and n not in before]
         assert shown, f"a click on {node} showed no note ({click['shot']})"
         assert all(n["inside"] for n in shown), f"the note leaves the figure: {shown} ({click['shot']})"
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_progress_bars_end_at_100_percent_on_one_line(seen, name):
+    """A finished run's bar (SAELens's training bar in chapter 06) is not red, reads 100 %
+    and keeps to one line."""
+    for bar in ran(seen, name)["bars"]:
+        assert not bar["danger"] and "100%" in bar["text"] and bar["height"] < 40, bar

@@ -134,13 +134,13 @@ def test_text_dataset_cuts_one_stream_into_bos_first_rows(bk) -> None:
 
 def test_training_bar_finishes_at_100_percent_on_a_short_description() -> None:
     """SAELens moves its bar every 100 steps (120 steps end at 83 %) and writes every loss
-    into the description: the course's bar completes on a normal close, keeps the step only,
+    into the description: the course's bar completes on a normal close, says "training" only,
     and stays where it was when closed by an exception."""
     bar = TrainingBar(total=122_880, file=io.StringIO(), disable=False)
     bar.update(102_400)
     bar.set_description("100| mse_loss: 0.12345 | l1_loss: 0.04321")
     bar.close()
-    assert bar.n == 122_880 and bar.desc.startswith("step 100") and "loss" not in bar.desc
+    assert bar.n == 122_880 and bar.desc.startswith("training") and "loss" not in bar.desc
     failed = TrainingBar(total=122_880, file=io.StringIO(), disable=False)
     failed.update(102_400)
     try:

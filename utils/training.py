@@ -85,8 +85,9 @@ def text_dataset(model: HookedSAETransformer, texts: list[str], context_size: in
 
 
 class TrainingBar(tqdm.auto.tqdm):  # type: ignore[misc, valid-type]
-    """SAELens's progress bars as the course shows them: a short description (SAELens writes
-    every loss term into it, which wraps the bar over two lines) and a finished run shown
+    """SAELens's progress bars as the course shows them: a short description, "training"
+    (SAELens writes every loss term into it, which wraps the bar over two lines), unit-scaled
+    counts ("123k/123k") and a finished run shown
     at 100 %. SAELens's trainer moves its bar only every 100 steps, so a run of 120 steps
     would end at 83 %, red, looking failed; the trainer closes its bar when its loop has
     run to the end, so a close outside an exception completes it."""
@@ -96,8 +97,10 @@ class TrainingBar(tqdm.auto.tqdm):  # type: ignore[misc, valid-type]
         super().__init__(*args, **kwargs)
 
     def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        # SAELens writes "<step>| <loss>: <value> | ..." every 100 steps: stale between
+        # updates and too long for one line; the bar's count says how far the run is.
         step = (desc or "").split("|")[0].strip()
-        super().set_description(f"step {step}" if step.isdigit() else desc, refresh)
+        super().set_description("training" if step.isdigit() else desc, refresh)
 
     def close(self) -> None:
         if not self.disable and self.total and self.n < self.total and sys.exc_info()[0] is None:
