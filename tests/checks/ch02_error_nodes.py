@@ -27,7 +27,7 @@ def _number(value: Any, name: str) -> float:
         return float(value.item())
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         fail(f"{name} should be a number (float), got {type(value).__name__}"
-             + (f" of shape {list(value.shape)}" if isinstance(value, Tensor) else ""))
+             + (f" of shape {list(value.shape)}" if isinstance(value, Tensor) else ""), header=name)
     return float(value)
 
 
@@ -49,7 +49,7 @@ def _expect_numbers(got: Any, key: str, names: tuple[str, ...], what: str, mista
     values = torch.tensor([_number(v, n) for v, n in zip(got, names)], dtype=NUMBERS)
     want = known(key, values)
     if torch.allclose(values.flip(0), want, rtol=1e-3, atol=1e-6) and not torch.allclose(values, want, rtol=1e-3, atol=1e-6):
-        fail(f"{what}: you returned ({', '.join(reversed(names))}): return ({', '.join(names)})")
+        fail(f"{what}: you returned ({', '.join(reversed(names))}): return ({', '.join(names)})", header=what)
     expect_tensor(values, want, name=f"{what} ({', '.join(names)})",
                   mistakes=mistakes.select(lambda out: _numbers(out, names)))
 

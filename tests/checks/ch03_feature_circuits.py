@@ -171,4 +171,4 @@ def check_gender_latents(gender_latents: Any) -> None:
                 return ", ".join(f"{j} (gender AUROC {scores[0, j].item():.2f}, profession {scores[1, j].item():.2f})"
                                  for j in sorted(ids)) or "none"
             fail(f"{key[0]}{key[1]}, {n} balanced bios: you marked {show(set(got) - want)} wrongly and missed "
-                 f"{show(want - set(got))}")
+                 f"{show(want - set(got))}", header=f"{key[0]}{key[1]}, {n} balanced bios")

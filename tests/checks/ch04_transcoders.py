@@ -67,7 +67,7 @@ def check_transcoder_metrics(transcoder_metrics: Any) -> None:
         except CheckFailure as failure:
             if "KeyError" in str(failure) and f"{hook}.hook_sae" in str(failure):
                 fail(f"{failure}\nA transcoder's latents are cached under the hook it writes, "
-                     f"{tc.cfg.metadata.hook_name_out}.hook_sae_acts_post, not under the hook it reads")
+                     f"{tc.cfg.metadata.hook_name_out}.hook_sae_acts_post, not under the hook it reads", header=failure.header)
             raise
         if not isinstance(got, dict):
             fail(f"expected a dict with keys {KEYS}, got {type(got).__name__}")

@@ -31,13 +31,13 @@ def _expect_fields(got: dict[str, Any], want: dict[str, Any], name: str, mistake
         return
     for diagnosis, thunk in mistakes.items():
         if thunk() == got:
-            fail(f"{name}: {diagnosis}")
+            fail(f"{name}: {diagnosis}", header=name)
     for key in want:
         if key not in got:
-            fail(f"{name}: no field `{key}`")
+            fail(f"{name}: no field `{key}`", header=name)
         if got[key] != want[key]:
-            fail(f"{name}: field `{key}` is {got[key]!r}, expected {want[key]!r}")
-    fail(f"{name}: unexpected fields {sorted(set(got) - set(want))}")
+            fail(f"{name}: field `{key}` is {got[key]!r}, expected {want[key]!r}", header=name)
+    fail(f"{name}: unexpected fields {sorted(set(got) - set(want))}", header=name)
 
 
 # ---------------------------------------------------------------------------------------
@@ -62,13 +62,13 @@ def check_sae_training_config(sae_training_config: Any) -> None:
         name = f"sae_training_config({architecture!r}, d_in={d_in}, d_sae={d_sae}, sparsity={sparsity})"
         if isinstance(got, SAEConfig) and not isinstance(got, TrainingSAEConfig):
             fail(f"{name} is an inference config ({type(got).__name__}): the trainer needs the training class, "
-                 f"e.g. StandardTrainingSAEConfig, which carries the sparsity knob")
+                 f"e.g. StandardTrainingSAEConfig, which carries the sparsity knob", header=name)
         if not isinstance(got, TrainingSAEConfig):
-            fail(f"{name} should return a SAELens training config, got {type(got).__name__}")
+            fail(f"{name} should return a SAELens training config, got {type(got).__name__}", header=name)
         mistakes = signatures(MISTAKES["sae_training_config"], *args).select(_sae_fields)
         _expect_fields(_sae_fields(got), known(f"fields_{i}", _sae_fields(got)), name, mistakes)
         if architecture == "topk" and not isinstance(got.k, int):
-            fail(f"{name}: TopK's k must be a whole number (an int), got {got.k!r}: it is the number of latents kept per token")
+            fail(f"{name}: TopK's k must be a whole number (an int), got {got.k!r}: it is the number of latents kept per token", header=name)
     try:
         got = sae_training_config("gated", 128, 256, 1.0)
     except ValueError:
@@ -117,9 +117,9 @@ def check_runner_config(runner_config: Any) -> None:
         got = run(runner_config, bk, *args, lr=lr)
         name = f"runner_config(hook {hook!r}, context_size={context_size}, steps={steps}, batch_tokens={batch_tokens})"
         if not isinstance(got, LanguageModelSAERunnerConfig):
-            fail(f"{name} should return a LanguageModelSAERunnerConfig, got {type(got).__name__}")
+            fail(f"{name} should return a LanguageModelSAERunnerConfig, got {type(got).__name__}", header=name)
         if got.sae is not sae_cfg and _sae_fields(got.sae) != _sae_fields(sae_cfg):
-            fail(f"{name}: `sae` should be the sae_cfg you were given")
+            fail(f"{name}: `sae` should be the sae_cfg you were given", header=name)
         mistakes = signatures(MISTAKES["runner_config"], *args, lr=lr).select(lambda cfg: _runner_fields(cfg, bos))
         fields = _runner_fields(got, bos)
         _expect_fields(fields, known(f"fields_{i}", fields), name, mistakes)
@@ -127,10 +127,10 @@ def check_runner_config(runner_config: Any) -> None:
         if buffer < 2 * batch_tokens:
             fail(f"{name}: the activation buffer holds n_batches_in_buffer x context_size = {got.n_batches_in_buffer} x "
                  f"{got.context_size} = {buffer} tokens, fewer than two batches of {batch_tokens} (SAELens refuses a buffer "
-                 "smaller than one batch): use math.ceil(2 * batch_tokens / context_size) rows")
+                 "smaller than one batch): use math.ceil(2 * batch_tokens / context_size) rows", header=name)
         if got.n_batches_in_buffer > -(-2 * batch_tokens // context_size):
             fail(f"{name}: n_batches_in_buffer is {got.n_batches_in_buffer}; the fewest rows that hold two batches are "
-                 f"math.ceil(2 * batch_tokens / context_size) = {-(-2 * batch_tokens // context_size)}")
+                 f"math.ceil(2 * batch_tokens / context_size) = {-(-2 * batch_tokens // context_size)}", header=name)
 
 
 # ---------------------------------------------------------------------------------------
@@ -154,9 +154,9 @@ def _sparse_acts(n: int, d_sae: int, draw: int) -> Tensor:
 
 def _stats_entry(out: Any, key: str, name: str) -> Any:
     if not isinstance(out, dict):
-        fail(f"{name}: expected a dict with keys 'density', 'dead', 'dense', got {type(out).__name__}")
+        fail(f"{name}: expected a dict with keys 'density', 'dead', 'dense', got {type(out).__name__}", header=name)
     if key not in out:
-        fail(f"{name}: the dict lacks the key {key!r} (expected 'density', 'dead', 'dense')")
+        fail(f"{name}: the dict lacks the key {key!r} (expected 'density', 'dead', 'dense')", header=name)
     return out[key]
 
 

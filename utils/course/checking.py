@@ -127,7 +127,7 @@ def exercise_check(chapter: str) -> Callable[[Callable[..., None]], Callable[...
                 _run_check(check, chapter, exercise, fn, *args, **kwargs)
             except CheckFailure as failure:
                 PASSED.pop(key, None)
-                failure = CheckFailure(f"{exercise}: {failure}")
+                failure = CheckFailure(f"{exercise}: {failure}", header=f"{exercise}: {failure.header}")
                 if settings.strict():
                     raise failure from None
                 print("\n".join(failure._render_traceback_()), file=sys.stderr)
@@ -478,7 +478,7 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         result = fn(*args, **kwargs)
     except NotImplementedError:
-        fail(f"`{name}` is not implemented yet: replace the `raise NotImplementedError` in its body")
+        fail(f"`{name}` is not implemented yet: replace the `raise NotImplementedError` in its body", header=f"`{name}`")
     except CheckFailure:
         raise
     except Exception as error:
@@ -487,9 +487,9 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         if "does not require grad" in str(error) or "element 0 of tensors" in str(error):
             hint = (" (gradients are disabled here, as in the notebook: run your forward and backward "
                     "pass inside `with torch.enable_grad():`)")
-        fail(f"`{name}` raised {type(error).__name__}: {error}{hint}{where}")
+        fail(f"`{name}` raised {type(error).__name__}: {error}{hint}{where}", header=f"`{name}`")
     if result is None:
-        fail(f"`{name}` returned None: did you forget a `return`?")
+        fail(f"`{name}` returned None: did you forget a `return`?", header=f"`{name}`")
     return result
 
 
@@ -534,7 +534,8 @@ def run(fn: Any, bk: Backend, *args: Any, grad: bool = False, **kwargs: Any) -> 
     if pristine is not None:
         _restore(pristine)
     if problems:
-        fail(f"`{getattr(fn, '__name__', 'your function')}` " + "; it also ".join(problems))
+        name = f"`{getattr(fn, '__name__', 'your function')}`"
+        fail(f"{name} " + "; it also ".join(problems), header=name)
     return result
 
 

@@ -44,15 +44,31 @@ POSITION_DIMS = ("pos", "n_pos", "seq", "seq_pos", "position")
 class CheckFailure(AssertionError):
     """A check failed; the message names the problem in plain words.
 
+    The message is a *header* that says what was compared (the quantity and the check's
+    inputs, e.g. ``"mean ablation effects (blocks.0.hook_resid_post, pos -1)"``), then the
+    *diagnosis*: what is wrong with it. ``header`` is the message's opening (empty when the
+    whole message is a diagnosis); :attr:`diagnosis` is the rest. Tools that judge whether a
+    message names a mistake read the diagnosis only, never the header that echoes the inputs.
+
     In Jupyter (IPython) and Colab only the message is shown, without our traceback."""
+
+    def __init__(self, message: str, header: str = "") -> None:
+        super().__init__(message)
+        self.header = header if header and message.startswith(header) else ""
+
+    @property
+    def diagnosis(self) -> str:
+        """The message without its header."""
+        return str(self)[len(self.header):].lstrip(":").strip()
 
     def _render_traceback_(self) -> list[str]:
         return [f"\x1b[1;31m\N{BALLOT X} {self}\x1b[0m"]
 
 
-def fail(message: str) -> None:
-    """Fail the current check with ``message`` (a diagnosis in plain words)."""
-    raise CheckFailure(message)
+def fail(message: str, header: str = "") -> None:
+    """Fail the current check with ``message`` (a diagnosis in plain words), whose opening
+    ``header`` (if any) names what was compared."""
+    raise CheckFailure(message, header)
 
 
 @dataclass
@@ -112,7 +128,7 @@ def expect_tensor(
     got = _plain_tensor(got, name)
     _expect_dtype(got, want, name)
     if tuple(got.shape) != tuple(want.shape):
-        fail(f"{name}: " + _diagnose_shape(tuple(got.shape), tuple(want.shape), dim_names))
+        fail(f"{name}: " + _diagnose_shape(tuple(got.shape), tuple(want.shape), dim_names), header=name)
     got = got.detach().cpu().to(want.dtype)
     want = want.detach().cpu()
     atol = tolerance().atol if atol is None else atol
@@ -125,13 +141,13 @@ def expect_tensor(
             result = result.detach().cpu()
             result = result.to_dense() if result.is_sparse else result
             if _matches(got, result.to(got.dtype), atol, rtol):
-                fail(f"{name}: {diagnosis}")
+                fail(f"{name}: {diagnosis}", header=name)
     if got.is_floating_point():
-        fail(f"{name}: " + diagnose_values(got, want, dim_names, atol, rtol))
+        fail(f"{name}: " + diagnose_values(got, want, dim_names, atol, rtol), header=name)
     wrong = (got != want).nonzero()
     fail(f"{name}: {len(wrong)} of {got.numel()} entries differ from the expected values "
          f"(first at index {wrong[0].tolist()}: expected {want[tuple(wrong[0])].item()}, "
-         f"got {got[tuple(wrong[0])].item()})")
+         f"got {got[tuple(wrong[0])].item()})", header=name)
 
 
 def _evaluate(result: Any) -> Any:
@@ -145,26 +161,26 @@ def _evaluate(result: Any) -> Any:
 
 def _plain_tensor(got: Any, name: str) -> Tensor:
     if not isinstance(got, Tensor):
-        fail(f"{name} should be a torch.Tensor, got {type(got).__name__}")
+        fail(f"{name} should be a torch.Tensor, got {type(got).__name__}", header=name)
     if type(got) not in (Tensor, torch.nn.Parameter):
-        fail(f"{name} is a {type(got).__name__}, a subclass of torch.Tensor: return a plain tensor")
+        fail(f"{name} is a {type(got).__name__}, a subclass of torch.Tensor: return a plain tensor", header=name)
     if got.is_sparse:
-        fail(f"{name} is a sparse tensor: return a dense tensor of shape {list(got.shape)}")
+        fail(f"{name} is a sparse tensor: return a dense tensor of shape {list(got.shape)}", header=name)
     return got
 
 
 def _expect_dtype(got: Tensor, want: Tensor, name: str) -> None:
     if want.dtype == torch.bool or got.dtype == torch.bool:
         if got.dtype != want.dtype:
-            fail(f"{name} should have dtype {want.dtype}, got {got.dtype}")
+            fail(f"{name} should have dtype {want.dtype}, got {got.dtype}", header=name)
     elif got.is_floating_point() != want.is_floating_point():
         expected = tolerance().dtype if want.is_floating_point() else want.dtype
-        fail(f"{name} should have dtype {expected}, got {got.dtype}")
+        fail(f"{name} should have dtype {expected}, got {got.dtype}", header=name)
     elif got.is_floating_point() and got.dtype != tolerance().dtype and not (
             tolerance().dtype == torch.float64 and got.dtype == torch.float32):  # float32 by design is fine
         hint = (" (a float64 result usually means a tensor was made from numpy or Python floats "
                 "with dtype float64 and mixed into the computation)") if got.dtype == torch.float64 else ""
-        fail(f"{name} should have dtype {tolerance().dtype} like the model, got {got.dtype}{hint}")
+        fail(f"{name} should have dtype {tolerance().dtype} like the model, got {got.dtype}{hint}", header=name)
 
 
 def _tolerance(want: Tensor, atol: float, rtol: float) -> Tensor:
@@ -337,14 +353,14 @@ def expect_sparse(
     which may be active on one machine and not on another).
     """
     if not isinstance(got, Tensor):
-        fail(f"{name} should be a sparse torch.Tensor (torch.sparse_coo_tensor), got {type(got).__name__}")
+        fail(f"{name} should be a sparse torch.Tensor (torch.sparse_coo_tensor), got {type(got).__name__}", header=name)
     if type(got) is not Tensor:
-        fail(f"{name} is a {type(got).__name__}, a subclass of torch.Tensor: return a plain tensor")
+        fail(f"{name} is a {type(got).__name__}, a subclass of torch.Tensor: return a plain tensor", header=name)
     if not got.is_sparse:
         fail(f"{name} is a dense tensor of shape {list(got.shape)}: return a sparse COO tensor "
-             "(torch.sparse_coo_tensor(indices, values, shape)) holding active latents only")
+             "(torch.sparse_coo_tensor(indices, values, shape)) holding active latents only", header=name)
     if tuple(got.shape) != tuple(shape):
-        fail(f"{name}: " + _diagnose_shape(tuple(got.shape), tuple(shape), dims.split()))
+        fail(f"{name}: " + _diagnose_shape(tuple(got.shape), tuple(shape), dims.split()), header=name)
     got = got.detach().cpu().coalesce()
     want = torch.sparse_coo_tensor(want_indices, want_values, shape, check_invariants=True).to_dense()
     _expect_dtype(got.values(), want, name)
@@ -358,10 +374,10 @@ def expect_sparse(
     extra, missing = stored - expected - free, expected - stored - free
     if extra:
         fail(f"{name} stores {len(extra)} entries outside the active latents (e.g. at index "
-             f"{list(min(extra))}): keep only latents that are active")
+             f"{list(min(extra))}): keep only latents that are active", header=name)
     if missing:
         fail(f"{name} lacks {len(missing)} entries for active latents (e.g. at index {list(min(missing))}): "
-             "store every active pair, even where the gradient is zero")
+             "store every active pair, even where the gradient is zero", header=name)
 
 
 def _index_set(indices: Tensor) -> set[tuple[int, ...]]:
@@ -374,12 +390,12 @@ def expect_close(got: Any, want: float, *, name: str, scale: float | None = None
     computed from (float noise is relative to them, e.g. a difference of two losses)."""
     if isinstance(got, Tensor):
         if got.numel() != 1:
-            fail(f"{name} should be a single number, got a tensor of shape {list(got.shape)}")
+            fail(f"{name} should be a single number, got a tensor of shape {list(got.shape)}", header=name)
         got = got.item()
     if isinstance(got, bool) or not isinstance(got, (int, float)):
-        fail(f"{name} should be a number, got {type(got).__name__}")
+        fail(f"{name} should be a number, got {type(got).__name__}", header=name)
     if not math.isfinite(got):
-        fail(f"{name} is {got}")
+        fail(f"{name} is {got}", header=name)
     atol = tolerance().atol if atol is None else atol
     rtol = tolerance().rtol if rtol is None else rtol
     tol = atol * max(abs(want), abs(scale or 0.0), 1e-12) + rtol * abs(want)
@@ -387,7 +403,7 @@ def expect_close(got: Any, want: float, *, name: str, scale: float | None = None
         tolerance().margins.append(abs(got - want) / tol)
         return
     if abs(got + want) <= tol:
-        fail(f"{name} has the wrong sign: expected {want:.4g}, got {got:.4g}")
+        fail(f"{name} has the wrong sign: expected {want:.4g}, got {got:.4g}", header=name)
     if want != 0 and got != 0 and abs(want / got - 1) > 0.05 and abs(round(want / got) - want / got) < 1e-3:
-        fail(f"{name}: expected {want:.4g}, got {got:.4g} (off by a factor of {want / got:.3g})")
-    fail(f"{name}: expected {want:.4g}, got {got:.4g}")
+        fail(f"{name}: expected {want:.4g}, got {got:.4g} (off by a factor of {want / got:.3g})", header=name)
+    fail(f"{name}: expected {want:.4g}, got {got:.4g}", header=name)
