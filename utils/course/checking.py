@@ -34,9 +34,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
+import inspect
+import math
 import sys
+import sysconfig
 import traceback
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +52,14 @@ from torch import Tensor
 
 from utils.course import ROOT, compare, settings
 from utils.course.chapter import Chapter
-from utils.course.compare import CheckFailure, expect_close, expect_sparse, expect_tensor, fail  # noqa: F401 (re-exported)
+from utils.course.compare import (  # noqa: F401 (re-exported)
+    CheckFailure,
+    expect_close,
+    expect_sparse,
+    expect_tensor,
+    fail,
+    python_number,
+)
 
 if TYPE_CHECKING:
     from utils.backends import Backend
@@ -355,6 +367,22 @@ def _hooks_left(model: Any) -> list[str]:
     return left
 
 
+def _dictionary_hooks_left(bk: Backend) -> list[str]:
+    """Hooks left on a dictionary's own hook points (an SAE is a HookedRootModule: its
+    hook_sae_acts_post and the like keep a hook after it is taken off the model, and
+    ``model.reset_hooks()`` does not reach them)."""
+    on_model = {id(h) for h in bk.model.hook_dict.values()}  # reported as the model's hooks
+    left = []
+    for name, module in _modules(bk).items():
+        if name == "model":
+            continue
+        for point, hook_point in getattr(module, "hook_dict", {}).items():
+            if id(hook_point) not in on_model and (
+                    hook_point._forward_hooks or hook_point._backward_hooks or hook_point._forward_pre_hooks):
+                left.append(f"{name}.{point}")
+    return left
+
+
 def _damage(pristine: _Pristine) -> list[str]:
     """What is not as it was: hooks/SAEs, weights, flags."""
     bk = pristine.backend
@@ -364,6 +392,12 @@ def _damage(pristine: _Pristine) -> list[str]:
         problems.append(f"left {', '.join(hooks[:3])}{' and more' if len(hooks) > 3 else ''} on the model "
                         "(hooks are global state): use `with model.saes(...)`, `with model.hooks(...)`, "
                         "run_with_hooks or run_with_cache_with_saes, which clean up after themselves")
+    own = _dictionary_hooks_left(bk)
+    if own:
+        problems.append(f"left a hook on {', '.join(own[:3])}{' and more' if len(own) > 3 else ''}: a dictionary's own "
+                        "hook point, which stays on the SAE object after it leaves the model (model.reset_hooks() does "
+                        "not reach it) and changes every later sae.encode/forward: use `with model.hooks(...)` while "
+                        "it is spliced, or call sae.reset_hooks()")
     now = _parameters(bk)
     changed = [k for k, v in pristine.params.items() if not torch.equal(now[k].detach(), v)]
     if changed:
@@ -414,11 +448,14 @@ class Mistake:
 
     With ``signature=True`` the check recognises it by its result (see :func:`signatures`)
     and fails with ``diagnosis``; otherwise the check must catch it another way (a generic
-    diagnosis, a side effect it watches) and its message must contain ``diagnosis``."""
+    diagnosis, a side effect it watches) and its message must contain ``diagnosis``. Mistakes
+    listed in ``coincides`` give the same result on the check's inputs: the message names
+    them all, and may contain their diagnoses too."""
 
     fn: Callable[..., Any]
     diagnosis: str
     signature: bool = True
+    coincides: tuple[str, ...] = ()  # ids of mistakes whose results equal this one's on the check's inputs
 
     @property
     def id(self) -> str:
@@ -487,15 +524,34 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         if "does not require grad" in str(error) or "element 0 of tensors" in str(error):
             hint = (" (gradients are disabled here, as in the notebook: run your forward and backward "
                     "pass inside `with torch.enable_grad():`)")
+        hint += _key_hint(error)
         fail(f"`{name}` raised {type(error).__name__}: {error}{hint}{where}", header=f"`{name}`")
     if result is None:
         fail(f"`{name}` returned None: did you forget a `return`?", header=f"`{name}`")
     return result
 
 
+_STDLIB = tuple(dict.fromkeys(str(Path(sysconfig.get_paths()[key]).resolve()) + "/" for key in ("stdlib", "platstdlib")))
+
+
+def _key_hint(error: BaseException) -> str:
+    """A KeyError for a hook name: where a dictionary's hook points are."""
+    key = error.args[0] if isinstance(error, KeyError) and error.args else None
+    if not isinstance(key, str) or not (key.startswith("blocks.") or key.startswith("hook_") or ".hook_" in key):
+        return ""
+    if ".hook_sae_" in key:
+        base = key.split(".hook_sae_")[0]
+        reads = " (a transcoder *reads* this hook: its own hook points sit under the hook it writes, " \
+                "cfg.metadata.hook_name_out, e.g. blocks.0.hook_mlp_out)" if base.endswith("hook_normalized") else ""
+        return (f" (there is no hook point {key!r}: a dictionary's own hook points, `<hook>.hook_sae_acts_post`, "
+                f"`<hook>.hook_sae_error` ..., exist only while it is spliced, under the hook it writes{reads})")
+    return f" (there is no hook point {key!r} here: check its name against model.hook_dict or the cache's keys)"
+
+
 def _learner_line(error: BaseException) -> str:
     """`` at <file>, line N: <code>`` for the deepest frame of the learner's own code."""
-    ours = (str(ROOT / "utils"), str(ROOT / "tests" / "checks"), str(ROOT / "tests" / "harness.py"), "site-packages", "<frozen")
+    ours = (str(ROOT / "utils"), str(ROOT / "tests" / "checks"), str(ROOT / "tests" / "harness.py"), "site-packages",
+            "dist-packages", "<frozen", *_STDLIB)
     frames = [f for f in traceback.extract_tb(error.__traceback__) if not any(p in f.filename for p in ours)]
     frames = frames[1:] if frames and frames[0].name == "call" else frames
     if not frames:
@@ -508,12 +564,34 @@ def _learner_line(error: BaseException) -> str:
     return f"\n  at {where}line {frame.lineno} of {frame.name}{code}"
 
 
-def run(fn: Any, bk: Backend, *args: Any, grad: bool = False, **kwargs: Any) -> Any:
+def run(fn: Any, bk: Backend | None, *args: Any, grad: bool = False, twice: bool = False, **kwargs: Any) -> Any:
     """Call ``fn(*args, **kwargs)`` as the notebook would (gradients off unless ``grad``)
-    and watch it: inputs changed in place, grad mode left changed, hooks or SAEs left on
-    ``bk``'s model, weights or flags changed. The harm is undone before the check fails."""
-    saved = [(a, a.detach().clone()) for a in _tensors((args, kwargs))]
-    pristine = next(p for p in _IN_USE if p.backend is bk) if any(p.backend is bk for p in _IN_USE) else None
+    and watch it: inputs changed in place (tensors inside lists, dicts and dataclasses
+    too, e.g. a ``NodeBaseline``), gradients or ``requires_grad`` left on an input, grad
+    mode left changed, hooks or SAEs left on ``bk``'s model or on a dictionary's own hook
+    points, weights or flags changed. The harm is undone before the check fails. With
+    ``twice``, ``fn`` is called a second time on the same inputs and must give the same
+    result (state kept between calls, such as gradients accumulating in reused leaves).
+
+    The sizes the inputs name (dims of the exercise's annotated tensors, the model's and
+    the dictionaries' sizes) are handed to the comparisons that follow, to name a wrong size."""
+    compare.tolerance().sizes = _input_sizes(fn, args, kwargs)
+    compare.tolerance().indices = _index_arguments(fn, args, kwargs)
+    result = _watched(fn, bk, args, kwargs, grad)
+    if twice:
+        again = _watched(fn, bk, args, kwargs, grad)
+        if not _same(result, again):
+            name = f"`{getattr(fn, '__name__', 'your function')}`"
+            fail(f"{name} gave a different result when called a second time on the same inputs: it keeps state "
+                 "between calls (gradients accumulating in leaves or tensors reused across calls, a cache, a "
+                 "global?); make fresh leaves in every call", header=name)
+    return result
+
+
+def _watched(fn: Any, bk: Backend | None, args: tuple[Any, ...], kwargs: dict[str, Any], grad: bool) -> Any:
+    inputs = _tensors((args, kwargs), _parameter_names(fn, args, kwargs))
+    saved = [(path, a, a.detach().clone(), a.requires_grad, a.grad if a.is_leaf else None) for path, a in inputs]
+    pristine = next((p for p in _IN_USE if p.backend is bk), None) if bk is not None else None
     with torch.set_grad_enabled(grad):  # restores the mode on exit, whatever fn did
         try:
             result = call(fn, *args, **kwargs)
@@ -523,14 +601,24 @@ def run(fn: Any, bk: Backend, *args: Any, grad: bool = False, **kwargs: Any) -> 
     if left_on != grad:
         problems.append("left gradients " + ("enabled" if left_on else "disabled") + " (torch.set_grad_enabled "
                         "is global state): use `with torch.enable_grad():` around the backward pass instead")
-    mutated = [a for a, copy_ in saved if a.shape != copy_.shape or not torch.equal(a.detach(), copy_)]
-    for a, copy_ in saved:
-        if a.shape == copy_.shape and not torch.equal(a.detach(), copy_):
-            with torch.no_grad():
+    mutated = [path for path, a, copy_, _, _ in saved if a.shape != copy_.shape or not torch.equal(a.detach(), copy_)]
+    flagged = [path for path, a, _, requires, _ in saved if a.requires_grad != requires]
+    graded = [path for path, a, _, _, g in saved if a.is_leaf and a.grad is not g]
+    for _, a, copy_, requires, g in saved:
+        with torch.no_grad():
+            if a.shape == copy_.shape and not torch.equal(a.detach(), copy_):
                 a.copy_(copy_)
+        if a.is_leaf and a.requires_grad != requires:
+            a.requires_grad_(requires)
+        if a.is_leaf and a.grad is not g:
+            a.grad = g
     if mutated:
-        problems.append(f"changed {len(mutated)} of its input tensors in place (shape {list(mutated[0].shape)}): "
+        problems.append(f"changed its input {_paths(mutated)} in place (shape {list(dict(inputs)[mutated[0]].shape)}): "
                         "clone an input before writing into it")
+    if flagged or graded:
+        problems.append(f"left {'requires_grad switched' if flagged else '.grad set'} on its input "
+                        f"{_paths(flagged or graded)}: gradients would accumulate there across calls; make your own "
+                        "leaves (x.detach().clone().requires_grad_(True)) instead of marking an input")
     if pristine is not None:
         _restore(pristine)
     if problems:
@@ -539,13 +627,127 @@ def run(fn: Any, bk: Backend, *args: Any, grad: bool = False, **kwargs: Any) -> 
     return result
 
 
-def _tensors(obj: Any) -> list[Tensor]:
+def _paths(paths: list[str]) -> str:
+    return ", ".join(f"`{p}`" for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
+def _same(a: Any, b: Any) -> bool:
+    """``a`` and ``b`` identical (tensors nested in tuples, lists and dicts; numbers)."""
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        if not (isinstance(a, Tensor) and isinstance(b, Tensor)) or a.shape != b.shape or a.layout != b.layout:
+            return False
+        a, b = (t.to_dense() if t.is_sparse else t for t in (a, b))
+        return bool(torch.equal(a.detach().cpu(), b.detach().cpu())) or bool(
+            a.is_floating_point() and torch.allclose(a.detach().cpu(), b.detach().cpu(), rtol=1e-6, atol=0))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return bool(a == b) if type(a) is type(b) else False
+
+
+def _parameter_names(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str] | None:
+    """The names ``args`` bind to in the exercise's signature (the reference's, else ``fn``'s)."""
+    bound = _bind(fn, args, kwargs)
+    return list(bound.arguments)[:len(args)] if bound is not None else None
+
+
+def _exercise_signature_of(fn: Any) -> Any:
+    state = _RUN.get()
+    if state is not None:
+        try:
+            return getattr(Chapter(state.chapter).reference(), state.exercise)
+        except Exception:  # no reference here (e.g. a stripped grader image): the learner's own signature
+            pass
+    return fn
+
+
+def _bind(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> inspect.BoundArguments | None:
+    for target in dict.fromkeys([_exercise_signature_of(fn), fn]):
+        try:
+            return inspect.signature(target).bind(*args, **kwargs)
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _input_sizes(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, int]]:
+    """Sizes the inputs give names to: ``("`n` of `acts`", 600)``, ``("the model's `d_vocab`", 323)``."""
+    bound = _bind(fn, args, kwargs)
+    if bound is None:
+        return []
+    target = _exercise_signature_of(fn)
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:
+        hints = {}
+    sizes: list[tuple[str, int]] = []
+    for name, value in bound.arguments.items():
+        if isinstance(value, Tensor):
+            dims = _dim_names(hints.get(name))
+            for d, n in enumerate(value.shape):
+                label = f"`{dims[d]}` of `{name}`" if len(dims) == value.ndim else f"dim {d} of `{name}`"
+                sizes.append((label, int(n)))
+        elif isinstance(value, (list, tuple)) and value and not isinstance(value[0], (str, int, float)):
+            sizes.append((f"the length of `{name}`", len(value)))
+        elif isinstance(value, torch.nn.Module) and hasattr(getattr(value, "cfg", None), "d_vocab"):
+            sizes += [(f"the model's `{key}`", int(getattr(value.cfg, key))) for key in
+                      ("d_vocab", "d_model", "n_heads", "d_head", "d_mlp") if isinstance(getattr(value.cfg, key, None), int)]
+        elif isinstance(value, torch.nn.Module) and isinstance(getattr(getattr(value, "cfg", None), "d_sae", None), int):
+            sizes.append((f"`{name}.cfg.d_sae`", int(value.cfg.d_sae)))
+    return sizes
+
+
+INDEX_ARGUMENTS = ("pos", "position", "latent", "head", "layer")
+
+
+def _index_arguments(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, int]]:
+    """Integer arguments that index something (a position, a latent, a head): ``("`pos`", -1)``."""
+    bound = _bind(fn, args, kwargs)
+    if bound is None:
+        return []
+    return [(f"`{name}`", int(value)) for name, value in bound.arguments.items()
+            if isinstance(value, int) and not isinstance(value, bool) and any(w in name for w in INDEX_ARGUMENTS)]
+
+
+def counted_from_the_end(again: Callable[[int], Any], pos: int, n_pos: int) -> dict[str, Callable[[], Any]]:
+    """For ``expect_tensor(retries=...)``: the learner's function called ``again`` with the
+    same position counted from the start, when ``pos`` is negative. If that answer is right,
+    the negative position was not handled."""
+    if pos >= 0:
+        return {}
+    return {f"wrong for pos={pos}, right for the same position written {pos % n_pos}: a negative position counts from "
+            f"the end (use pos % n_pos before slicing `[:pos + 1]` or comparing positions)": lambda: again(pos % n_pos)}
+
+
+def _dim_names(annotation: Any) -> list[str]:
+    for option in (annotation, *typing.get_args(annotation)):
+        dims = getattr(option, "dim_str", None)
+        if isinstance(dims, str):
+            return dims.split()
+    return []
+
+
+def _tensors(obj: Any, names: list[str] | None = None, path: str = "") -> list[tuple[str, Tensor]]:
+    """(path, tensor) for every dense tensor in ``obj``: inside tuples, lists, dicts and
+    dataclasses (a NodeBaseline, a TaskBatch), never inside modules (a model, an SAE)."""
     if isinstance(obj, Tensor):
-        return [obj] if not obj.is_sparse else []
+        return [(path or "input", obj)] if not obj.is_sparse else []
+    if isinstance(obj, torch.nn.Module):
+        return []
+    if path == "" and isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[1], dict):  # (args, kwargs)
+        args, kwargs = obj
+        labels = names or []
+        found = [t for i, a in enumerate(args) for t in _tensors(a, None, labels[i] if i < len(labels) else f"argument {i + 1}")]
+        return found + [t for k, v in kwargs.items() for t in _tensors(v, None, k)]
     if isinstance(obj, dict):
-        return [t for v in obj.values() for t in _tensors(v)]
+        return [t for k, v in obj.items() for t in _tensors(v, None, f"{path}[{k!r}]")]
     if isinstance(obj, (list, tuple)):
-        return [t for v in obj for t in _tensors(v)]
+        return [t for i, v in enumerate(obj) for t in _tensors(v, None, f"{path}[{i}]")]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return [t for f in dataclasses.fields(obj) for t in _tensors(getattr(obj, f.name, None), None, f"{path}.{f.name}")]
     return []
 
 
@@ -557,4 +759,10 @@ def _clone_tensors(obj: Any) -> Any:
         return {k: _clone_tensors(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(_clone_tensors(v) for v in obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        try:
+            return dataclasses.replace(obj, **{f.name: _clone_tensors(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                                               if f.init})
+        except Exception:  # a dataclass that cannot be rebuilt field by field: shared as it is
+            return obj
     return obj

@@ -19,11 +19,20 @@ Diagnoses, tried in order when a result differs:
 2. the known mistakes the check supplies (``mistakes={message: tensor or thunk}``, usually
    computed by the catalogued wrong implementations of ``tests/mistakes/``);
 3. generic families computed from the expected result itself: non-finite values, all
-   zeros, wrong sign, a constant factor (named when it is a dim's size: a mean instead of a
-   sum), shifted by one along a position dim, transposed dims, values where the expected
-   result is exactly zero (a missing mask) or zeros where it is not (entries left out),
-   and differences confined to one index of a dim (e.g. only at BOS);
-4. otherwise how many entries differ, by how much, and the first one.
+   zeros, wrong sign, the absolute value, a ReLU too many or missing, a constant factor
+   (named when it is a size of the result or of the inputs: a mean instead of a sum; on
+   fewer than four numbers only then), shifted by one along a position dim, transposed
+   dims, values where the expected result is exactly zero (a missing mask) or zeros where
+   it is not (entries left out), and differences confined to one index of a dim;
+4. otherwise how many entries differ, by how much, and the first one (all of them when
+   there are only a few numbers).
+
+Shapes get the same care: permuted dims, a size-1 dim, two dims flattened into one, a
+missing or extra dim, a dim one entry off (BOS only for position dims), and sizes that
+equal a size of the inputs (``Tolerance.sizes``, set by ``utils.course.checking.run``).
+
+A message is a *header* (what was compared: ``name``) and a *diagnosis*; see
+:class:`CheckFailure`.
 """
 from __future__ import annotations
 
@@ -79,6 +88,14 @@ class Tolerance:
     rtol: float = RTOL
     dtype: torch.dtype = torch.float32  # the float dtype the check's backend computes in
     margins: list[float] = field(default_factory=list)
+    # Sizes the inputs of the last call give names to, e.g. ("`n` of `acts`", 600) or
+    # ("the model's `d_vocab`", 323), set by ``utils.course.checking.run``: a wrong size or a
+    # constant factor that equals one of them is named after it.
+    sizes: list[tuple[str, int]] = field(default_factory=list)
+    # Index arguments of the last call, e.g. ("`pos`", -1): a difference confined to that
+    # index (or before / after it) is said to be there.
+    indices: list[tuple[str, int]] = field(default_factory=list)
+    failed: list[float] = field(default_factory=list)  # |got - want| / tolerance of comparisons that failed
 
 
 _TOLERANCE: contextvars.ContextVar[Tolerance | None] = contextvars.ContextVar("tolerance", default=None)
@@ -117,12 +134,16 @@ def expect_tensor(
     mistakes: Mistakes | None = None,
     atol: float | None = None,
     rtol: float | None = None,
+    retries: Mistakes | None = None,
 ) -> None:
     """Compare ``got`` with the known tensor ``want``; fail with a diagnosis if they differ.
 
     ``dims`` names the dims of ``want`` (e.g. ``"batch pos d_sae"``). ``mistakes`` maps a
     diagnosis to the result a known mistake produces (or a function computing it, called
-    only if ``got`` is wrong). ``atol`` and ``rtol`` override the check's tolerance.
+    only if ``got`` is wrong). ``retries`` maps a diagnosis to the learner's own result on
+    an equivalent input (e.g. the same position counted from the start instead of the end):
+    if ``got`` is wrong and that one is right, the diagnosis names what the original input
+    had. ``atol`` and ``rtol`` override the check's tolerance.
     """
     dim_names = dims.split() if dims else None
     got = _plain_tensor(got, name)
@@ -135,6 +156,12 @@ def expect_tensor(
     rtol = tolerance().rtol if rtol is None else rtol
     if _matches(got, want, atol, rtol, record=True):
         return
+    for diagnosis, result in (retries or {}).items():
+        result = _evaluate(result)
+        if isinstance(result, Tensor) and result.shape == want.shape and not result.is_sparse and (
+                result.is_floating_point() == want.is_floating_point()):
+            if _matches(result.detach().cpu().to(want.dtype), want, atol, rtol):
+                fail(f"{name}: {diagnosis}", header=name)
     for diagnosis, result in (mistakes or {}).items():
         result = _evaluate(result)
         if isinstance(result, Tensor) and result.shape == got.shape:
@@ -198,8 +225,8 @@ def _matches(got: Tensor, want: Tensor, atol: float, rtol: float, record: bool =
     diff = (got - want).abs()[finite]
     tol = _tolerance(want[finite], atol, rtol)
     ratio = (diff / tol).max().item() if diff.numel() else 0.0
-    if record and ratio <= 1:
-        tolerance().margins.append(ratio)
+    if record:
+        (tolerance().margins if ratio <= 1 else tolerance().failed).append(ratio)
     return ratio <= 1
 
 
@@ -208,25 +235,55 @@ def _close(a: Tensor, b: Tensor, atol: float, rtol: float) -> bool:
 
 
 def diagnose_values(got: Tensor, want: Tensor, dims: list[str] | None, atol: float, rtol: float) -> str:
-    """A plain-words description of how ``got`` differs from ``want`` (same shape, floats)."""
+    """A plain-words description of how ``got`` differs from ``want`` (same shape, floats):
+    a family of mistakes when one fits exactly, else where and by how much they differ."""
     dims = dims if dims is not None and len(dims) == want.ndim else [f"dim {i}" for i in range(want.ndim)]
     bad = ~torch.isfinite(got)
     if bad.any() and torch.isfinite(want).all():
-        return f"has NaN or inf in {int(bad.sum())} of {got.numel()} entries"
+        return (f"has NaN or inf in {int(bad.sum())} of {got.numel()} entries (e.g. at index "
+                f"{bad.nonzero()[0].tolist()}, where {want[tuple(bad.nonzero()[0])].item():.4g} is expected): "
+                "a division by zero, or a log of zero?")
+    tol = _tolerance(want, atol, rtol)
     nonzero_want = want.abs() > _tolerance(want, atol, 0.0)
     if nonzero_want.any() and not got.abs().max() > 0:
-        return ("is all zeros: was the result never written (a hook that returned nothing, "
-                "a tensor filled outside the graph, or gradients read before backward)?")
+        return f"is all zeros, where the expected values reach {want.abs().max().item():.4g}"
     if _close(-got, want, atol, rtol):
         return "has the wrong sign everywhere (did you subtract in the wrong order?)"
-    factor = _constant_factor(got, want, atol, rtol)
-    if factor is not None:
-        return factor + _dim_size_hint(factor_value(got, want), want, dims)
-    for message in (_shift_message(got, want, dims, atol, rtol), _transpose_message(got, want, dims, atol, rtol),
-                    _mask_message(got, want, atol, rtol)):
+    for message in (_sign_message(got, want, tol), _factor_message(got, want, dims, atol, rtol),
+                    _order_message(got, want, dims, atol, rtol), _shift_message(got, want, dims, atol, rtol),
+                    _transpose_message(got, want, dims, atol, rtol), _mask_message(got, want, dims, atol, rtol)):
         if message:
             return message
     return _where_message(got, want, dims, atol, rtol)
+
+
+def _sign_message(got: Tensor, want: Tensor, tol: Tensor) -> str | None:
+    """The families of a sign handled wrongly: an abs() or a ReLU too many, a ReLU missing."""
+    negative = want < -tol
+    if negative.any() and ((got - want.abs()).abs() <= tol).all():
+        return (f"matches the absolute value of the expected result: the {int(negative.sum())} negative entries "
+                "lost their sign (an abs() too many?)")
+    if negative.any() and ((got - want.clamp_min(0)).abs() <= tol).all():
+        return (f"is the expected result with its {int(negative.sum())} negative entries set to zero "
+                "(a ReLU or clamp(min=0) too many?)")
+    if not negative.any():
+        agree = (got - want).abs() <= tol
+        below = ~agree & (got < -tol) & (want.abs() <= tol)
+        if below.any() and (agree | below).all():
+            return (f"is negative in {int(below.sum())} entries where the expected result is zero (e.g. at index "
+                    f"{below.nonzero()[0].tolist()}: {got[tuple(below.nonzero()[0])].item():.4g}); it is never "
+                    "negative and the rest matches: a ReLU is missing (pre-activations instead of activations?)")
+    return None
+
+
+def _order_message(got: Tensor, want: Tensor, dims: list[str], atol: float, rtol: float) -> str | None:
+    """The right values in another order: reversed along a dim, or (1-D) permuted."""
+    for d, name in enumerate(dims):
+        if want.shape[d] > 1 and _close(got, want.flip(d), atol, rtol):
+            return f"holds the expected values in reverse order along `{name}` (sorted the wrong way?)"
+    if want.ndim == 1 and want.numel() > 1 and _close(got.sort().values, want.sort().values, atol, rtol):
+        return f"holds the expected values in another order along `{dims[0]}` (not sorted as asked?)"
+    return None
 
 
 def factor_value(got: Tensor, want: Tensor) -> float:
@@ -234,21 +291,34 @@ def factor_value(got: Tensor, want: Tensor) -> float:
     return ((got * want).sum() / (got * got).sum().clamp_min(1e-30)).item()
 
 
-def _constant_factor(got: Tensor, want: Tensor, atol: float, rtol: float) -> str | None:
+MIN_FACTOR_ENTRIES = 4  # on fewer numbers any error looks like a factor: one is named only after a size
+
+
+def _factor_message(got: Tensor, want: Tensor, dims: list[str], atol: float, rtol: float) -> str | None:
+    """A constant factor between ``got`` and ``want``: named when it is a size (a dim of the
+    result or of the inputs: a sum for a mean, or the reverse); otherwise reported only on
+    enough entries for a factor to mean something."""
     c = factor_value(got, want)
     if not math.isfinite(c) or c == 0 or abs(c - 1) < 0.05:  # within noise of 1: not a factor
         return None
-    if _close(got * c, want, atol * 10, rtol * 10):
+    if not _close(got * c, want, atol * 10, rtol * 10):
+        return None
+    hint = _size_hint(c, want, dims)
+    if hint:
+        return f"is off by a constant factor (about {1 / c:.3g}x the expected values){hint}"
+    if int((want.abs() > _tolerance(want, atol, 0.0)).sum()) >= MIN_FACTOR_ENTRIES:
         return f"is off by a constant factor (about {1 / c:.3g}x the expected values)"
     return None
 
 
-def _dim_size_hint(c: float, want: Tensor, dims: list[str]) -> str:
-    for name, size in zip(dims, want.shape):
+def _size_hint(c: float, want: Tensor, dims: list[str]) -> str:
+    """``c`` (with ``c * got ~ want``) named after a size: a dim of the result or of the inputs."""
+    named = [(f"`{name}`", size) for name, size in zip(dims, want.shape) if not name.startswith("dim ")]
+    for label, size in [*named, *tolerance().sizes]:
         if size > 1 and abs(c - size) < 1e-3 * size:
-            return f": 1/{size} of the expected, and `{name}` has size {size}: did you average over `{name}` instead of summing?"
+            return f": 1/{size} of the expected, and {label} has size {size}: did you average over {label} instead of summing?"
         if size > 1 and abs(c * size - 1) < 1e-3:
-            return f": {size}x the expected, and `{name}` has size {size}: did you sum over `{name}` where a mean was needed?"
+            return f": {size}x the expected, and {label} has size {size}: did you sum over {label} where a mean was needed?"
     return ""
 
 
@@ -274,23 +344,60 @@ def _transpose_message(got: Tensor, want: Tensor, dims: list[str], atol: float, 
     return None
 
 
-def _mask_message(got: Tensor, want: Tensor, atol: float, rtol: float) -> str | None:
+def _mask_message(got: Tensor, want: Tensor, dims: list[str], atol: float, rtol: float) -> str | None:
     tol = _tolerance(want, atol, rtol)
     agree = (got - want).abs() <= tol
     extra = (~agree) & (want == 0)
     missing = (~agree) & (got == 0) & (want != 0)
     if extra.any() and not (~agree & ~extra).any():
         return (f"has non-zero values in {int(extra.sum())} entries where the expected result is exactly zero "
-                f"(e.g. at index {extra.nonzero()[0].tolist()}); the rest matches: did you forget to keep "
-                "only active latents / the positions asked for?")
+                f"(e.g. at index {extra.nonzero()[0].tolist()}{localise(extra, want != 0, dims)}); the rest matches: "
+                "did you forget to keep only active latents / the positions asked for?")
     if missing.any() and not (~agree & ~missing).any():
         return (f"is zero in {int(missing.sum())} entries where a value is expected (e.g. at index "
-                f"{missing.nonzero()[0].tolist()}); the rest matches: part of the result was left out")
+                f"{missing.nonzero()[0].tolist()}{localise(missing, None, dims)}); the rest matches: part of the "
+                "result was left out")
     return None
+
+
+def localise(where: Tensor, support: Tensor | None, dims: list[str]) -> str:
+    """Where the True entries of ``where`` lie, when that says something: all at one index of
+    a dim (named after an index argument it equals, e.g. `pos`), or along a position dim all
+    before or after such an argument, or outside ``support`` (where the expected result lives)."""
+    found = where.nonzero()
+    for d, name in enumerate(dims):
+        if where.shape[d] > 1 and len(found[:, d].unique()) == 1:
+            i = int(found[0, d])
+            return f"; all at {name}={i}{_named_index(i, where.shape[d])}"
+    for d, name in enumerate(dims):
+        if name not in POSITION_DIMS:
+            continue
+        low, high = int(found[:, d].min()), int(found[:, d].max())
+        for label, value in tolerance().indices:
+            n = where.shape[d]
+            if -n <= value < n and low > value % n:
+                return f"; all at {name} {low}..{high}, after {label}={value % n}"
+            if -n <= value < n and high < value % n:
+                return f"; all at {name} {low}..{high}, before {label}={value % n}"
+        if support is not None and support.any():
+            inside = support.nonzero()[:, d].unique().tolist()
+            if high < min(inside) or low > max(inside):
+                return f"; all at {name} {low}..{high}, where the expected result has nothing"
+    return ""
+
+
+def _named_index(i: int, n: int) -> str:
+    for label, value in tolerance().indices:
+        if -n <= value < n and value % n == i:
+            return f" ({label})"
+    return ""
 
 
 def _where_message(got: Tensor, want: Tensor, dims: list[str], atol: float, rtol: float) -> str:
     wrong = (got - want).abs() > _tolerance(want, atol, rtol)
+    if want.numel() <= MIN_FACTOR_ENTRIES:  # a few numbers: show them all
+        return (f"expected {_numbers(want)}, got {_numbers(got)} "
+                f"({int(wrong.sum())} of {want.numel()} differ beyond float noise)")
     where = tuple(int(i) for i in wrong.nonzero()[0])
     count = f"{int(wrong.sum())} of {got.numel()} entries differ"
     detail = (f"(max abs diff {(got - want).abs().max().item():.3g}, expected values up to "
@@ -300,28 +407,62 @@ def _where_message(got: Tensor, want: Tensor, dims: list[str], atol: float, rtol
         hit = wrong.any(dim=tuple(k for k in range(want.ndim) if k != d)).nonzero()[:, 0]
         if want.shape[d] > 1 and len(hit) == 1:
             i = int(hit[0])
-            bos = " (position 0 is BOS)" if name in POSITION_DIMS and i == 0 else ""
+            bos = " (position 0 is BOS)" if name in POSITION_DIMS and i == 0 else _named_index(i, want.shape[d])
             return f"{count}, all at {name}={i}{bos}; the rest matches {detail}"
     return f"{count} {detail}"
 
 
+def _numbers(x: Tensor) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in x.flatten().tolist()) + "]"
+
+
 def _diagnose_shape(got: tuple[int, ...], want: tuple[int, ...], dims: list[str] | None) -> str:
     message = f"expected shape {shape_str(want, dims)}, got {shape_str(got, None)}"
+    names = dims if dims is not None and len(dims) == len(want) else [f"dim {d}" for d in range(len(want))]
     if sorted(got) == sorted(want) and len(got) > 1:
         return message + ": the dims look permuted (check the order of your rearrange/transpose)"
     if [n for n in got if n != 1] == [n for n in want if n != 1]:
         return message + ": a size-1 dim was added or dropped (squeeze/unsqueeze, or keepdim?)"
     if len(got) == len(want) - 1:
-        missing = [d for d, n in zip(dims or [], want) if n not in got]
+        for d in range(len(want) - 1):  # two neighbouring dims merged into one
+            if got == want[:d] + (want[d] * want[d + 1],) + want[d + 2:]:
+                return (message + f": `{names[d]}` and `{names[d + 1]}` are flattened into one dim of size "
+                        f"{want[d] * want[d + 1]}: keep them apart (rearrange/reshape to [..., {want[d]}, {want[d + 1]}])")
+        missing = [d for d, n in zip(names, want) if n not in got]
         hint = f" (`{missing[0]}`?)" if missing else ""
-        return message + f": one dim is missing{hint}; did you reduce over a dim you should keep?"
+        return message + f": one dim is missing{hint}; did you reduce over a dim you should keep?" + _sizes_hint(got, want)
     if len(got) == len(want) + 1:
-        return message + ": there is one dim too many; did you forget to reduce or index a dim?"
-    for d, (g, w) in enumerate(zip(got, want)):
-        if len(got) == len(want) and g != w and abs(g - w) == 1:
-            name = dims[d] if dims and len(dims) == len(want) else f"dim {d}"
-            return message + f": `{name}` is off by one (BOS included or left out?)"
-    return message
+        return message + ": there is one dim too many; did you forget to reduce or index a dim?" + _sizes_hint(got, want)
+    if len(got) == len(want):
+        for d, (g, w) in enumerate(zip(got, want)):
+            if g != w and abs(g - w) == 1:
+                return message + _off_by_one(names[d], g, w)
+    return message + _sizes_hint(got, want)
+
+
+def _off_by_one(name: str, got: int, want: int) -> str:
+    more = "one entry too many" if got > want else "one entry too few"
+    if name in POSITION_DIMS:
+        return f": `{name}` is off by one, {more} (BOS included or left out?)"
+    whole, _, extra = name.partition("_plus_")
+    if extra and got < want:
+        return f": `{name}` is off by one, {more}: its `{extra}` entry (after the {want - 1} of `{whole}`) is missing"
+    return f": `{name}` is off by one, {more} (a boundary case included or left out: < for <=, or a range's end?)"
+
+
+def _sizes_hint(got: tuple[int, ...], want: tuple[int, ...]) -> str:
+    """Sizes of ``got`` that are not ``want``'s, named after the inputs' sizes they equal: a
+    reduction over the wrong dim, or an index over the wrong thing."""
+    named = {}
+    for label, size in tolerance().sizes:
+        named.setdefault(size, label)
+    foreign = [n for n in got if n not in want and n in named and n > 1]
+    if not foreign:
+        return ""
+    parts = [f"{n} is the size of {named[n]}" for n in foreign[:2]]
+    lost = [n for n in want if n not in got and n in named and n > 1]
+    parts += [f"{n} (expected) of {named[n]}" for n in lost[:1]]
+    return " (" + "; ".join(parts) + "): a reduction over the wrong dim, or an index over the wrong thing?"
 
 
 def shape_str(shape: tuple[int, ...], dims: list[str] | None) -> str:
@@ -372,22 +513,47 @@ def expect_sparse(
     stored, expected = _index_set(got.indices()), _index_set(want_indices)
     free = _index_set(optional.nonzero().T) if optional is not None else set()
     extra, missing = stored - expected - free, expected - stored - free
+    dim_names = dims.split() if len(dims.split()) == len(shape) else [f"dim {d}" for d in range(len(shape))]
     if extra:
-        fail(f"{name} stores {len(extra)} entries outside the active latents (e.g. at index "
-             f"{list(min(extra))}): keep only latents that are active", header=name)
+        where = localise(_mask_of(extra, shape), _mask_of(expected, shape), dim_names)
+        fail(f"{name} stores {len(extra)} entries where none is expected (e.g. at index {list(min(extra))}{where}): "
+             "keep only the entries asked for (active latents, positions up to `pos`)", header=name)
     if missing:
-        fail(f"{name} lacks {len(missing)} entries for active latents (e.g. at index {list(min(missing))}): "
+        where = localise(_mask_of(missing, shape), None, dim_names)
+        fail(f"{name} lacks {len(missing)} entries for active latents (e.g. at index {list(min(missing))}{where}): "
              "store every active pair, even where the gradient is zero", header=name)
+
+
+def _mask_of(indices: set[tuple[int, ...]], shape: tuple[int, ...]) -> Tensor:
+    mask = torch.zeros(shape, dtype=torch.bool)
+    if indices:
+        mask[tuple(torch.tensor(sorted(indices)).T)] = True
+    return mask
 
 
 def _index_set(indices: Tensor) -> set[tuple[int, ...]]:
     return set(map(tuple, indices.T.tolist()))
 
 
+def python_number(got: Any, name: str) -> float:
+    """``got`` as a float if it is a Python number (an int or a float), else a failure: the
+    exercise asks for Python floats, and a 0-dim tensor is not one (it drags its graph and
+    device along, and formats and compares differently)."""
+    if isinstance(got, Tensor):
+        shape = "a 0-dim torch.Tensor" if got.ndim == 0 else f"a torch.Tensor of shape {list(got.shape)}"
+        fail(f"{name} should be a Python float, got {shape}" + (": return `.item()` of it" if got.numel() == 1 else ""),
+             header=name)
+    if isinstance(got, bool) or not isinstance(got, (int, float)):
+        fail(f"{name} should be a Python float, got {type(got).__name__}", header=name)
+    return float(got)
+
+
 def expect_close(got: Any, want: float, *, name: str, scale: float | None = None,
                  atol: float | None = None, rtol: float | None = None) -> None:
-    """Compare a scalar with a known float; ``scale`` is the size of the quantities it was
-    computed from (float noise is relative to them, e.g. a difference of two losses)."""
+    """Compare a scalar with a known float; ``scale`` (default ``|want|``) is the size float
+    noise is relative to: of the quantities it was computed from (a difference of two losses
+    is noisy at the scale of the losses), or smaller (explained variance near 1 is noisy at
+    the scale of what it leaves unexplained, ``1 - want``)."""
     if isinstance(got, Tensor):
         if got.numel() != 1:
             fail(f"{name} should be a single number, got a tensor of shape {list(got.shape)}", header=name)
@@ -398,12 +564,19 @@ def expect_close(got: Any, want: float, *, name: str, scale: float | None = None
         fail(f"{name} is {got}", header=name)
     atol = tolerance().atol if atol is None else atol
     rtol = tolerance().rtol if rtol is None else rtol
-    tol = atol * max(abs(want), abs(scale or 0.0), 1e-12) + rtol * abs(want)
+    tol = atol * max(abs(want) if scale is None else abs(scale), 1e-12) + rtol * abs(want)
     if abs(got - want) <= tol:
         tolerance().margins.append(abs(got - want) / tol)
         return
+    tolerance().failed.append(abs(got - want) / tol)
     if abs(got + want) <= tol:
         fail(f"{name} has the wrong sign: expected {want:.4g}, got {got:.4g}", header=name)
+    hint = _size_hint(want / got, torch.tensor([want]), []) if want != 0 and got != 0 else ""
+    if hint:
+        fail(f"{name}: expected {want:.4g}, got {got:.4g}{hint}", header=name)
     if want != 0 and got != 0 and abs(want / got - 1) > 0.05 and abs(round(want / got) - want / got) < 1e-3:
-        fail(f"{name}: expected {want:.4g}, got {got:.4g} (off by a factor of {want / got:.3g})", header=name)
-    fail(f"{name}: expected {want:.4g}, got {got:.4g}", header=name)
+        fail(f"{name}: expected {want:.4g}, got {got:.4g} (exactly 1/{want / got:.3g} of it)", header=name)
+    if want != 0 and got != 0 and abs(got / want - 1) > 0.05 and abs(round(got / want) - got / want) < 1e-3:
+        fail(f"{name}: expected {want:.4g}, got {got:.4g} (exactly {got / want:.3g}x it)", header=name)
+    fail(f"{name}: expected {want:.4g}, got {got:.4g} (a difference of {got - want:.3g}, "
+         f"{abs(got - want) / tol:.3g}x the tolerance)", header=name)
