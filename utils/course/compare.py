@@ -485,6 +485,7 @@ def expect_sparse(
     dims: str,
     optional: Tensor | None = None,
     mistakes: Mistakes | None = None,
+    retries: Mistakes | None = None,
 ) -> None:
     """Compare a sparse COO result with the known (indices, values) of ``shape``.
 
@@ -508,7 +509,7 @@ def expect_sparse(
     keep = ~optional.cpu() if optional is not None else torch.ones(shape, dtype=torch.bool)
     dense = got.to_dense()
     if not _matches(dense.to(want.dtype) * keep, want * keep, tolerance().atol, tolerance().rtol):
-        expect_tensor(dense, want, name=name, dims=dims, mistakes=mistakes)  # diagnose it whole
+        expect_tensor(dense, want, name=name, dims=dims, mistakes=mistakes, retries=retries)  # diagnose it whole
     expect_tensor(dense * keep, want * keep, name=name, dims=dims)
     stored, expected = _index_set(got.indices()), _index_set(want_indices)
     free = _index_set(optional.nonzero().T) if optional is not None else set()
