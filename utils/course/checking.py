@@ -471,6 +471,37 @@ class Signatures(dict):
         return {d: (lambda thunk=thunk: _pick(pick, thunk())) for d, thunk in self.items()}
 
 
+def consistent(cases: list[tuple[Callable[[], Any], Signatures | dict[str, Callable[[], Any]]]]
+               ) -> list[dict[str, Callable[[], Any]]]:
+    """For each case ``(the learner's result, signatures on that case)``, the signatures of
+    the mistakes that reproduce the learner's result on *every* case (or every part of a
+    result): one case alone can match a mistake by coincidence, e.g. ablating the error at
+    every position equals splicing without the error term when the error is at one position
+    only. The learner's results are thunks (e.g. ``functools.cache``d calls), run only when
+    a result is wrong; a case where both the learner's code and the mistake raise agrees."""
+    def outcome(thunk: Callable[[], Any]) -> Any:
+        try:
+            return thunk()
+        except Exception:  # includes a CheckFailure from a watched call
+            return _RAISED
+
+    def confirmed(i: int, diagnosis: str, thunk: Callable[[], Any]) -> Callable[[], Any]:
+        def result() -> Any:
+            for j, (got, signatures_j) in enumerate(cases):
+                if j == i or diagnosis not in signatures_j:
+                    continue
+                mine, theirs = outcome(got), signatures_j[diagnosis]()
+                if (mine is _RAISED) != (theirs is None) or (mine is not _RAISED and not compare.same_result(mine, theirs)):
+                    return None
+            return thunk()
+        return result
+
+    return [{d: confirmed(i, d, thunk) for d, thunk in signatures_i.items()} for i, (_, signatures_i) in enumerate(cases)]
+
+
+_RAISED = object()
+
+
 def _pick(pick: Callable[[Any], Any], result: Any) -> Any:
     try:
         return None if result is None else pick(result)
@@ -692,6 +723,11 @@ def _input_sizes(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list
                 sizes.append((label, int(n)))
         elif isinstance(value, (list, tuple)) and value and not isinstance(value[0], (str, int, float)):
             sizes.append((f"the length of `{name}`", len(value)))
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. a TaskBatch: its tensors' dims
+            for f in dataclasses.fields(value):
+                tensor = getattr(value, f.name, None)
+                if isinstance(tensor, Tensor):
+                    sizes += [(f"dim {d} of `{name}.{f.name}`", int(n)) for d, n in enumerate(tensor.shape)]
         elif isinstance(value, torch.nn.Module) and hasattr(getattr(value, "cfg", None), "d_vocab"):
             sizes += [(f"the model's `{key}`", int(getattr(value.cfg, key))) for key in
                       ("d_vocab", "d_model", "n_heads", "d_head", "d_mlp") if isinstance(getattr(value.cfg, key, None), int)]

@@ -135,6 +135,7 @@ def expect_tensor(
     atol: float | None = None,
     rtol: float | None = None,
     retries: Mistakes | None = None,
+    entries: tuple[str, ...] | None = None,
 ) -> None:
     """Compare ``got`` with the known tensor ``want``; fail with a diagnosis if they differ.
 
@@ -143,7 +144,8 @@ def expect_tensor(
     only if ``got`` is wrong). ``retries`` maps a diagnosis to the learner's own result on
     an equivalent input (e.g. the same position counted from the start instead of the end):
     if ``got`` is wrong and that one is right, the diagnosis names what the original input
-    had. ``atol`` and ``rtol`` override the check's tolerance.
+    had. ``atol`` and ``rtol`` override the check's tolerance. ``entries`` names the entries
+    of a result made of a few numbers, e.g. ``("precision", "recall")``.
     """
     dim_names = dims.split() if dims else None
     got = _plain_tensor(got, name)
@@ -170,11 +172,30 @@ def expect_tensor(
             if _matches(got, result.to(got.dtype), atol, rtol):
                 fail(f"{name}: {diagnosis}", header=name)
     if got.is_floating_point():
-        fail(f"{name}: " + diagnose_values(got, want, dim_names, atol, rtol), header=name)
+        fail(f"{name}: " + diagnose_values(got, want, dim_names, atol, rtol, entries), header=name)
     wrong = (got != want).nonzero()
     fail(f"{name}: {len(wrong)} of {got.numel()} entries differ from the expected values "
          f"(first at index {wrong[0].tolist()}: expected {want[tuple(wrong[0])].item()}, "
          f"got {got[tuple(wrong[0])].item()})", header=name)
+
+
+def same_result(got: Any, other: Any) -> bool:
+    """``got`` equals ``other`` within the current tolerance (tensors, also nested in tuples,
+    lists and dicts, and numbers); False for anything that cannot be compared."""
+    try:
+        if isinstance(got, Tensor) and isinstance(other, Tensor):
+            a, b = (t.detach().cpu() for t in (got, other))
+            a, b = (t.to_dense() if t.is_sparse else t for t in (a, b))
+            return a.shape == b.shape and _matches(a.to(b.dtype), b, tolerance().atol, tolerance().rtol)
+        if isinstance(got, dict) and isinstance(other, dict):
+            return got.keys() == other.keys() and all(same_result(got[k], other[k]) for k in got)
+        if isinstance(got, (list, tuple)) and isinstance(other, (list, tuple)):
+            return len(got) == len(other) and all(same_result(a, b) for a, b in zip(got, other))
+        if isinstance(got, (int, float)) and isinstance(other, (int, float)) and not isinstance(got, bool):
+            return abs(got - other) <= tolerance().atol * max(abs(other), 1e-12) + tolerance().rtol * abs(other)
+        return bool(got == other)
+    except Exception:
+        return False
 
 
 def _evaluate(result: Any) -> Any:
@@ -234,7 +255,8 @@ def _close(a: Tensor, b: Tensor, atol: float, rtol: float) -> bool:
     return a.shape == b.shape and _matches(a, b, atol, rtol)
 
 
-def diagnose_values(got: Tensor, want: Tensor, dims: list[str] | None, atol: float, rtol: float) -> str:
+def diagnose_values(got: Tensor, want: Tensor, dims: list[str] | None, atol: float, rtol: float,
+                    entries: tuple[str, ...] | None = None) -> str:
     """A plain-words description of how ``got`` differs from ``want`` (same shape, floats):
     a family of mistakes when one fits exactly, else where and by how much they differ."""
     dims = dims if dims is not None and len(dims) == want.ndim else [f"dim {i}" for i in range(want.ndim)]
@@ -254,7 +276,7 @@ def diagnose_values(got: Tensor, want: Tensor, dims: list[str] | None, atol: flo
                     _transpose_message(got, want, dims, atol, rtol), _mask_message(got, want, dims, atol, rtol)):
         if message:
             return message
-    return _where_message(got, want, dims, atol, rtol)
+    return _where_message(got, want, dims, atol, rtol, entries)
 
 
 def _sign_message(got: Tensor, want: Tensor, tol: Tensor) -> str | None:
@@ -355,7 +377,7 @@ def _mask_message(got: Tensor, want: Tensor, dims: list[str], atol: float, rtol:
                 "did you forget to keep only active latents / the positions asked for?")
     if missing.any() and not (~agree & ~missing).any():
         return (f"is zero in {int(missing.sum())} entries where a value is expected (e.g. at index "
-                f"{missing.nonzero()[0].tolist()}{localise(missing, None, dims)}); the rest matches: part of the "
+                f"{missing.nonzero()[0].tolist()}{localise(missing, want != 0, dims)}); the rest matches: part of the "
                 "result was left out")
     return None
 
@@ -383,6 +405,16 @@ def localise(where: Tensor, support: Tensor | None, dims: list[str]) -> str:
             inside = support.nonzero()[:, d].unique().tolist()
             if high < min(inside) or low > max(inside):
                 return f"; all at {name} {low}..{high}, where the expected result has nothing"
+    if support is not None and support.any():
+        for d, name in enumerate(dims):  # extra entries at indices the expected result never uses
+            used = set(support.nonzero()[:, d].tolist())
+            if where.shape[d] > 1 and len(used) < where.shape[d] and not used & set(found[:, d].tolist()):
+                return f"; all at `{name}` indices where the expected result has no entry, e.g. {int(found[0, d])}"
+    kept = (~where) & (support if support is not None else torch.ones_like(where))
+    for d, name in enumerate(dims):  # what is left is all at one index: the rest was dropped
+        if name in POSITION_DIMS and kept.any() and len(kept.nonzero()[:, d].unique()) == 1:
+            j = int(kept.nonzero()[0, d])
+            return f"; every position but {name}={j}{_named_index(j, where.shape[d])} is missing"
     return ""
 
 
@@ -393,11 +425,16 @@ def _named_index(i: int, n: int) -> str:
     return ""
 
 
-def _where_message(got: Tensor, want: Tensor, dims: list[str], atol: float, rtol: float) -> str:
-    wrong = (got - want).abs() > _tolerance(want, atol, rtol)
-    if want.numel() <= MIN_FACTOR_ENTRIES:  # a few numbers: show them all
+def _where_message(got: Tensor, want: Tensor, dims: list[str], atol: float, rtol: float,
+                   entries: tuple[str, ...] | None = None) -> str:
+    tol = _tolerance(want, atol, rtol)
+    wrong = (got - want).abs() > tol
+    if want.numel() <= MIN_FACTOR_ENTRIES:  # a few numbers: show them all, and what each wrong one looks like
+        names = list(entries) if entries and len(entries) == want.numel() else [f"entry {i}" for i in range(want.numel())]
+        notes = [note for i, (g, w, t) in enumerate(zip(got.flatten().tolist(), want.flatten().tolist(), tol.flatten().tolist()))
+                 if abs(g - w) > t and (note := _entry_note(names[i], g, w, t))]
         return (f"expected {_numbers(want)}, got {_numbers(got)} "
-                f"({int(wrong.sum())} of {want.numel()} differ beyond float noise)")
+                f"({int(wrong.sum())} of {want.numel()} differ beyond float noise)" + "".join(f"; {n}" for n in notes))
     where = tuple(int(i) for i in wrong.nonzero()[0])
     count = f"{int(wrong.sum())} of {got.numel()} entries differ"
     detail = (f"(max abs diff {(got - want).abs().max().item():.3g}, expected values up to "
@@ -410,6 +447,17 @@ def _where_message(got: Tensor, want: Tensor, dims: list[str], atol: float, rtol
             bos = " (position 0 is BOS)" if name in POSITION_DIMS and i == 0 else _named_index(i, want.shape[d])
             return f"{count}, all at {name}={i}{bos}; the rest matches {detail}"
     return f"{count} {detail}"
+
+
+def _entry_note(name: str, got: float, want: float, tol: float) -> str:
+    """What one wrong number of a few looks like: the wrong sign, or a size of the inputs as a factor."""
+    if abs(got + want) <= tol:
+        return f"{name} has the wrong sign"
+    if got != 0 and want != 0:
+        hint = _size_hint(want / got, torch.tensor([want]), [])
+        if hint:
+            return f"{name} is" + hint.removeprefix(":")
+    return ""
 
 
 def _numbers(x: Tensor) -> str:
@@ -459,10 +507,10 @@ def _sizes_hint(got: tuple[int, ...], want: tuple[int, ...]) -> str:
     foreign = [n for n in got if n not in want and n in named and n > 1]
     if not foreign:
         return ""
-    parts = [f"{n} is the size of {named[n]}" for n in foreign[:2]]
     lost = [n for n in want if n not in got and n in named and n > 1]
-    parts += [f"{n} (expected) of {named[n]}" for n in lost[:1]]
-    return " (" + "; ".join(parts) + "): a reduction over the wrong dim, or an index over the wrong thing?"
+    where = f", where {lost[0]}, the size of {named[lost[0]]}, is expected" if lost else ""
+    return (f" ({foreign[0]} is the size of {named[foreign[0]]}{where}): a reduction over the wrong dim, or an index "
+            "over the wrong thing?")
 
 
 def shape_str(shape: tuple[int, ...], dims: list[str] | None) -> str:
@@ -520,7 +568,7 @@ def expect_sparse(
         fail(f"{name} stores {len(extra)} entries where none is expected (e.g. at index {list(min(extra))}{where}): "
              "keep only the entries asked for (active latents, positions up to `pos`)", header=name)
     if missing:
-        where = localise(_mask_of(missing, shape), None, dim_names)
+        where = localise(_mask_of(missing, shape), _mask_of(expected, shape), dim_names)
         fail(f"{name} lacks {len(missing)} entries for active latents (e.g. at index {list(min(missing))}{where}): "
              "store every active pair, even where the gradient is zero", header=name)
 
