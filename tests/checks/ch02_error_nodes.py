@@ -15,6 +15,7 @@ from tests.mistakes.ch02_error_nodes import MISTAKES
 from utils.backends import Backend
 from utils.course.checking import (
     backend,
+    recording_now as _recording,
     consistent,
     exercise_check,
     expect_tensor,
@@ -173,14 +174,15 @@ def check_ablate_nodes(ablate_nodes: Any) -> None:
     means = _baseline(bk, every, "ioi", seed(24))
     circuit = _ranked(bk, every, batch, means, 60, "circuit")
     cases.append((bk.world.task_batch("ioi", 1, seed=seed(25)), every, circuit, means, True, "all six, mean, complement"))
-    results = []  # the learner's result and the catalogued mistakes' on every case, computed when needed
-    for batch, dictionaries, nodes, baseline, complement, _ in cases:
+    results = []  # the learner's result, the known one and the catalogued mistakes' on every case, when needed
+    for i, (batch, dictionaries, nodes, baseline, complement, _) in enumerate(cases):
         args = (model, dictionaries, batch.tokens, batch.answer_ids, batch.distractor_ids, nodes)
-        results.append((functools.cache(lambda args=args, baseline=baseline, complement=complement:
-                                        run(ablate_nodes, bk, *args, baseline=baseline, complement=complement)),
-                        signatures(MISTAKES["ablate_nodes"], *args, baseline=baseline, complement=complement)))
-    for i, ((got, _), mistakes) in enumerate(zip(results, consistent(results))):
-        expect_tensor(got(), known(f"metric_{i}", got()), name=f"metric ({cases[i][-1]})", dims="batch", mistakes=mistakes)
+        got = functools.cache(lambda args=args, baseline=baseline, complement=complement:
+                              run(ablate_nodes, bk, *args, baseline=baseline, complement=complement))
+        want = known(f"metric_{i}", got()) if _recording() else known(f"metric_{i}", None)
+        results.append((got, want, signatures(MISTAKES["ablate_nodes"], *args, baseline=baseline, complement=complement)))
+    for i, ((got, want, _), mistakes) in enumerate(zip(results, consistent(results))):
+        expect_tensor(got(), want, name=f"metric ({cases[i][-1]})", dims="batch", mistakes=mistakes)
 
 
 # ---------------------------------------------------------------------------------------

@@ -194,6 +194,13 @@ def _load_fixture(chapter: str, exercise: str) -> dict[str, Any]:
     return torch.load(path, weights_only=True)
 
 
+def recording_now() -> bool:
+    """True while known outputs are being recorded (the reference is running): a check that
+    needs a known output before it has the learner's result computes that result first."""
+    state = _RUN.get()
+    return state is not None and state.recording
+
+
 def known(key: str, value: Any) -> Any:
     """The known output stored under ``key`` (recording: store ``value`` and return it)."""
     state = _RUN.get()
@@ -471,14 +478,15 @@ class Signatures(dict):
         return {d: (lambda thunk=thunk: _pick(pick, thunk())) for d, thunk in self.items()}
 
 
-def consistent(cases: list[tuple[Callable[[], Any], Signatures | dict[str, Callable[[], Any]]]]
+def consistent(cases: list[tuple[Callable[[], Any], Any, Signatures | dict[str, Callable[[], Any]]]]
                ) -> list[dict[str, Callable[[], Any]]]:
-    """For each case ``(the learner's result, signatures on that case)``, the signatures of
-    the mistakes that reproduce the learner's result on *every* case (or every part of a
-    result): one case alone can match a mistake by coincidence, e.g. ablating the error at
-    every position equals splicing without the error term when the error is at one position
-    only. The learner's results are thunks (e.g. ``functools.cache``d calls), run only when
-    a result is wrong; a case where both the learner's code and the mistake raise agrees."""
+    """For each case ``(the learner's result, the known result, signatures on that case)``,
+    the signatures of the mistakes that also reproduce the learner's result on every other
+    case where the learner is wrong: one case alone can match a mistake by coincidence, e.g.
+    ablating the error at every position equals splicing without the error term when the
+    error sits at one position only. The learner's results are thunks (e.g.
+    ``functools.cache``d calls), run only when a result is wrong; a case where both the
+    learner's code and the mistake raise agrees."""
     def outcome(thunk: Callable[[], Any]) -> Any:
         try:
             return thunk()
@@ -487,16 +495,19 @@ def consistent(cases: list[tuple[Callable[[], Any], Signatures | dict[str, Calla
 
     def confirmed(i: int, diagnosis: str, thunk: Callable[[], Any]) -> Callable[[], Any]:
         def result() -> Any:
-            for j, (got, signatures_j) in enumerate(cases):
+            for j, (got, want, signatures_j) in enumerate(cases):
                 if j == i or diagnosis not in signatures_j:
                     continue
-                mine, theirs = outcome(got), signatures_j[diagnosis]()
+                mine = outcome(got)
+                if mine is not _RAISED and compare.same_result(mine, want):
+                    continue  # right there: nothing to reproduce
+                theirs = signatures_j[diagnosis]()
                 if (mine is _RAISED) != (theirs is None) or (mine is not _RAISED and not compare.same_result(mine, theirs)):
                     return None
             return thunk()
         return result
 
-    return [{d: confirmed(i, d, thunk) for d, thunk in signatures_i.items()} for i, (_, signatures_i) in enumerate(cases)]
+    return [{d: confirmed(i, d, thunk) for d, thunk in signatures_i.items()} for i, (_, _, signatures_i) in enumerate(cases)]
 
 
 _RAISED = object()
