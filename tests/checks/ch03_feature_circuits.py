@@ -157,6 +157,8 @@ def check_gender_latents(gender_latents: Any) -> None:
         scores = auroc(latents, torch.stack([bios.gender.bool(), bios.profession.bool()], dim=1))
         pool = set(latents.mean(0).topk(12).indices.tolist()) | set((scores[0] - 0.5).abs().topk(4).indices.tolist())
         candidates = known(f"candidates_{i}", sorted(pool))
+        shuffle = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(seed(81 + i))).tolist()
+        candidates = [candidates[j] for j in shuffle]  # in no order: the answer must still be sorted
         got = run(gender_latents, bk, latents, bios, candidates)
         if not isinstance(got, (list, tuple)) or not all(isinstance(j, int) and not isinstance(j, bool) for j in got):
             fail(f"return a list of latent ids (ints), got {type(got).__name__}"
