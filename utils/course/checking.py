@@ -769,6 +769,23 @@ def counted_from_the_end(again: Callable[[int], Any], pos: int, n_pos: int) -> d
             f"the end (use pos % n_pos before slicing `[:pos + 1]` or comparing positions)": lambda: again(pos % n_pos)}
 
 
+def shifted_positions(again: Callable[[int], Any], pos: int, n_pos: int) -> dict[str, Callable[[], Any]]:
+    """For ``expect_tensor(retries=...)``: :func:`counted_from_the_end`, and the learner's
+    function called ``again`` one position later and earlier: if that answer is right, the
+    function reads a position next to the one asked for."""
+    retries = counted_from_the_end(again, pos, n_pos)
+    p = pos % n_pos
+    if p + 1 < n_pos:
+        retries[f"these are the values one position earlier than `pos`={p} (your answer for pos={p + 1} is the right one "
+                f"for {p}): an off-by-one position (BOS is position 0; negative positions count from the end)"] = (
+            lambda: again(p + 1))
+    if p >= 1:
+        retries[f"these are the values one position later than `pos`={p} (your answer for pos={p - 1} is the right one "
+                f"for {p}): an off-by-one position (BOS is position 0; negative positions count from the end)"] = (
+            lambda: again(p - 1))
+    return retries
+
+
 def _dim_names(annotation: Any) -> list[str]:
     for option in (annotation, *typing.get_args(annotation)):
         dims = getattr(option, "dim_str", None)
