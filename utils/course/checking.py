@@ -739,6 +739,8 @@ def _input_sizes(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list
                 tensor = getattr(value, f.name, None)
                 if isinstance(tensor, Tensor):
                     sizes += [(f"dim {d} of `{name}.{f.name}`", int(n)) for d, n in enumerate(tensor.shape)]
+        elif isinstance(value, int) and not isinstance(value, bool) and not any(w in name for w in INDEX_ARGUMENTS):
+            sizes.append((f"`{name}`", value))  # a count such as k, max_n or steps
         elif isinstance(value, torch.nn.Module) and hasattr(getattr(value, "cfg", None), "d_vocab"):
             sizes += [(f"the model's `{key}`", int(getattr(value.cfg, key))) for key in
                       ("d_vocab", "d_model", "n_heads", "d_head", "d_mlp") if isinstance(getattr(value.cfg, key, None), int)]

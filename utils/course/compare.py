@@ -173,6 +173,9 @@ def expect_tensor(
                 fail(f"{name}: {diagnosis}", header=name)
     if got.is_floating_point():
         fail(f"{name}: " + diagnose_values(got, want, dim_names, atol, rtol, entries), header=name)
+    if want.ndim == 1 and want.numel() > 1 and torch.equal(got.sort().values, want.sort().values):
+        order = "reverse order" if torch.equal(got, want.flip(0)) else "another order"
+        fail(f"{name}: holds the expected values in {order} (not sorted as asked?)", header=name)
     wrong = (got != want).nonzero()
     fail(f"{name}: {len(wrong)} of {got.numel()} entries differ from the expected values "
          f"(first at index {wrong[0].tolist()}: expected {want[tuple(wrong[0])].item()}, "
@@ -490,6 +493,9 @@ def _diagnose_shape(got: tuple[int, ...], want: tuple[int, ...], dims: list[str]
 
 def _off_by_one(name: str, got: int, want: int) -> str:
     more = "one entry too many" if got > want else "one entry too few"
+    counts = [f"{label} is {size}" for label, size in tolerance().sizes if size == want and label != f"`{name}`"]
+    if counts and name not in POSITION_DIMS:
+        more += f" ({counts[0]})"
     if name in POSITION_DIMS:
         return f": `{name}` is off by one, {more} (BOS included or left out?)"
     whole, _, extra = name.partition("_plus_")
