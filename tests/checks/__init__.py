@@ -13,6 +13,7 @@ def expect_explained_variance(got: float, want: float, x: Tensor, x_hat: Tensor,
     the variants a learner may compute instead (BOS in, another centring) differ by less
     than 1% of EV itself. Those variants are named (several when they coincide here)."""
     from utils.course.checking import expect_close, fail
+    from utils.course.compare import tolerance
 
     def ev(x: Tensor, x_hat: Tensor, centre: Tensor | float) -> float:
         return 1 - ((x - x_hat).pow(2).sum() / (x - centre).pow(2).sum()).item()
@@ -27,6 +28,7 @@ def expect_explained_variance(got: float, want: float, x: Tensor, x_hat: Tensor,
     }
     scale = abs(1 - want)
     if abs(got - want) > 5e-3 * scale:
+        tolerance().failed.append(abs(got - want) / (tolerance().atol * scale))  # the size of the mistake, for benchmarks
         close = [what for what, value in variants.items()
                  if abs(got - value) < 1e-3 * scale and abs(value - want) > 5e-3 * scale]
         if close:

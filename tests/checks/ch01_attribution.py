@@ -77,7 +77,10 @@ def check_ablation_effects(ablation_effects: Any) -> None:
     for i, (sae, n, pos, mean_baseline, draw) in enumerate(configs):
         batch = bk.world.task_batch("ioi", n, seed=seed(draw))
         acts = _latents(model, sae, batch.tokens)
-        latents = acts[:, -1 if i < 3 else pos].sum(0).topk(6).indices.sort().values
+        if i < 3:  # the strongest latents at the last position and at position 3: each case moves some
+            latents = torch.cat([acts[:, -1].sum(0).topk(3).indices, acts[:, 3].sum(0).topk(4).indices]).unique()[:6].sort().values
+        else:
+            latents = acts[:, pos].sum(0).topk(6).indices.sort().values
         baseline = _latents(model, sae, corpus)[:, 1:].mean((0, 1)) if mean_baseline else None
         args = (model, sae, batch.tokens, batch.answer_ids, batch.distractor_ids, latents)
         got = run(ablation_effects, bk, *args, pos=pos, baseline=baseline)

@@ -177,7 +177,7 @@ def check_input_dependent_connections(input_dependent_connections: Any) -> None:
     bk = backend()
     up, down = bk.transcoders[TC[0]], bk.transcoders[TC[1]]
     # An inner position first: a function that reads the position before or after `pos` shows there.
-    for i, (task, n, pos, draw) in enumerate([("facts", 1, 3, 41), ("ioi", 3, -1, 40), ("pronouns", 2, -2, 42)]):
+    for i, (task, n, pos, draw) in enumerate([("facts", 2, 3, 41), ("ioi", 3, -1, 40), ("pronouns", 2, -2, 42)]):
         tokens = bk.world.task_batch(task, n, seed=seed(draw)).tokens
         latent = _most_active(bk, tokens, pos)
         args = (bk.model, up, down, latent, tokens, pos)

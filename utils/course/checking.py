@@ -37,7 +37,6 @@ import contextvars
 import dataclasses
 import functools
 import inspect
-import math
 import sys
 import sysconfig
 import traceback
@@ -122,9 +121,16 @@ PASSED: dict[tuple[str, str], Callable[..., Any]] = {}  # (chapter, exercise) ->
 _LAST_CHAPTER: list[str] = []  # chapter of the last check run in this process
 
 
-def exercise_check(chapter: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+TOLERANCES: dict[tuple[str, str], tuple[float, float]] = {}  # (chapter, exercise) -> (atol, rtol), where not the default
+
+
+def exercise_check(chapter: str, *, atol: float = compare.ATOL, rtol: float = compare.RTOL
+                   ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register ``check_<exercise>(fn)`` under (chapter, exercise); load or record its
-    known outputs, report the result, and remember a function that passed."""
+    known outputs, report the result, and remember a function that passed. ``atol`` and
+    ``rtol`` are the check's tolerance (``utils.course.compare``), set per check from the
+    measured float noise of the reference and the smallest conceptual mistake
+    (``python -m utils.course bench tolerances``)."""
 
     def decorate(check: Callable[..., None]) -> Callable[..., None]:
         exercise = check.__name__.removeprefix("check_")
@@ -148,6 +154,8 @@ def exercise_check(chapter: str) -> Callable[[Callable[..., None]], Callable[...
 
         run_check.exercise = exercise  # type: ignore[attr-defined]
         run_check.chapter = chapter  # type: ignore[attr-defined]
+        if (atol, rtol) != (compare.ATOL, compare.RTOL):
+            TOLERANCES[key] = (atol, rtol)
         CHECKS[key] = run_check
         return run_check
 
@@ -164,7 +172,8 @@ def _run_check(check: Callable[..., None], chapter: str, exercise: str, fn: Any,
         state.store = given if given is not None else _load_fixture(chapter, exercise)
     token = _RUN.set(state)
     try:
-        with compare.measuring(_SETTINGS.get().dtype) as tolerance:
+        atol, rtol = TOLERANCES.get((chapter, exercise), (compare.ATOL, compare.RTOL))
+        with compare.measuring(_SETTINGS.get().dtype, atol, rtol) as tolerance:
             check(fn, *args, **kwargs)
     except CheckFailure:
         raise
@@ -622,7 +631,7 @@ def run(fn: Any, bk: Backend | None, *args: Any, grad: bool = False, twice: bool
     result = _watched(fn, bk, args, kwargs, grad)
     if twice:
         again = _watched(fn, bk, args, kwargs, grad)
-        if not _same(result, again):
+        if not compare.same_result(again, result):  # within float noise: a rerun may sum in another order
             name = f"`{getattr(fn, '__name__', 'your function')}`"
             fail(f"{name} gave a different result when called a second time on the same inputs: it keeps state "
                  "between calls (gradients accumulating in leaves or tensors reused across calls, a cache, a "
@@ -671,23 +680,6 @@ def _watched(fn: Any, bk: Backend | None, args: tuple[Any, ...], kwargs: dict[st
 
 def _paths(paths: list[str]) -> str:
     return ", ".join(f"`{p}`" for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-
-
-def _same(a: Any, b: Any) -> bool:
-    """``a`` and ``b`` identical (tensors nested in tuples, lists and dicts; numbers)."""
-    if isinstance(a, Tensor) or isinstance(b, Tensor):
-        if not (isinstance(a, Tensor) and isinstance(b, Tensor)) or a.shape != b.shape or a.layout != b.layout:
-            return False
-        a, b = (t.to_dense() if t.is_sparse else t for t in (a, b))
-        return bool(torch.equal(a.detach().cpu(), b.detach().cpu())) or bool(
-            a.is_floating_point() and torch.allclose(a.detach().cpu(), b.detach().cpu(), rtol=1e-6, atol=0))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) and isinstance(b, float):
-        return a == b or (math.isnan(a) and math.isnan(b))
-    return bool(a == b) if type(a) is type(b) else False
 
 
 def _parameter_names(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str] | None:

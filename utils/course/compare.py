@@ -106,11 +106,21 @@ def tolerance() -> Tolerance:
     return _TOLERANCE.get() or Tolerance()
 
 
+_LAST: list[Tolerance] = []
+
+
+def last_measure() -> Tolerance | None:
+    """The tolerance of the last block opened by :func:`measuring` (for benchmarks: its
+    margins, and the ratios of the comparisons that failed)."""
+    return _LAST[0] if _LAST else None
+
+
 @contextlib.contextmanager
-def measuring(dtype: torch.dtype = torch.float32) -> Iterator[Tolerance]:
-    """Compare at the tolerance for ``dtype`` inside the block; yields it, to read the
-    margins seen (``utils.course.checking`` opens one per check run)."""
-    current = Tolerance(dtype=dtype)
+def measuring(dtype: torch.dtype = torch.float32, atol: float = ATOL, rtol: float = RTOL) -> Iterator[Tolerance]:
+    """Compare at ``atol``/``rtol`` for ``dtype`` inside the block; yields the tolerance, to
+    read the margins seen (``utils.course.checking`` opens one per check run)."""
+    current = Tolerance(atol=atol, rtol=rtol, dtype=dtype)
+    _LAST[:] = [current]
     token = _TOLERANCE.set(current)
     try:
         yield current
@@ -453,13 +463,16 @@ def _where_message(got: Tensor, want: Tensor, dims: list[str], atol: float, rtol
 
 
 def _entry_note(name: str, got: float, want: float, tol: float) -> str:
-    """What one wrong number of a few looks like: the wrong sign, or a size of the inputs as a factor."""
+    """What one wrong number of a few looks like: the wrong sign, or a size of the inputs as
+    a factor (said less firmly than for a whole tensor: one number proves little)."""
     if abs(got + want) <= tol:
         return f"{name} has the wrong sign"
     if got != 0 and want != 0:
-        hint = _size_hint(want / got, torch.tensor([want]), [])
-        if hint:
-            return f"{name} is" + hint.removeprefix(":")
+        for label, size in tolerance().sizes:
+            if size > 1 and abs(want / got - size) < 1e-3 * size:
+                return f"{name} is 1/{size} of the expected, and {label} has size {size}: one mean over it too many?"
+            if size > 1 and abs(got / want - size) < 1e-3 * size:
+                return f"{name} is {size}x the expected, and {label} has size {size}: a sum over it where a mean was needed?"
     return ""
 
 
@@ -481,9 +494,12 @@ def _diagnose_shape(got: tuple[int, ...], want: tuple[int, ...], dims: list[str]
                         f"{want[d] * want[d + 1]}: keep them apart (rearrange/reshape to [..., {want[d]}, {want[d + 1]}])")
         missing = [d for d, n in zip(names, want) if n not in got]
         hint = f" (`{missing[0]}`?)" if missing else ""
-        return message + f": one dim is missing{hint}; did you reduce over a dim you should keep?" + _sizes_hint(got, want)
+        return message + f": one dim is missing{hint}; did you reduce over a dim you should keep?"
     if len(got) == len(want) + 1:
-        return message + ": there is one dim too many; did you forget to reduce or index a dim?" + _sizes_hint(got, want)
+        extra = [n for n in got if n not in want]
+        named = {size: label for label, size in reversed(tolerance().sizes)}
+        hint = f" (the extra dim has size {extra[0]}, that of {named[extra[0]]})" if extra and extra[0] in named else ""
+        return message + f": there is one dim too many{hint}; did you forget to reduce or index a dim?"
     if len(got) == len(want):
         for d, (g, w) in enumerate(zip(got, want)):
             if g != w and abs(g - w) == 1:
