@@ -403,7 +403,7 @@ chapter of each from its path): label -> score, label -> path, seconds."""
     folder = Path(tempfile.mkdtemp(prefix="sae-cheats-"))
     paths = batch(folder)
     started = time.perf_counter()
-    scores = grading.grade(list(paths.values()), workers=3, cell_timeout=CELL_TIMEOUT, timeout=900,
+    scores = grading.grade(list(paths.values()), jobs=3, cell_timeout=CELL_TIMEOUT, timeout=900,
                            seed_offset=SEED_OFFSET)
     seconds = time.perf_counter() - started
     print(grading.table(scores))

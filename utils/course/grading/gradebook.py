@@ -1,0 +1,175 @@
+"""A class's results: one gradebook row per student, and a feedback page per student.
+
+A class folder holds ``<student>/<chapter>.ipynb`` (or ``<chapter>/<student>.ipynb``, or a flat
+``<student>_<chapter>.ipynb`` / ``<student>.ipynb`` with ``--chapter``): the student is what is
+left of the notebook's path under the folder given, once the chapter's name is taken out.
+
+:func:`write_gradebook` writes the CSV a learning management system imports:
+
+``canvas`` (Canvas's *Import* in the Gradebook)
+    ``Student, ID, SIS User ID, SIS Login ID, Section`` (the student's name in ``Student``
+    and ``SIS Login ID``; Canvas matches a row by ID, SIS User ID, SIS Login ID, then name),
+    then ``Notes`` (a custom column: Canvas imports it into the Gradebook's *Notes* column,
+    which must be shown first), then one column per chapter (percent) and per exercise
+    (1 or 0), and a second row ``Points Possible`` (100 per chapter, 1 per exercise).
+``moodle`` (Moodle's *Import > CSV file*)
+    ``Username`` (map it to a user field: username, email address or ID number), the grade
+    columns, then one ``<chapter> feedback`` column per chapter (map it to *Feedback for
+    <chapter>*); no second row: Moodle refuses a row whose user it cannot find.
+
+A notebook that could not be graded counts 0 and says why; a chapter a student handed in
+twice keeps the better notebook and says so. :func:`write_feedback` writes one HTML page per
+student (no script, no link, nothing fetched): each chapter's exercises, PASS or FAIL, and why.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from utils.course.chapter import names
+from utils.course.grading.report import Score
+
+LAYOUTS = ("canvas", "moodle")
+CANVAS_IDENTITY = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+
+
+@dataclass
+class Student:
+    """One student's results, by chapter."""
+
+    name: str
+    chapters: dict[str, Score] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # not tied to one chapter (a file that is no notebook)
+
+
+def student_name(notebook: Path, roots: list[Path], chapter: str | None) -> str:
+    """Who handed ``notebook`` in: its path under the deepest folder of ``roots`` that holds it
+    (else its own folder), without ``.ipynb`` and without the chapter's name."""
+    path = Path(os.path.abspath(notebook))
+    under = [r for r in map(lambda r: Path(os.path.abspath(r)), roots) if r in path.parents]
+    root = max(under, key=lambda r: len(r.parts)) if under else path.parent
+    parts = [*path.relative_to(root).parent.parts, path.name.removesuffix(".ipynb")]
+    chapters = [chapter] if chapter else [c for c in names() if any(c in p for p in parts)]
+    for ch in chapters:
+        parts = [re.sub(rf"[ _.\-]*{re.escape(ch)}[ _.\-]*", "_", p).strip("_") for p in parts]
+    name = "/".join(p for p in parts if p)
+    return name or root.name or path.stem
+
+
+def students(scores: list[Score], roots: list[Path]) -> dict[str, Student]:
+    """Scores gathered by student (sorted by name); the better of two notebooks of one chapter."""
+    found: dict[str, Student] = {}
+    for score in scores:
+        name = student_name(score.notebook, roots, score.chapter)
+        student = found.setdefault(name, Student(name))
+        if score.chapter is None:
+            student.notes.append(f"{score.notebook.name}: not graded: {score.error}")
+            continue
+        kept = student.chapters.get(score.chapter)
+        if kept is not None:
+            better, other = sorted([kept, score], key=lambda s: (s.fraction, str(s.notebook)), reverse=True)
+            student.notes.append(f"{score.chapter}: two notebooks ({better.notebook.name} and {other.notebook.name}); "
+                                 f"kept the better, {better.fraction:.0%}")
+            score = better
+        student.chapters[score.chapter] = score
+    return dict(sorted(found.items()))
+
+
+def exercise_columns(scores: list[Score]) -> dict[str, list[str]]:
+    """Chapter -> its exercises, for every chapter graded in the batch (in course order)."""
+    from utils.course.chapter import Chapter
+
+    graded = {s.chapter for s in scores if s.chapter}
+    return {ch: list(Chapter(ch).exercise_names) for ch in names() if ch in graded}
+
+
+def feedback(score: Score) -> str:
+    """One chapter's result in words: the score, then the reason for every FAIL."""
+    if score.error:
+        return f"{score.chapter}: 0% (not graded: {score.error})"
+    lines = [f"{score.chapter}: {score.fraction:.0%}"]
+    lines += [f"{name}: FAIL: {e.reason}" for name, e in score.exercises.items() if not e.passed]
+    return "\n".join(lines)
+
+
+def write_gradebook(scores: list[Score], path: Path, roots: list[Path], layout: str = "canvas") -> None:
+    """The CSV of one row per student in ``layout`` (``canvas`` or ``moodle``: see the module docstring)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown gradebook layout {layout!r}; expected one of {LAYOUTS}")
+    chapters = exercise_columns(scores)
+    grades = [c for ch, exercises in chapters.items() for c in [ch, *(f"{ch}: {e}" for e in exercises)]]
+    rows = []
+    for student in students(scores, roots).values():
+        values, notes = {}, list(student.notes)
+        for ch, exercises in chapters.items():
+            score = student.chapters.get(ch)
+            if score is None:
+                continue  # not handed in: left empty, which both systems read as "no change"
+            values[ch] = f"{100 * score.fraction:g}"
+            for e in exercises:
+                values[f"{ch}: {e}"] = "1" if e in score.exercises and score.exercises[e].passed else "0"
+            values[f"{ch} feedback"] = feedback(score)
+            notes.append(values[f"{ch} feedback"])
+        rows.append((student.name, values, "\n\n".join(notes)))
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        if layout == "canvas":
+            writer.writerow([*CANVAS_IDENTITY, "Notes", *grades])
+            points = ["100" if c in chapters else "1" for c in grades]
+            writer.writerow(["Points Possible", "", "", "", "", "", *points])
+            for name, values, notes in rows:
+                writer.writerow([name, "", "", name, "", notes, *(values.get(c, "") for c in grades)])
+        else:
+            writer.writerow(["Username", *grades, *(f"{ch} feedback" for ch in chapters)])
+            for name, values, _ in rows:
+                writer.writerow([name, *(values.get(c, "") for c in grades),
+                                 *(values.get(f"{ch} feedback", "") for ch in chapters)])
+
+
+def write_feedback(scores: list[Score], folder: Path, roots: list[Path]) -> dict[str, Path]:
+    """One self-contained HTML page per student under ``folder``; student -> its page."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pages = {}
+    for student in students(scores, roots).values():
+        page = folder / (re.sub(r"[^\w.-]+", "_", student.name) + ".html")
+        page.write_text(_page(student), encoding="utf-8")
+        pages[student.name] = page
+    return pages
+
+
+_STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #1b1b1b; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
+table { border-collapse: collapse; width: 100%; } td, th { border-bottom: 1px solid #ddd; padding: .4rem .5rem;
+  text-align: left; vertical-align: top; }
+.pass { color: #0a6b2d; font-weight: 600; } .fail { color: #a4161a; font-weight: 600; }
+.why { white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 13px; }
+.note { color: #555; }
+"""
+
+
+def _page(student: Student) -> str:
+    e = html.escape
+    parts = [f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>Feedback: {e(student.name)}</title>",
+             f"<style>{_STYLE}</style></head><body>", f"<h1>Feedback for {e(student.name)}</h1>"]
+    parts += [f"<p class='note'>{e(n)}</p>" for n in student.notes]
+    for ch, score in student.chapters.items():
+        parts.append(f"<h2>{e(ch)}: {score.fraction:.0%}</h2>")
+        parts.append(f"<p class='note'>graded notebook: {e(score.notebook.name)}</p>")
+        if score.error:
+            parts.append(f"<p class='fail'>Not graded: {e(score.error)}</p>")
+            continue
+        parts.append("<table><tr><th>exercise</th><th>result</th><th>why</th></tr>")
+        for name, ex in score.exercises.items():
+            mark = "<span class='pass'>PASS</span>" if ex.passed else "<span class='fail'>FAIL</span>"
+            why = ex.reason + "".join(f"\n(note: {n})" for n in ex.notes)
+            parts.append(f"<tr><td>{e(name)}</td><td>{mark}</td><td class='why'>{e(why)}</td></tr>")
+        parts.append("</table>")
+        parts += [f"<p class='note'>{e(n)}</p>" for n in score.notes]
+        parts += [f"<p class='note'>another cell failed: {e(f)}</p>" for f in score.other_failures]
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
