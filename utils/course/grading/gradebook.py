@@ -1,8 +1,9 @@
 """A class's results: one gradebook row per student, and a feedback page per student.
 
-A class folder holds ``<student>/<chapter>.ipynb`` (or ``<chapter>/<student>.ipynb``, or a flat
-``<student>_<chapter>.ipynb`` / ``<student>.ipynb`` with ``--chapter``): the student is what is
-left of the notebook's path under the folder given, once the chapter's name is taken out.
+A class folder holds ``<student>/<chapter>.ipynb`` (any file name in the student's folder), or
+``<chapter>/<student>.ipynb``, or a flat ``<student>_<chapter>.ipynb`` (``<student>.ipynb`` with
+``--chapter``): the student is the folder under the one given, else the file's name without
+the chapter's.
 
 :func:`write_gradebook` writes the CSV a learning management system imports:
 
@@ -47,16 +48,20 @@ class Student:
 
 
 def student_name(notebook: Path, roots: list[Path], chapter: str | None) -> str:
-    """Who handed ``notebook`` in: its path under the deepest folder of ``roots`` that holds it
-    (else its own folder), without ``.ipynb`` and without the chapter's name."""
+    """Who handed ``notebook`` in, from its path under the deepest folder of ``roots`` that
+    holds it (else under its own folder): the folders, without one named for the chapter;
+    with no other folder, the file's name without the chapter's."""
     path = Path(os.path.abspath(notebook))
-    under = [r for r in map(lambda r: Path(os.path.abspath(r)), roots) if r in path.parents]
+    under = [r for r in (Path(os.path.abspath(r)) for r in roots) if r in path.parents]
     root = max(under, key=lambda r: len(r.parts)) if under else path.parent
-    parts = [*path.relative_to(root).parent.parts, path.name.removesuffix(".ipynb")]
-    chapters = [chapter] if chapter else [c for c in names() if any(c in p for p in parts)]
-    for ch in chapters:
-        parts = [re.sub(rf"[ _.\-]*{re.escape(ch)}[ _.\-]*", "_", p).strip("_") for p in parts]
-    name = "/".join(p for p in parts if p)
+    chapters = [chapter] if chapter else [c for c in names() if c in str(path.relative_to(root))]
+    folders = [f for f in path.relative_to(root).parent.parts if not any(c in f for c in chapters)]
+    if len(folders) < len(path.relative_to(root).parent.parts) or not folders:  # <chapter>/<student>.ipynb, or flat
+        stem = path.name.removesuffix(".ipynb")
+        for ch in chapters:
+            stem = re.sub(rf"[ _.\-]*{re.escape(ch)}[ _.\-]*", "_", stem).strip("_")
+        folders.append(stem)
+    name = "/".join(p for p in folders if p)
     return name or root.name or path.stem
 
 
