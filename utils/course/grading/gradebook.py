@@ -93,11 +93,14 @@ def exercise_columns(scores: list[Score]) -> dict[str, list[str]]:
 
 
 def feedback(score: Score) -> str:
-    """One chapter's result in words: the score, then the reason for every FAIL."""
+    """One chapter's result in words: the score, the reason for every FAIL, and what the
+    grader restored or ignored (a check cell edited, an nbval marker)."""
     if score.error:
         return f"{score.chapter}: 0% (not graded: {score.error})"
     lines = [f"{score.chapter}: {score.fraction:.0%}"]
-    lines += [f"{name}: FAIL: {e.reason}" for name, e in score.exercises.items() if not e.passed]
+    for name, e in score.exercises.items():
+        lines += [f"{name}: FAIL: {e.reason}"] if not e.passed else []
+        lines += [f"{name}: note: {n}" for n in e.notes]
     return "\n".join(lines)
 
 
