@@ -121,3 +121,43 @@ def test_feedback_pages_are_self_contained_and_say_why(tmp_path) -> None:
         assert "<script" not in text and "http" not in text and "<link" not in text and "src=" not in text
     assert "an empty file" in pages["carol"].read_text()
     assert students(class_scores(tmp_path), [tmp_path])["bob"].chapters[CH0].fraction == 0.4
+
+
+ROSTER = '''Student,ID,SIS User ID,SIS Login ID,Section,ch00_toolkit (123)
+    Points Possible,,,,,100
+"Alice Ames",101,S-1,alice,Section A,
+"Bob Burns",102,S-2,bburns,Section A,
+"Carol Cole",103,S-3,ccole,Section B,
+"Zed Zimmer",109,S-9,zzimmer,Section B,
+"Student, Test",999,,test,Section A,
+'''
+
+
+def test_canvas_roster_gives_each_row_its_identity(tmp_path) -> None:
+    roster = tmp_path / "export.csv"
+    roster.write_text(ROSTER)
+    root = tmp_path / "class"
+    scores = [score(root / "alice" / f"{CH0}.ipynb", CH0, {"top_k_latents": True}),  # by SIS Login ID
+              score(root / f"burnsbob_102_7781_{CH0}.ipynb", CH0, {}),  # as Canvas names a bulk download: by ID
+              score(root / "S-3" / f"{CH0}.ipynb", CH0, {}),  # by SIS User ID
+              score(root / "mallory" / f"{CH0}.ipynb", CH0, {})]  # in no row
+    out = tmp_path / "canvas.csv"
+    write_gradebook(scores, out, [root], "canvas", roster)
+    header, _, *rows = read(out)
+    table = {r[0]: dict(zip(header, r)) for r in rows}
+    assert [table["Alice Ames"][k] for k in CANVAS_IDENTITY] == ["Alice Ames", "101", "S-1", "alice", "Section A"]
+    assert table["Alice Ames"][CH0] == "20"
+    assert table["Bob Burns"]["ID"] == "102" and table["Bob Burns"][CH0] == "0"
+    assert table["Carol Cole"]["SIS Login ID"] == "ccole"
+    assert table["Zed Zimmer"][CH0] == "" and "no notebook" in table["Zed Zimmer"]["Notes"]
+    assert "not in the roster" in table["mallory"]["Notes"]
+    assert "Student, Test" not in table and len(rows) == 5
+
+
+def test_a_roster_that_is_not_a_canvas_export_is_refused(tmp_path) -> None:
+    roster = tmp_path / "export.csv"
+    roster.write_text("name,email\nalice,a@example.org\n")
+    with pytest.raises(ValueError, match="not a Canvas gradebook export"):
+        write_gradebook(class_scores(tmp_path), tmp_path / "x.csv", [tmp_path], "canvas", roster)
+    with pytest.raises(ValueError, match="Canvas export"):
+        write_gradebook(class_scores(tmp_path), tmp_path / "x.csv", [tmp_path], "moodle", roster)

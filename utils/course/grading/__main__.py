@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from utils.course.grading import CELL_TIMEOUT, TIMEOUT, cores, grade, table, write_json, write_junit
-from utils.course.grading.gradebook import LAYOUTS, write_feedback, write_gradebook
+from utils.course.grading.gradebook import LAYOUTS, read_roster, write_feedback, write_gradebook
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +25,8 @@ def arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"submissions graded at once, each in its own process tree (default: the cores, {cores()})")
     parser.add_argument("--gradebook", type=Path, help="write a CSV with one row per student here (see --lms)")
     parser.add_argument("--lms", choices=LAYOUTS, default="canvas", help="the gradebook's layout (default canvas)")
+    parser.add_argument("--roster", type=Path,
+                        help="a Canvas gradebook export: the identity columns of each student's row come from it")
     parser.add_argument("--feedback", type=Path, help="write one HTML page per student into this folder")
     parser.add_argument("--cell-timeout", type=float, default=CELL_TIMEOUT, help="seconds a cell may run")
     parser.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds a submission may take")
@@ -34,6 +36,13 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be at least 1, got {args.jobs}")
+    if args.roster is not None and (args.lms != "canvas" or not args.gradebook):
+        raise SystemExit("--roster (a Canvas gradebook export) goes with --gradebook FILE and --lms canvas")
+    if args.roster is not None:
+        try:
+            read_roster(args.roster)  # before grading: a bad roster is said at once
+        except (OSError, ValueError, KeyError) as error:
+            raise SystemExit(f"--roster {args.roster}: {error}") from None
     scores = grade(args.submissions, chapter=args.chapter, jobs=args.jobs, cell_timeout=args.cell_timeout,
                    timeout=args.timeout, seed_offset=args.seed_offset)
     print(table(scores))
@@ -45,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"JSON written to {args.json}")
     roots = [Path(p) for p in args.submissions]
     if args.gradebook:
-        write_gradebook(scores, args.gradebook, roots, args.lms)
+        write_gradebook(scores, args.gradebook, roots, args.lms, args.roster)
         print(f"gradebook ({args.lms}) written to {args.gradebook}")
     if args.feedback:
         pages = write_feedback(scores, args.feedback, roots)

@@ -8,8 +8,9 @@ the chapter's.
 :func:`write_gradebook` writes the CSV a learning management system imports:
 
 ``canvas`` (Canvas's *Import* in the Gradebook)
-    ``Student, ID, SIS User ID, SIS Login ID, Section`` (the student's name in ``Student``
-    and ``SIS Login ID``; Canvas matches a row by ID, SIS User ID, SIS Login ID, then name),
+    ``Student, ID, SIS User ID, SIS Login ID, Section`` (Canvas matches a row by ID, SIS User
+    ID, SIS Login ID, then name: the folder name goes into ``Student`` and ``SIS Login ID``,
+    or, given ``--roster`` (a Canvas gradebook export), the roster's row for the student),
     then ``Notes`` (a custom column: Canvas imports it into the Gradebook's *Notes* column,
     which must be shown first), then one column per chapter (percent) and per exercise
     (1 or 0), and a second row ``Points Possible`` (100 per chapter, 1 per exercise).
@@ -104,10 +105,43 @@ def feedback(score: Score) -> str:
     return "\n".join(lines)
 
 
-def write_gradebook(scores: list[Score], path: Path, roots: list[Path], layout: str = "canvas") -> None:
-    """The CSV of one row per student in ``layout`` (``canvas`` or ``moodle``: see the module docstring)."""
+def read_roster(path: Path) -> list[dict[str, str]]:
+    """The students of a Canvas gradebook export (*Grades > Export*): its identity columns,
+    one dict per student (the ``Points Possible`` row and Canvas's test student left out)."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not set(CANVAS_IDENTITY) <= set(rows[0]):
+        raise ValueError(f"{path}: not a Canvas gradebook export (its first columns must be {', '.join(CANVAS_IDENTITY)})")
+    return [{k: (r.get(k) or "").strip() for k in CANVAS_IDENTITY} for r in rows
+            if "Points Possible" not in (r["Student"] or "") and (r["Student"] or "").strip() not in ("", "Student, Test")]
+
+
+def match(name: str, roster: list[dict[str, str]]) -> dict[str, str] | None:
+    """The roster row of the student whose folder is ``name``: its SIS Login ID, SIS User ID,
+    ID or name (any case), else a part of it (``smithjane_4321_...``, as Canvas names the
+    files of a bulk download) that is an ID, SIS User ID or SIS Login ID."""
+    def key(value: str) -> str:
+        return value.strip().lower()
+
+    for column in ("SIS Login ID", "SIS User ID", "ID", "Student"):
+        found = [r for r in roster if r[column] and key(r[column]) == key(name)]
+        if len(found) == 1:
+            return found[0]
+    parts = {key(p) for p in re.split(r"[_\-\s./]+", name) if p}
+    found = [r for r in roster if any(r[c] and key(r[c]) in parts for c in ("ID", "SIS User ID", "SIS Login ID"))]
+    return found[0] if len(found) == 1 else None
+
+
+def write_gradebook(scores: list[Score], path: Path, roots: list[Path], layout: str = "canvas",
+                    roster: Path | None = None) -> None:
+    """The CSV of one row per student in ``layout`` (``canvas`` or ``moodle``: see the module
+    docstring). With ``roster`` (a Canvas gradebook export), the identity columns come from
+    the roster's row for the student, and every student of the roster has a row."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown gradebook layout {layout!r}; expected one of {LAYOUTS}")
+    if roster is not None and layout != "canvas":
+        raise ValueError("--roster reads a Canvas export; in Moodle, map Username to a user field when importing")
+    enrolled = read_roster(roster) if roster is not None else None
     chapters = exercise_columns(scores)
     grades = [c for ch, exercises in chapters.items() for c in [ch, *(f"{ch}: {e}" for e in exercises)]]
     rows = []
@@ -122,19 +156,29 @@ def write_gradebook(scores: list[Score], path: Path, roots: list[Path], layout: 
                 values[f"{ch}: {e}"] = "1" if e in score.exercises and score.exercises[e].passed else "0"
             values[f"{ch} feedback"] = feedback(score)
             notes.append(values[f"{ch} feedback"])
-        rows.append((student.name, values, "\n\n".join(notes)))
+        identity = {"Student": student.name, "ID": "", "SIS User ID": "", "SIS Login ID": student.name, "Section": ""}
+        if enrolled is not None:
+            row = match(student.name, enrolled)
+            if row is None:
+                notes.insert(0, f"{student.name}: not in the roster (no row of it matches this folder name)")
+            else:
+                identity = row
+        rows.append((identity, values, "\n\n".join(notes)))
+    if enrolled is not None:  # the roster's students who handed nothing in
+        matched = {id(r[0]) for r in rows}
+        rows += [(r, {}, "no notebook found for this student") for r in enrolled if id(r) not in matched]
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
         if layout == "canvas":
             writer.writerow([*CANVAS_IDENTITY, "Notes", *grades])
             points = ["100" if c in chapters else "1" for c in grades]
             writer.writerow(["Points Possible", "", "", "", "", "", *points])
-            for name, values, notes in rows:
-                writer.writerow([name, "", "", name, "", notes, *(values.get(c, "") for c in grades)])
+            for identity, values, notes in rows:
+                writer.writerow([*(identity[k] for k in CANVAS_IDENTITY), notes, *(values.get(c, "") for c in grades)])
         else:
             writer.writerow(["Username", *grades, *(f"{ch} feedback" for ch in chapters)])
-            for name, values, _ in rows:
-                writer.writerow([name, *(values.get(c, "") for c in grades),
+            for identity, values, _ in rows:
+                writer.writerow([identity["Student"], *(values.get(c, "") for c in grades),
                                  *(values.get(f"{ch} feedback", "") for ch in chapters)])
 
 
