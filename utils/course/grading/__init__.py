@@ -24,8 +24,10 @@ nothing looked tampered with. The denominator is the course's exercise list: a m
 exercise, a skipped, expected-to-fail or timed-out check, or a dead kernel is a FAIL with
 its reason. Each submission runs in its own process tree, killed at the end; a course
 snapshot it cannot write (or, without Landlock, its own copy, hashed afterwards) holds the
-checks and known outputs. :mod:`~utils.course.grading.report` makes a table per chapter
-with the reasons, JUnit XML (one test case per exercise) and JSON.
+checks and known outputs. Submissions are graded ``jobs`` at a time (default: one per core).
+:mod:`~utils.course.grading.report` makes a table per chapter with the reasons, JUnit XML (one
+test case per exercise) and JSON; :mod:`~utils.course.grading.gradebook` a class's gradebook
+CSV (Canvas, Moodle) and a feedback page per student.
 """
 from __future__ import annotations
 
