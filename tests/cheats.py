@@ -267,10 +267,11 @@ GROUPS = [
 ]
 
 
-def group_notebook(names: list[str | None], chapter: str = CHAPTER) -> tuple[NotebookNode, dict[str, str]]:
-    """The slim untouched notebook with ``names[k]`` applied to the k-th exercise; returns it
-    and cheat -> exercise."""
-    nb = slim(untouched(chapter))
+def group_notebook(names: list[str | None], chapter: str = CHAPTER,
+                   base: NotebookNode | None = None) -> tuple[NotebookNode, dict[str, str]]:
+    """The slim untouched notebook (or ``base``, slimmed) with ``names[k]`` applied to the
+    k-th exercise; returns it and cheat -> exercise."""
+    nb = slim(untouched(chapter) if base is None else base)
     exercises = grading_exercises(chapter)
     targets = {}
     for name, exercise in zip(names, exercises):
@@ -291,9 +292,9 @@ def grading_exercises(chapter: str) -> list[str]:
 # Cheats with a notebook of their own.
 
 
-def exit_at_top(chapter: str = CHAPTER) -> NotebookNode:
-    """``os._exit(0)`` right after the setup cell of an untouched notebook."""
-    nb = untouched(chapter)
+def exit_at_top(chapter: str = CHAPTER, base: NotebookNode | None = None) -> NotebookNode:
+    """``os._exit(0)`` right after the setup cell of an untouched notebook (or of ``base``)."""
+    nb = untouched(chapter) if base is None else copy.deepcopy(base)
     setup = next(c for c in nb.cells if "setup" in c.metadata.get("tags", []))
     insert(nb, setup, "import os\nos._exit(0)", after=True)
     return nb
@@ -314,12 +315,13 @@ for _root in _targets:
 '''
 
 
-def overwrite_course(chapter: str = CHAPTER, repository: bool = True) -> NotebookNode:
+def overwrite_course(chapter: str = CHAPTER, repository: bool = True, base: NotebookNode | None = None) -> NotebookNode:
     """A cell before the first check rewrites the checks module to pass everything and
     empties the known outputs in the course the kernel imports and, with ``repository``,
     in the repository its Python comes from (which would sabotage the next student).
-    Only a sandboxed grader may run the latter: unsandboxed, it would do what it says."""
-    nb = slim(untouched(chapter))
+    Only a sandboxed grader may run the latter: unsandboxed, it would do what it says.
+    ``base``: the notebook to start from (default: the untouched one)."""
+    nb = slim(untouched(chapter) if base is None else base)
     first = cell(nb, "exercise", grading_exercises(chapter)[0])
     source = OVERWRITE.format(exercises=grading_exercises(chapter), chapter=chapter)
     insert(nb, first, source if repository else source.replace(", pathlib.Path(sys.executable).parents[2]", ""))
@@ -427,7 +429,7 @@ chapter of each from its path): label -> score, label -> path, seconds."""
     folder = Path(tempfile.mkdtemp(prefix="sae-cheats-"))
     paths = batch(folder)
     started = time.perf_counter()
-    scores = grading.grade(list(paths.values()), workers=3, cell_timeout=CELL_TIMEOUT, timeout=900,
+    scores = grading.grade(list(paths.values()), jobs=3, cell_timeout=CELL_TIMEOUT, timeout=900,
                            seed_offset=SEED_OFFSET)
     seconds = time.perf_counter() - started
     print(grading.table(scores))

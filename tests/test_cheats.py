@@ -4,7 +4,7 @@ Every cheat of ``tests/cheats.py`` scores nothing and the report blames the exer
 aimed at; a cell that never returns, a kernel that exits and an attempt to overwrite the
 course score nothing and harm nobody; an honest notebook saved by ``nbstripout
 --keep-output`` scores what it earns; each malformed submission gets one clear row while
-the batch goes on. The catalog is graded once (``cheats.graded()``), a few workers at a time.
+the batch goes on. The catalog is graded once (``cheats.graded()``), a few submissions at a time.
 """
 from __future__ import annotations
 
