@@ -404,7 +404,7 @@ MISTAKES = {
         Mistake(submission_surface_rule, "the model's top prediction follows your rule on", signature=False),
         Mistake(submission_word_positions, "your positions are off by one", signature=False),
         Mistake(submission_latents_only, "your circuit has no error nodes", signature=False),
-        Mistake(submission_neighbours_circuit, "nodes belong to this task", signature=False),
+        Mistake(submission_neighbours_circuit, "its nodes are not this task's", signature=False),
         Mistake(submission_most_frequent_key_latents, "fire on more than a quarter of all tokens", signature=False),
         Mistake(submission_claims_perfect, "you claim F = 1.00", signature=False),
     ],

@@ -314,7 +314,7 @@ def _grade_circuit(grade: HuntGrade, bk: Backend, seed: int, truth: dict[str, An
         grade.diagnoses.append(
             f"your circuit recovers F = {f:.2f} of the behaviour on the course's prompts (at least {FAITHFUL} needed; "
             f"the course's circuit of {reference['size']} nodes: {reference['faithfulness']:.2f})"
-            + _why_unfaithful(truth, circuit, n_pos, words))
+            + _why_unfaithful(truth, circuit, n_pos, words, precision, recall))
     if abs(claimed - f) > CLAIM:
         grade.diagnoses.append(
             f"you claim F = {claimed:.2f}; the course measures {f:.2f} on its own prompts of this layout, every node "
@@ -335,31 +335,30 @@ def _grade_circuit(grade: HuntGrade, bk: Backend, seed: int, truth: dict[str, An
             "ranking (latents and error nodes) from the top")
 
 
-def _why_unfaithful(truth: dict[str, Any], circuit: list[Node], n_pos: int, words: list[str]) -> str:
-    """The likeliest reasons a circuit is not faithful, most basic first."""
+def _why_unfaithful(truth: dict[str, Any], circuit: list[Node], n_pos: int, words: list[str], precision: float,
+                    recall: float) -> str:
+    """The likeliest reason a circuit is not faithful: the most specific that applies."""
     reference = truth["circuit"]
-    reasons = []
     if not any(n.is_error for n in circuit) and reference["faithfulness_without_errors_max"] < FAITHFUL:
-        reasons.append(
-            f"your circuit has no error nodes, and on this task latents alone recover at most F = "
-            f"{reference['faithfulness_without_errors_max']:.2f}, even 3,000 of them: the dictionaries miss part of "
-            "what carries the answer. Rank the error nodes with the latents (chapter 02)")
+        return (f"; your circuit has no error nodes, and on this task latents alone recover at most F = "
+                f"{reference['faithfulness_without_errors_max']:.2f}, even 3,000 of them: the dictionaries miss part "
+                "of what carries the answer. Rank the error nodes with the latents (chapter 02)")
     lost = {f"{c['kind']}{c['layer']}@{c['pos']}": c["faithfulness_lost"] for c in reference["components"]}
     touched = {f"{n.kind}{n.layer}@{n.pos}" for n in circuit}
-    for component in reference["required_components"]:
-        if component not in touched:
-            node = Node.parse(f"{component}:0")
-            reasons.append(f"it leaves out {describe(node.kind, node.layer)} at {_where(node.pos, n_pos, words)}: "
-                           f"without it the course's circuit loses {lost[component]:.2f} of its faithfulness")
-    top = [Node.parse(text) for text, _ in reference["ranking"][:TOP]]
-    held = sum(n in set(circuit) for n in top)
-    if held < 0.3 * TOP:
-        reasons.append(f"it holds {held} of the {TOP} nodes most attributed on this task: are these this task's "
-                       "nodes, from its own prompts, twins and logit difference (answer minus the twin's answer)?")
-    if not reasons and len(circuit) < reference["size"] / 2:
-        reasons.append(f"it has {len(circuit)} nodes, and the smallest faithful circuit the course's method finds "
-                       f"here has {reference['size']}: grow it along the attribution ranking until it is faithful")
-    return "".join(f"; {r}" for r in reasons)
+    missing = [Node.parse(f"{component}:0") for component in reference["required_components"] if component not in touched]
+    if missing:
+        return "".join(f"; it leaves out {describe(n.kind, n.layer)} at {_where(n.pos, n_pos, words)}: without it the "
+                       f"course's circuit loses {lost[f'{n.kind}{n.layer}@{n.pos}']:.2f} of its faithfulness"
+                       for n in missing)
+    if len(circuit) < reference["size"] / 2 and precision >= 0.6:
+        return (f"; it has {len(circuit)} nodes, and the smallest faithful circuit the course's method finds here has "
+                f"{reference['size']}: grow it along the attribution ranking until it is faithful")
+    if recall < NODE_RECALL:
+        top = {Node.parse(text) for text, _ in reference["ranking"][:TOP]}
+        return (f"; its nodes are not this task's: it holds {recall:.0%} of the attribution of the course's circuit "
+                f"and {len(top & set(circuit))} of the {TOP} nodes most attributed on this task. Find them with this "
+                "task's own prompts, twins and logit difference (answer minus the twin's answer)")
+    return ""
 
 
 def _grade_key_latents(grade: HuntGrade, truth: dict[str, Any], key: list[Node]) -> None:
