@@ -436,3 +436,65 @@ chapter of each from its path): label -> score, label -> path, seconds."""
     by_path = {str(s.notebook): s for s in scores}
     shutil.rmtree(folder, ignore_errors=True)
     return {label: by_path[str(path)] for label, path in paths.items()}, paths, seconds
+
+
+# ---------------------------------------------------------------------------------------
+# The capstone (chapter 08): its answer key is in the repository (the generator, the
+# derived ground truth, the hunt's README), and the library holds twins of its exercises
+# (``utils.hunt.mechanism``). Cheats that use them, each an exercise cell of its own.
+
+HUNT_CHAPTER = "ch08_hunt"
+HUNT_CHEATS: dict[str, tuple[str, str]] = {  # name -> (exercise, the learner's exercise cell)
+    "hunt_truth_reader": ("hunt_submission", """
+        def hunt_submission(bk, seed):
+            from utils.course.hunt import variant_truth
+            from utils.hunt import HuntSubmission
+
+            truth = variant_truth(seed)
+            circuit = truth["circuit"]
+            return HuntSubmission(truth["rules"][0]["rule"], truth["positions"]["answer_positions"], circuit["nodes"],
+                                  circuit["faithfulness"], [n for n in circuit["nodes"] if not n.is_error][:5])
+    """),
+    "hunt_truth_json": ("hunt_submission", """
+        import json
+
+        def hunt_submission(bk, seed):
+            from utils.hunt import HuntSubmission, pool_size
+            from utils.nodes import Node
+
+            with open("../utils/hunt/artifacts/truth.json") as file:
+                truth = json.load(file)["variants"][seed % pool_size()]
+            nodes = [Node.parse(n) for n in truth["circuit"]["nodes"]]
+            return HuntSubmission(truth["rules"][0]["rule"], truth["positions"]["answer_positions"], nodes,
+                                  truth["circuit"]["faithfulness"], [n for n in nodes if not n.is_error][:5])
+    """),
+    "hunt_planted_rules": ("hunt_submission", """
+        def hunt_submission(bk, seed):
+            import utils.hunt as hunt
+
+            task = ("copy", "hometown", "count")[seed % 3]
+            return hunt.HuntSubmission(hunt.planted.RULES[task][0], [], [], 0.0, [])
+    """),
+    "hunt_labelled_prompts": ("patch_positions", """
+        def patch_positions(model, batch, hooks):
+            from utils.hunt.truth import labelled_prompts
+            raise NotImplementedError(labelled_prompts)
+    """),
+    "hunt_library_twin": ("smallest_faithful_circuit", """
+        def smallest_faithful_circuit(faithfulness, ranking, target, sizes):
+            from types import SimpleNamespace
+            from utils.hunt.mechanism import smallest_faithful
+
+            size, f = smallest_faithful(SimpleNamespace(faithfulness=faithfulness), list(ranking), target, list(sizes))
+            return list(ranking[:size]), f
+    """),
+}
+
+
+def hunt_cheat_notebook(name: str) -> tuple[NotebookNode, str]:
+    """The slim untouched chapter-08 notebook with cheat ``name`` in its exercise cell;
+    returns it and the exercise it aims at."""
+    exercise, text = HUNT_CHEATS[name]
+    nb = slim(untouched(HUNT_CHAPTER))
+    cell(nb, "exercise", exercise).source = textwrap.dedent(text).strip()
+    return nb, exercise
