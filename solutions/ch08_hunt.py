@@ -11,13 +11,15 @@ from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
-from solutions.ch01_attribution import logit_diff  # chapter 01's metric
-from solutions.ch02_error_nodes import ablate_nodes  # chapter 02's ablation of node sets
 from utils.backends import Backend
 from utils.circuits import NodeBaseline, mean_baseline, node_attribution, rank_nodes
+from utils.course.checking import earlier
 from utils.hunt import HuntSubmission, hunt_prompts, rule_answers, rule_menu
 from utils.nodes import Node
 from utils.toy.generator import TaskBatch
+
+logit_diff = earlier("ch01_attribution", "logit_diff")  # chapter 01's metric: yours once its check passed, else the reference
+ablate_nodes = earlier("ch02_error_nodes", "ablate_nodes")  # chapter 02's ablation of node sets
 
 TOKENS = ["blocks.0.hook_resid_pre"]  # the token (and position) embedding: what a position reads in
 COMPUTED = ["blocks.0.hook_attn_out", "blocks.0.hook_mlp_out", "blocks.1.hook_attn_out", "blocks.1.hook_mlp_out"]

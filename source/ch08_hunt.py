@@ -44,13 +44,15 @@ from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
-from solutions.ch01_attribution import logit_diff  # chapter 01's metric
-from solutions.ch02_error_nodes import ablate_nodes  # chapter 02's ablation of node sets
 from utils.backends import Backend
 from utils.circuits import NodeBaseline, mean_baseline, node_attribution, rank_nodes
+from utils.course.checking import earlier
 from utils.hunt import HuntSubmission, hunt_prompts, rule_answers, rule_menu
 from utils.nodes import Node
 from utils.toy.generator import TaskBatch
+
+logit_diff = earlier("ch01_attribution", "logit_diff")  # chapter 01's metric: yours once its check passed, else the reference
+ablate_nodes = earlier("ch02_error_nodes", "ablate_nodes")  # chapter 02's ablation of node sets
 
 TOKENS = ["blocks.0.hook_resid_pre"]  # the token (and position) embedding: what a position reads in
 COMPUTED = ["blocks.0.hook_attn_out", "blocks.0.hook_mlp_out", "blocks.1.hook_attn_out", "blocks.1.hook_mlp_out"]
@@ -84,9 +86,10 @@ import random
 
 import plotly.graph_objects as go
 
-from solutions.ch02_error_nodes import completeness
 from utils.backends import load_backend
 from utils.course.checking import checked
+
+completeness = earlier("ch02_error_nodes", "completeness")
 from utils.hunt import hunt_seed, hunt_task, pool_size
 from utils.views import FIGURE_STYLE
 
@@ -134,8 +137,9 @@ for prompt, twin, answer, distractor in list(zip(batch.prompts, batch.corrupted,
 menu = rule_menu(HUNT_SEED)
 top = model(batch.tokens)[:, -1].softmax(-1).max(-1)  # the model's top prediction and its probability
 predicted = model.to_str_tokens(top.indices)
-print(f"the model's top prediction is the generator's answer on {(top.indices == batch.answer_ids).float().mean():.3g} "
-      f"of the prompts; its mean probability {top.values.mean():.2g}")
+hits = int((top.indices == batch.answer_ids).sum())
+print(f"the model's top prediction is the generator's answer on {hits} of the {len(top.indices)} prompts; "
+      f"its mean probability {top.values.mean():.2f}")
 for i, rule in enumerate(menu):
     print(f"rule {i}: {rule}")
 

@@ -30,7 +30,6 @@ from utils.course.checking import (
     shifted_positions,
     signatures,
 )
-from utils.course.compare import tolerance
 from utils.transcoders import (
     BLIND_CASE_POOL,
     CaseTruth,

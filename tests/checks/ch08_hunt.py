@@ -274,8 +274,42 @@ def check_firing_frequency(firing_frequency: Any) -> None:
         dictionary = bk.dictionary(*key)
         tokens = bk.world.corpus(n_seqs, seq_len, seed=seed(k)).tokens
         got = run(firing_frequency, bk, bk.model, dictionary, tokens)
-        expect_tensor(got, known(f"frequency_{i}", got), name=f"firing frequency ({key[0]}{key[1]}, {n_seqs} x {seq_len} tokens)",
+        want = known(f"frequency_{i}", got)
+        if _within_threshold_noise(got, want, _near_threshold(bk, dictionary, tokens)):
+            continue
+        expect_tensor(got, want, name=f"firing frequency ({key[0]}{key[1]}, {n_seqs} x {seq_len} tokens)",
                       dims="d_sae", mistakes=signatures(MISTAKES["firing_frequency"], bk.model, dictionary, tokens))
+
+
+# Measured on the four cases: with TF32-rounded weights the reference's frequencies move on
+# 1 to 7 latents, each by 1 or 2 tokens, all within this band; it gives 8 to 25 of 256
+# latents a slack of at most 2 tokens.
+THRESHOLD_NOISE = 1e-4
+
+
+def _near_threshold(bk: Backend, dictionary: Any, tokens: Tensor) -> Tensor:
+    """Per latent, the share of the counted tokens (position 0 left out) where its
+    pre-activation lies within ``THRESHOLD_NOISE`` of zero (relative to the largest): there a
+    latent may fire on one machine, or with TF32 weights, and not on another."""
+    hook, pre = dictionary.cfg.metadata.hook_name, []
+    with torch.no_grad():
+        _, cache = bk.model.run_with_cache(tokens, names_filter=hook)
+        dictionary.hook_sae_acts_pre.add_hook(lambda acts, hook: pre.append(acts))
+        try:
+            dictionary.encode(cache[hook])
+        finally:
+            dictionary.hook_sae_acts_pre.remove_hooks()
+    acts = pre[0][:, 1:].flatten(0, -2)
+    return (acts.abs() < THRESHOLD_NOISE * acts.abs().max()).float().mean(0).cpu()
+
+
+def _within_threshold_noise(got: Any, want: Tensor, slack: Tensor) -> bool:
+    """``got`` differs from ``want`` only on latents near their threshold, each by at most
+    its share of near-threshold tokens (the catalogued mistakes move far more)."""
+    if not isinstance(got, Tensor) or got.shape != want.shape or not got.is_floating_point():
+        return False
+    moved = (got.detach().cpu().double() - want.double()).abs()
+    return bool((moved <= slack.double() + 1e-6).all())
 
 
 # ---------------------------------------------------------------------------------------
