@@ -22,14 +22,18 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
 
 from utils.nodes import Node
 
 if TYPE_CHECKING:
     from utils.backends.base import Backend
+    from utils.hunt.planted import PlantedExample
     from utils.toy.generator import TaskBatch
 
 ARTIFACTS = Path(__file__).parent / "artifacts"  # tokenizer/, model/, <kind>/<name>/, *.json
@@ -38,8 +42,12 @@ TRUTH = "truth.json"  # the grader's: read through utils.hunt.truth only
 SPLITS = ("hunt", "check", "grade", "baseline")  # prompt streams: learner, checks, grader, means
 
 
-class Hidden:
-    """Stands where the capstone's ground truth would be: any use says it is hidden."""
+class Hidden(Mapping[str, Tensor]):
+    """Stands where the capstone's ground truth would be: any use says it is hidden.
+
+    It takes the place of a batch's ``labels`` (a mapping of label name to mask), so it is a
+    mapping whose every read refuses; like any object it is truthy, equal only to itself
+    and hashable."""
 
     def __init__(self, what: str):
         self._what = what
@@ -50,11 +58,32 @@ class Hidden:
         raise PermissionError(f"the hunt hides {self._what}: find it with the model "
                               "(predictions, patching, attribution, circuits)")
 
-    def __getitem__(self, key: Any) -> Any:
+    def __getitem__(self, key: str) -> Tensor:
         return self.__getattr__("getitem")
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[str]:
         return self.__getattr__("iter")
+
+    def __len__(self) -> int:
+        return self.__getattr__("len")
+
+    def keys(self) -> KeysView[str]:
+        return self.__getattr__("keys")
+
+    def items(self) -> ItemsView[str, Tensor]:
+        return self.__getattr__("items")
+
+    def values(self) -> ValuesView[Tensor]:
+        return self.__getattr__("values")
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __eq__(self, other: object) -> bool:  # object's: identity (Mapping would read the items)
+        return True if self is other else NotImplemented
+
+    def __hash__(self) -> int:  # object's (Mapping's __eq__ would leave it unhashable)
+        return object.__hash__(self)
 
     def __repr__(self) -> str:
         return f"<hidden: {self._what}>"
@@ -94,7 +123,7 @@ def hunt_seed(name: str) -> int:
     return int.from_bytes(digest[:8], "big") % pool_size()
 
 
-def _examples(seed: int, n: int, split: str) -> list:
+def _examples(seed: int, n: int, split: str) -> list[PlantedExample]:
     from utils.hunt.planted import LAYOUTS, SAMPLERS
 
     if split not in SPLITS:
