@@ -243,8 +243,8 @@ def local_replacement(model: HookedSAETransformer, dictionaries: MLPDictionary |
         raise ValueError(f"a local replacement model is built for one prompt: expected tokens [1, pos], got {tuple(tokens.shape)}")
     dictionary = mlp_dictionary(dictionaries)
     if dictionary.n_layers != model.cfg.n_layers:
-        raise ValueError(f"one transcoder per layer is needed (layers 0..{model.cfg.n_layers - 1}), "
-                         f"got {dictionary.n_layers} layers")
+        raise ValueError(f"the replacement model replaces every MLP (layers 0..{model.cfg.n_layers - 1}): got "
+                         f"dictionaries for {dictionary.n_layers} layer(s)")
     layers = range(dictionary.n_layers)
     names = frozen_hook_names(model) + ["blocks.0.hook_resid_pre"] + [dictionary.hook_in_at(L) for L in layers] + [
         dictionary.hook_out_at(L) for L in layers]
