@@ -2,7 +2,9 @@
 # SAE Circuits: set up (once) and start the course, or run the tests.
 #
 #   bash course.sh              set up, then open Jupyter Lab on chapters/
-#   bash course.sh --headless   set up, then execute every chapter offline and write HTML beside it
+#   bash course.sh --headless [CHAPTER ...]
+#                               set up, then execute every chapter (or those named) offline and
+#                               write HTML beside it
 #   bash course.sh test [ARGS]  set up, then run the test suite: tests/ and the solution
 #                               notebooks under nbval (ARGS go to pytest, e.g. a test file)
 #
@@ -74,7 +76,8 @@ case "${1:-}" in
       --nbval-sanitize-with tests/sanitize.cfg "$@"
     ;;
   --headless)
-    exec "$VENV/bin/python" -m utils.course headless
+    shift
+    exec "$VENV/bin/python" -m utils.course headless "$@"
     ;;
   "")
     # Jupyter refuses to run as root (Docker, cloud machines) unless told it is meant.
@@ -82,7 +85,7 @@ case "${1:-}" in
     exec "$VENV/bin/jupyter" lab $root chapters/
     ;;
   *)
-    echo "usage: bash course.sh [--headless | test [pytest args]]" >&2
+    echo "usage: bash course.sh [--headless [CHAPTER ...] | test [pytest args]]" >&2
     exit 2
     ;;
 esac

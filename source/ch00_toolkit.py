@@ -487,11 +487,11 @@ print(explorer_summary(bk, ioi.prompts[0], hook, top_latent))
 # NBVAL_IGNORE_OUTPUT
 from IPython.display import IFrame, display
 
-from utils.backends.gpt2 import load_gpt2
+from utils.backends.gpt2 import HubUnavailable, load_gpt2
 
 try:
     gpt2 = load_gpt2(layers=[8], kinds=("resid_sae",))
-except RuntimeError as error:
+except HubUnavailable as error:  # the hub cannot be reached: skip; any other failure shows
     print(f"skipped ({error})")
 else:
     gpt2_sae = gpt2.saes["blocks.8.hook_resid_pre"]

@@ -912,11 +912,11 @@ print("strongest contexts:", *row["top_contexts"][:2], sep="\n  ")
 
 # %% tags=["scaleup"]
 # NBVAL_IGNORE_OUTPUT
-from utils.backends.gpt2 import load_gpt2
+from utils.backends.gpt2 import HubUnavailable, load_gpt2
 
 try:  # residual SAEs at two layers only: two downloads of about 150 MB each
     gpt2 = load_gpt2("cuda" if torch.cuda.is_available() else "cpu", layers=[6, 8], kinds=("resid_sae",))
-except RuntimeError as error:
+except HubUnavailable as error:  # the hub cannot be reached: skip; any other failure shows
     print(f"skipped ({error})")
 else:
     g_model = gpt2.model

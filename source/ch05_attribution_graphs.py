@@ -779,11 +779,11 @@ print("donor:  ", " ".join(model.to_str_tokens(facts.corrupted_tokens[0])[1:]), 
 
 # %% tags=["scaleup"]
 # NBVAL_IGNORE_OUTPUT
-from utils.backends.gpt2 import load_gpt2
+from utils.backends.gpt2 import HubUnavailable, load_gpt2
 
 try:
     gpt2 = load_gpt2("cuda" if torch.cuda.is_available() else "cpu", layers=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], kinds=("transcoder",))
-except RuntimeError as error:
+except HubUnavailable as error:  # the hub cannot be reached: skip; any other failure shows
     print(f"skipped ({error})")
 else:
     g_model = gpt2.model

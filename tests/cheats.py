@@ -230,6 +230,29 @@ CHEATS = [
           only="latent_aurocs"),
     Cheat("not_strict_env", "set SAE_CIRCUITS_STRICT=0 in the exercise cell", _exercise_source(
         '{original}\n\nimport os\nos.environ["SAE_CIRCUITS_STRICT"] = "0"'), only="latent_aurocs"),
+    # Twins: library functions that compute an exercise's answer (utils.course.twins).
+    Cheat("twin_import", "delegated to the library's sae_acts, a twin of the exercise", _exercise_source("""
+        from utils.explorer import sae_acts
+
+        def {exercise}(model, sae, prompt, pos, k):
+            values, indices = sae_acts(model, sae, model.to_tokens(prompt))[0, pos].topk(k)
+            return values, indices
+    """), only="top_k_latents"),
+    Cheat("twin_disguised", "delegated to two twins of the exercise, fetched by getattr with built names",
+          _exercise_source("""
+        import utils.explorer as _explorer
+        import utils.views as _views
+
+        def {exercise}(model, sae, latent, tokens, k=10, batch_size=64):
+            acts = getattr(_explorer, "sae" + "_acts")(model, sae, tokens)[..., latent]
+            return getattr(_views, "top_" + "positions")(acts, k)
+    """), only="max_activating_contexts"),
+    Cheat("twin_metric", "returned utils.metrics.auroc, the twin of the exercise", _exercise_source("""
+        from utils import metrics
+
+        def {exercise}(acts, labels):
+            return metrics.auroc(acts.float(), labels[:, None])[0]
+    """), only="latent_aurocs"),
 ]
 BY_NAME = {c.name: c for c in CHEATS}
 # Five per notebook, one per exercise of chapter 00 (in exercise order); a cheat that acts
@@ -239,7 +262,8 @@ GROUPS = [
     ["nbval_raises_comment", "nbval_tags", "moved_check_metadata", "skip_magic", "replay_known_outputs"],
     ["import_reference", "tensor_subclass", "wrap_reference", "reference_via_checked", "mistakes_backdoor"],
     ["rename_function", "monkeypatch_check", "fake_sys_modules", "input_transformer", "not_strict_checking"],
-    ["edit_setup_cell", None, None, None, "not_strict_env"],
+    ["edit_setup_cell", None, "twin_disguised", None, "not_strict_env"],
+    ["twin_import", None, None, None, "twin_metric"],
 ]
 
 

@@ -203,6 +203,34 @@ def test_unreachable_hub_fails_fast_with_one_sentence(monkeypatch):
     assert_fails_fast(monkeypatch, "Hugging Face hub .* does not answer")
 
 
+# ------------------------------------------------------------------ failures while loading
+FILES = [(gpt2.TRANSCODER_REPO, gpt2.TRANSCODER_FILE.format(layer=3))]
+
+
+def test_a_hub_lost_while_loading_is_unavailable_not_a_failure():
+    import httpx
+
+    with pytest.raises(gpt2.HubUnavailable, match="stopped answering while the layer-3 transcoder was read"):
+        with gpt2.loading("the layer-3 transcoder", FILES):
+            try:
+                raise httpx.ConnectError("connection refused")
+            except httpx.ConnectError as error:
+                raise OSError("We couldn't connect to the hub") from error
+
+
+def test_any_other_failure_names_the_file_and_the_fix_and_is_no_runtime_error():
+    with pytest.raises(gpt2.LoadFailed) as raised:
+        with gpt2.loading("the layer-3 transcoder", FILES):
+            raise RuntimeError("Error(s) in loading state_dict: size mismatch for W_enc")
+    message = str(raised.value)
+    assert "Loading the layer-3 transcoder failed: RuntimeError: Error(s) in loading state_dict" in message
+    assert FILES[0][1] in message and "delete" in message and "run the cell again" in message
+    assert not isinstance(raised.value, RuntimeError), "a cell's `except RuntimeError` must not hide it"
+    with pytest.raises(gpt2.LoadFailed, match="Memory ran out: restart the runtime"):
+        with gpt2.loading("GPT-2 small", FILES):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
 # ------------------------------------------------------------------ gpt2, from a simulated hub
 LAYER = 5  # its attention SAE has 49,152 latents, the others 24,576
 

@@ -123,3 +123,40 @@ def test_without_landlock_a_changed_course_copy_is_caught(tmp_path, meta_tests) 
     assert score.fraction == 0.0
     assert all("changed the course's files" in " ".join(e.tampered) for e in score.exercises.values())
     assert any("tests/checks" in note for note in score.notes)
+
+
+TWIN_CHEATS = ["twin_import", "twin_disguised", "twin_metric"]
+
+
+def test_a_call_to_a_twin_is_graded_like_a_call_to_the_reference(meta_tests) -> None:
+    """Each twin cheat computes the right answer (its check passes when run plainly), yet the
+    re-check in a clean process fails it as tampering that names the twin, getattr with a
+    built name included; the screen names the twins it can see and flags the built name, and
+    finds nothing in an honest cell."""
+    from utils.course import settings
+    from utils.course.chapter import Chapter
+    from utils.course.screening import screen
+
+    nb, solved = cheats.untouched(), cheats.solved()
+    sources = {}
+    for name in TWIN_CHEATS:
+        exercise = cheats.BY_NAME[name].only
+        cheats.BY_NAME[name].apply(nb, exercise, cheats.CHAPTER)
+        sources[exercise] = cheats.cell(nb, "exercise", exercise).source
+        namespace: dict = {}
+        exec(compile(sources[exercise], f"<{name}>", "exec"), namespace)
+        with settings.strict_checks():
+            Chapter(cheats.CHAPTER).check(exercise)(namespace[exercise])  # raises if the cheat were wrong
+    honest = "latent_logit_effects"
+    sources[honest] = cheats.cell(solved, "exercise", honest).source
+    results = grading.recheck_sources(cheats.CHAPTER, sources, seed_offset=cheats.SEED_OFFSET)
+    assert results[honest]["passed"] and not results[honest]["tampered"], results[honest]
+    for name in TWIN_CHEATS:
+        result = results[cheats.BY_NAME[name].only]
+        assert not result["passed"] and any("its twin" in t for t in result["tampered"]), (name, result)
+    seen = {name: [f.reason for f in screen(sources[cheats.BY_NAME[name].only], cheats.CHAPTER,
+                                            cheats.BY_NAME[name].only)] for name in TWIN_CHEATS}
+    assert any("sae_acts" in r and "twin" in r for r in seen["twin_import"]), seen
+    assert any("auroc" in r and "twin" in r for r in seen["twin_metric"]), seen
+    assert any("getattr" in r for r in seen["twin_disguised"]), seen  # the name itself is hidden
+    assert not screen(sources[honest], cheats.CHAPTER, honest)

@@ -285,6 +285,23 @@ def test_checked_falls_back_to_the_reference_until_the_check_passes():
         checking.checked(test_expect_close)
 
 
+def test_earlier_hands_a_later_chapter_the_learners_passed_function_or_the_reference(monkeypatch):
+    from solutions.ch01_attribution import logit_diff as reference
+
+    monkeypatch.delitem(checking.PASSED, ("ch01_attribution", "logit_diff"), raising=False)
+    assert checking.earlier("ch01_attribution", "logit_diff") is reference
+
+    def logit_diff(logits, answer_ids, distractor_ids):  # a learner's, whose check passed
+        return reference(logits, answer_ids, distractor_ids)
+
+    monkeypatch.setitem(checking.PASSED, ("ch01_attribution", "logit_diff"), logit_diff)
+    assert checking.earlier("ch01_attribution", "logit_diff") is logit_diff
+    with pytest.raises(ValueError, match="not an exercise of ch01_attribution"):
+        checking.earlier("ch01_attribution", "ablate_nodes")
+    with pytest.raises(ValueError, match="not a chapter"):
+        checking.earlier("ch99_none", "logit_diff")
+
+
 def test_checked_resolves_a_shared_name_by_chapter(monkeypatch):
     def twin(fn):
         pass

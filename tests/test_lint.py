@@ -7,7 +7,12 @@
 * no module of ``utils/`` imports itself back through others (no import circles);
 * every package the course imports is declared in a requirements file, and what a chapter's
   kernel imports (the library, the chapters' sources, and every module they reach at import
-  time, such as the checks) in requirements-core.txt: it is all a Colab notebook installs.
+  time, such as the checks) in requirements-core.txt: it is all a Colab notebook installs;
+* what a learner works in (the chapters' sources, the stubs in ``exercises/``, the learner
+  notebooks) imports neither ``solutions`` nor ``exercises``: earlier chapters' functions come
+  through the course (``utils.course.checking.earlier``), and only from earlier chapters;
+* every exercise's twin (``utils.course.twins``) names one library function, and every
+  library docstring that calls a function "chapter NN's ``name`` exercise" is listed as its twin.
 
 A new module or package lands under one of these folders and the rules apply to it unchanged.
 """
@@ -224,3 +229,74 @@ def test_every_import_is_declared():
     assert not _undeclared(_third_party(modules), _declared("requirements.txt", "requirements-core.txt"))
     runner = _third_party(set(_imported_modules(CIRCUIT_TRACER_RUNNER)))
     assert runner <= {"circuit_tracer", "transformer_lens", "transformers", "safetensors", "torch"}, runner
+
+
+# ---------------------------------------------------------------------------------------
+# What learners work in, and exercises' twins.
+
+
+def _learner_code() -> list[tuple[str, str]]:
+    """(where, Python) for each chapter source, stub module and learner notebook cell."""
+    import nbformat
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    found = [(str(p.relative_to(ROOT)), p.read_text()) for p in _python_files("source", "exercises")]
+    for path in sorted((ROOT / "chapters").glob("ch*.ipynb")):
+        for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            if cell.cell_type == "code":
+                found.append((f"{path.relative_to(ROOT)}, code cell {i}", TransformerManager().transform_cell(cell.source)))
+    return found
+
+
+def test_learners_reach_earlier_chapters_through_the_course():
+    wrong = []
+    for where, code in _learner_code():
+        for node in _import_nodes(ast.parse(code)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            wrong += [f"{where} imports {n}" for n in names if n.split(".")[0] in ("solutions", "exercises")]
+    assert not wrong, ("take an earlier chapter's function with utils.course.checking.earlier(chapter, name), "
+                       "never from solutions/ or exercises/:\n" + "\n".join(wrong))
+
+
+def test_earlier_takes_exercises_of_earlier_chapters_only():
+    from utils.course.chapter import Chapter
+
+    calls = 0
+    for path in _python_files("source"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "earlier":
+                args = [a.value for a in node.args if isinstance(a, ast.Constant)]
+                assert len(args) == 2 == len(node.args), f"{path.name}: earlier() takes two literal names"
+                chapter, name = args
+                assert chapter < path.stem, f"{path.name}: earlier({chapter!r}, ...) is not an earlier chapter"
+                assert name in Chapter.get(chapter).exercise_names, f"{path.name}: {name} is no exercise of {chapter}"
+                calls += 1
+    assert calls, "no chapter uses earlier(): is this test still needed?"
+
+
+def test_every_twin_names_one_library_function():
+    from utils.course.chapter import Chapter
+    from utils.course.twins import TWINS, _defining_modules
+
+    for (chapter, exercise), names in TWINS.items():
+        assert exercise in Chapter.get(chapter).exercise_names, f"{exercise} is no exercise of {chapter}"
+        for name in names:
+            modules = _defining_modules(name)
+            assert len(modules) == 1, f"twin {name} of {chapter}/{exercise} is defined in {modules or 'no module'}"
+
+
+def test_library_functions_that_name_their_exercise_are_listed_as_twins():
+    from utils.course.twins import TWINS
+
+    said = re.compile(r"chapter (\d\d)'s ``(\w+)`` exercise")
+    chapters = {name[2:4]: name for name in {ch for ch, _ in TWINS} | {p.stem for p in (ROOT / "source").glob("ch*.py")}}
+    missing, found = [], 0
+    for path in _library_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+                for number, exercise in said.findall(" ".join((ast.get_docstring(node) or "").split())):
+                    found += 1
+                    if node.name not in TWINS.get((chapters[number], exercise), ()):
+                        missing.append(f"{path.relative_to(ROOT)}: {node.name} ({chapters[number]}/{exercise})")
+    assert found, "no library docstring names its exercise any more: is this test still needed?"
+    assert not missing, "list these in utils/course/twins.py:\n" + "\n".join(missing)

@@ -5,12 +5,20 @@ one found in a solution notebook, the test writes the hub files its ``load_gpt2(
 kinds=...)`` call reads, then runs the cell in a fresh kernel with ``HF_HUB_OFFLINE=1`` and
 ``HF_HOME`` pointing at that cache, after the earlier cells that define the names it uses
 (and, in turn, the names those use). The cell must neither raise nor print ``skipped``.
-Chapters added later are covered without touching this file.
+Both failure branches are run too: offline with an empty cache, each cell prints exactly
+one ``skipped (...)`` line; with a damaged file on the simulated hub (a transcoder whose
+config pickles a numpy scalar, an SAE whose weights have the wrong shape), the cell raises
+``LoadFailed`` naming the file and the fix, never a skip. Chapters added later are covered
+without touching this file.
 """
 from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
+import io
+import os
+import shutil
 import symtable
 from pathlib import Path
 
@@ -141,7 +149,13 @@ def dictionaries_read(source: str) -> list[hub.Dictionary]:
 
 
 # ------------------------------------------------------------------ tests
-def test_scaleup_cells_are_tagged_and_skip_offline_in_one_line():
+def handlers(source: str) -> list[str]:
+    """What each ``except`` clause of ``source`` catches, as written ('' for a bare ``except:``)."""
+    return [ast.unparse(node.type) if node.type is not None else ""
+            for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ExceptHandler)]
+
+
+def test_scaleup_cells_are_tagged_and_catch_only_an_unreachable_hub():
     found = scaleups()
     assert found, "no cell tagged scaleup in any solution notebook"
     for path in NOTEBOOKS:
@@ -152,8 +166,98 @@ def test_scaleup_cells_are_tagged_and_skip_offline_in_one_line():
                 pytest.fail(f"{where} loads GPT-2 but lacks the cell tag {TAG!r}")
             if tagged:
                 assert gpt2_loads(python_of(cell)), f"{where} is tagged {TAG!r} but loads no GPT-2"
-                assert "except RuntimeError" in cell.source and "skipped (" in cell.source, (
-                    f"{where}: wrap the load in try/except RuntimeError and print one 'skipped (...)' line")
+                assert handlers(python_of(cell)) == ["HubUnavailable"] and "skipped (" in cell.source, (
+                    f"{where}: wrap the load in try/except HubUnavailable (and nothing broader) and print "
+                    f"one 'skipped (...)' line; it catches {handlers(python_of(cell))}")
+
+
+def run_cell(source: str) -> str:
+    """Run a scale-up cell's code in this process and return what it printed. Offline, or
+    when loading fails, only the ``try`` and its ``except`` run, which need ``torch`` alone."""
+    import torch
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(source, "<scale-up cell>", "exec"), {"__name__": "__main__", "torch": torch})
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("path,index", scaleups(), ids=lambda v: getattr(v, "stem", str(v)))
+def test_scaleup_cell_skips_offline_in_one_line(path: Path, index: int, tmp_path: Path):
+    with hub.reading(tmp_path):  # offline, with an empty hub cache
+        printed = run_cell(python_of(code_cells(path)[index]))
+    lines = printed.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("skipped (") and "not in the local hub cache" in lines[0], printed
+
+
+def damaged_hub(target: Path, dictionaries: list[hub.Dictionary]) -> Path:
+    """A hub cache at ``target`` that links every file of the simulated hub (written for
+    ``dictionaries``), so that one of them can be replaced without harming the shared cache."""
+    source = hub.write_hub(hub.HOME, dictionaries)
+    shutil.copytree(source / "hub", target / "hub", copy_function=os.symlink)
+    return target
+
+
+def unlinked(home: Path, repo: str, name: str) -> Path:
+    """The path of ``name`` in ``repo``'s snapshot under ``home``, its link removed (the
+    shared file it pointed to is left alone)."""
+    path = home / "hub" / ("models--" + repo.replace("/", "--")) / "snapshots" / hub.COMMITS[repo] / name
+    path.unlink()
+    return path
+
+
+def transcoder_with_numpy_config(home: Path, layer: int) -> Path:
+    """The layer's transcoder file, its weights kept, its config carrying a numpy scalar."""
+    import numpy as np
+
+    (repo, name), = gpt2.dictionary_files("transcoder", layer)
+    state = gpt2.read_dunefsky_checkpoint(hub.snapshot_file(hub.HOME, repo, name))
+    cfg = hub.LanguageModelSAERunnerConfig(hook_point=gpt2.TRANSCODER_IN_HOOK.format(layer=layer),
+                                           hook_point_layer=layer)
+    cfg.l1_coefficient = np.float64(cfg.l1_coefficient)
+    path = unlinked(home, repo, name)
+    hub.save_transcoder(path, cfg, state)
+    return path
+
+
+def sae_with_wrong_shape(home: Path, layer: int) -> Path:
+    """The layer's residual SAE weights, its encoder cut to half its latents."""
+    from safetensors.torch import load_file, save_file
+
+    repo, name = gpt2.dictionary_files("resid_sae", layer)[1]
+    weights = load_file(hub.snapshot_file(hub.HOME, repo, name))
+    weights["W_enc"] = weights["W_enc"][:, : weights["W_enc"].shape[1] // 2].contiguous()
+    path = unlinked(home, repo, name)
+    save_file(weights, path)
+    return path
+
+
+DAMAGES = {"transcoder": transcoder_with_numpy_config, "resid_sae": sae_with_wrong_shape}
+
+
+def damage_cases() -> list[tuple[Path, int, str]]:
+    """One scale-up cell per kind of damage: the first that reads such a dictionary."""
+    cases = {}
+    for path, index in scaleups():
+        for kind, _ in dictionaries_read(python_of(code_cells(path)[index])):
+            cases.setdefault(kind, (path, index, kind))
+    return [case for kind, case in cases.items() if kind in DAMAGES]
+
+
+@pytest.mark.parametrize("path,index,kind", damage_cases(), ids=lambda v: getattr(v, "stem", str(v)))
+def test_a_damaged_file_is_an_error_that_names_it(path: Path, index: int, kind: str, tmp_path: Path):
+    source = python_of(code_cells(path)[index])
+    wanted = dictionaries_read(source)
+    layer = max(layer for k, layer in wanted if k == kind)
+    home = damaged_hub(tmp_path, wanted)
+    damaged = DAMAGES[kind](home, layer)
+    with hub.reading(home), pytest.raises(gpt2.LoadFailed) as raised:
+        printed = run_cell(source)
+        pytest.fail(f"the cell went on with a damaged {damaged.name}; it printed:\n{printed}")
+    message = str(raised.value)
+    assert f"layer-{layer} {gpt2.KIND_NAMES[kind]}" in message and str(damaged) in message, message
+    assert "delete" in message and "run the cell again" in message, message
+    assert "skipped" not in message
 
 
 def test_dependency_slice_follows_names_through_functions():

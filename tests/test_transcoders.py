@@ -1,7 +1,10 @@
 """utils.transcoders: the library versions agree with chapter 04's references, the frozen
-linearisation is exact, the blind view hides ground truth, and the blind-case pool still
-meets its criteria on the committed organism (the chapter's closing note quotes it)."""
+linearisation is exact, the blind view hides ground truth, the blind-case pool still meets
+its criteria on the committed organism (the chapter's closing note quotes it), and the blind
+case is graded the same for every seed the grader can use."""
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
@@ -18,7 +21,6 @@ from utils.backends import load_backend
 from utils.transcoders import (
     BLIND_CASE_POOL,
     blind,
-    blind_case_latents,
     blind_case_truths,
     de_embeddings,
     encoder_preacts,
@@ -27,6 +29,7 @@ from utils.transcoders import (
     ov_pullbacks,
     pullbacks,
     residual_writes,
+    tracked_label,
     typical_scale,
     unambiguous,
     upstream_ablations,
@@ -112,21 +115,104 @@ def test_blind_view_hides_ground_truth(bk):
     assert view.model is bk.model and view.world.label_names == bk.world.label_names
 
 
-def test_blind_case_draws_come_from_the_pool():
-    for seed in range(6):
-        drawn = blind_case_latents(seed)
-        assert len(drawn) == 2 and set(drawn) <= set(BLIND_CASE_POOL)
-    assert blind_case_latents(0) == blind_case_latents(0)
+EXPECTED = {29: ("greater_than_end", {159}), 147: ("century", {84}), 172: ("induction", {27})}
 
 
-EXPECTED = {29: ("greater_than_end", {159}), 147: ("century", {84}), 172: ("induction", {27, 33})}
-
-
-@pytest.mark.parametrize("seed", [0])
-def test_blind_case_pool_is_unambiguous(bk, seed):
-    """The pool's ground truth, as the chapter's closing note states it."""
-    truths = blind_case_truths(bk, BLIND_CASE_POOL, seed=seed)
+def test_blind_case_pool_is_unambiguous(bk):
+    """The pool's ground truth on the fixed corpus the check grades on, as the chapter's
+    closing note states it."""
+    truths = blind_case_truths(bk, BLIND_CASE_POOL)
     for latent, truth in truths.items():
         label, feeders = EXPECTED[latent]
         assert truth.label == label and unambiguous(truth), (latent, truth.label, truth.auroc, truth.precision)
-        assert feeders & set(list(truth.effects)[:2]), (latent, list(truth.effects.items())[:3])
+        assert feeders == {truth.main_upstream}, (latent, list(truth.effects.items())[:3])
+
+
+# Corpus seeds on which AUROC alone names `workplace` for latent 29 (found by scanning seeds
+# 0..99 of 128 x 32 corpora; 7 of the 100 do); judged with precision, every seed agrees.
+AUROC_ALONE_FAILS = (17, 70)
+
+
+@pytest.mark.parametrize("seed", [*range(4), *AUROC_ALONE_FAILS])
+def test_the_tracked_label_holds_on_other_corpora(bk, seed):
+    """On small corpora of other seeds the label judged on AUROC and precision together is
+    the same for every latent of the pool; on some of them AUROC alone is not."""
+    truths = blind_case_truths(bk, BLIND_CASE_POOL, seed=seed, n_seqs=128, n_contexts=1, n_candidates=1)
+    assert {latent: truth.label for latent, truth in truths.items()} == {k: v[0] for k, v in EXPECTED.items()}
+    by_auroc = max(truths[29].scores, key=lambda name: truths[29].scores[name][0])
+    assert (by_auroc == "workplace") == (seed in AUROC_ALONE_FAILS), (seed, by_auroc, truths[29].scores[by_auroc])
+
+
+def test_tracked_label_weighs_precision_with_auroc():
+    scores = {"broad": (0.95, 0.1), "narrow": (0.9, 0.6), "wider": (0.7, 0.6), "other": (0.5, 0.0)}
+    assert tracked_label(scores) == "narrow"
+    assert tracked_label({"only": (0.6, 0.0), "none": (0.5, 0.0)}) == "only"
+
+
+def _refuse(n: int) -> int:
+    raise AssertionError("the blind case's check drew an input with the grader's seed")
+
+
+def test_blind_case_grade_is_the_same_for_every_grader_seed(monkeypatch):
+    """The seeds the grader can use: 0 in a notebook, one of ``grading.SEED_OFFSETS`` drawn
+    by ``grade``, any other given with ``--seed-offset``. The blind case's check draws
+    nothing with them (``seed`` raises here if it is called) and grades on the fixed
+    corpus's truth, computed once, so each answer gets one grade for all of them. Shown: the
+    reference passes the grader's re-check at the ends of the drawn range and off it, and
+    every catalogued mistake fails with its diagnosis at the far end."""
+    import tests.checks.ch04_transcoders as checks
+    from solutions.ch04_transcoders import blind_case_study
+    from tests.mistakes.ch04_transcoders import MISTAKES
+    from utils.course import checking, settings
+    from utils.course.grading import SEED_OFFSETS
+
+    monkeypatch.setattr(checks, "seed", _refuse)
+    for offset in (0, SEED_OFFSETS[0], SEED_OFFSETS[-1], -7):
+        checking.recheck(checks.check_blind_case_study, blind_case_study, blind_case_study, offset)
+    truths = dict(checks._TRUTHS)
+    assert len(truths) == 1, "one ground truth for every offset"
+    with settings.strict_checks(), checking.check_settings(seed_offset=SEED_OFFSETS[-1]):
+        for mistake in MISTAKES["blind_case_study"]:
+            with pytest.raises(checking.CheckFailure, match=re.escape(mistake.diagnosis)):
+                checks.check_blind_case_study(mistake.fn)
+    assert checks._TRUTHS == truths
+
+
+def _answer_with(latent: int, upstream: list[int]):
+    """The reference's answers, with ``upstream`` for ``latent``."""
+    from solutions.ch04_transcoders import blind_case_study
+
+    def answer(bk, k):
+        found = blind_case_study(bk, k)
+        return {**found, "upstream": upstream} if k == latent else found
+    return answer
+
+
+def test_blind_case_checks_the_main_upstream_latent_and_the_order():
+    """Built from the truth the check grades on: listing the largest connection alone where
+    ablation ranks another latent first misses the main one; a small latent listed before
+    one more than twice its size by both measures is out of order."""
+    import tests.checks.ch04_transcoders as checks
+    from utils.course import checking, settings
+
+    bk = checking.backend()
+    truths = checks._truths(bk)
+    missed = ordered = 0
+    with settings.strict_checks():
+        for latent, truth in truths.items():
+            biggest = max(abs(e) for e in truth.effects.values())
+            linear = truth.contributions.abs()
+            size = {k: (abs(e) / biggest, linear[k].item() / linear.max().item()) for k, e in truth.effects.items()}
+            strongest = int(linear.argmax())
+            if strongest != truth.main_upstream and size[truth.main_upstream][1] >= checks.MAIN:
+                with pytest.raises(checking.CheckFailure, match=f"latent {latent}: you missed its main upstream latent "
+                                                                 f"{truth.main_upstream}"):
+                    checks.check_blind_case_study(_answer_with(latent, [strongest]))
+                missed += 1
+            small = [k for k, (a, c) in size.items() if max(a, c) >= checks.RELEVANT and
+                     all(x < y / 2 for x, y in zip(size[k], size[strongest]))]
+            if small and strongest != truth.main_upstream:
+                with pytest.raises(checking.CheckFailure, match=f"latent {latent}: order the list by importance"):
+                    checks.check_blind_case_study(_answer_with(latent, [truth.main_upstream, small[0], strongest]))
+                ordered += 1
+    assert missed and ordered, "the pool no longer exercises these rules: choose cases that do"

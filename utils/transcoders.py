@@ -33,7 +33,6 @@ latent)``; chapter 05 builds its local replacement model on these functions.
 """
 from __future__ import annotations
 
-import random
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -203,7 +202,7 @@ def upstream_ablations(
 ) -> Float[Tensor, "batch n_up"]:
     """The true effect of zeroing each of ``up_latents`` (at every position, ``upstream``
     spliced with its error term) on ``latent``'s pre-activation at ``positions[b]``: one
-    forward pass over ``batch * n_up`` rows (chapter 04's exercise, batched)."""
+    forward pass over ``batch * n_up`` rows (chapter 04's ``upstream_ablation_effects`` exercise, batched)."""
     n, m = tokens.shape[0], len(up_latents)
     acts_hook = f"{output_hook(upstream)}.hook_sae_acts_post"
     down_hook = transcoder.cfg.metadata.hook_name
@@ -244,22 +243,33 @@ def auroc_and_precision(
 
 BLIND_CASE_LAYER = 1
 BLIND_CASE_POOL = (29, 147, 172)  # checked against the generator by tests/test_transcoders.py
+# The ground truth is computed once, on this corpus, whatever seed the grader re-checks with:
+# a learner's answer thus gets the same grade for every seed (tests/test_transcoders.py).
+BLIND_CASE_CORPUS = {"n_seqs": 1024, "seq_len": 32, "seed": 0}
+BLIND_CASE_CONTEXTS = 32  # the latent's strongest activations at which its upstream latents are measured
 BLIND_CASE_CRITERIA = {"auroc": 0.9, "precision": 0.5, "runner_up_gap": 0.05}
 
 
-def blind_case_latents(seed: int, k: int = 2) -> list[int]:
-    """``k`` latents of the pool, drawn with ``seed`` (the grader draws with other seeds)."""
-    return sorted(random.Random(f"blind-case/{seed}").sample(BLIND_CASE_POOL, k))
+def tracked_label(scores: dict[str, tuple[float, float]]) -> str:
+    """The label a latent tracks, judged on AUROC and precision together: among the labels
+    that hold at least half the largest precision, the one with the highest AUROC.
+
+    AUROC alone would let a label the latent fires on a little almost everywhere (high AUROC,
+    precision near 0.1) beat the label that holds most of its activation; precision alone
+    would let a broader label that contains the right one tie with it."""
+    most = max(p for _, p in scores.values())
+    return max((name for name, (_, p) in scores.items() if p >= most / 2), key=lambda name: scores[name][0])
 
 
 @dataclass
 class CaseTruth:
-    """Ground truth of one latent: its best label by AUROC (with its precision), every
-    label's (AUROC, precision), and its upstream latents at its strongest activations:
-    ``effects``, the mean change of its pre-activation when each candidate is zeroed (true
-    ablation, largest in size first), and ``contributions``, every upstream latent's mean
-    linearised contribution (direct and attention paths, :func:`upstream_contributions`),
-    both averaged over the contexts ``tokens`` read at ``positions``."""
+    """Ground truth of one latent: the label it tracks (:func:`tracked_label`, with its AUROC
+    and precision), every label's (AUROC, precision), and its upstream latents at its
+    strongest activations: ``effects``, the mean change of its pre-activation when each
+    candidate is zeroed (true ablation, largest in size first), and ``contributions``,
+    every upstream latent's mean linearised contribution (direct and attention paths,
+    :func:`upstream_contributions`), both averaged over the contexts ``tokens`` read at
+    ``positions``."""
 
     latent: int
     label: str
@@ -277,12 +287,13 @@ class CaseTruth:
         return next(iter(self.effects))
 
 
-def blind_case_truths(bk: Backend, latents: Sequence[int], seed: int = 0, n_seqs: int = 128, seq_len: int = 32,
-                      n_contexts: int = 8, n_candidates: int = 24) -> dict[int, CaseTruth]:
-    """Ground truth of transcoder-1 ``latents`` on a corpus drawn with ``seed``: AUROC and
-    precision of every planted label (BOS excluded), and the true ablation effect of the
-    ``n_candidates`` transcoder-0 latents with the largest linearised contribution at each
-    latent's ``n_contexts`` strongest activations."""
+def blind_case_truths(bk: Backend, latents: Sequence[int], seed: int = BLIND_CASE_CORPUS["seed"],
+                      n_seqs: int = BLIND_CASE_CORPUS["n_seqs"], seq_len: int = BLIND_CASE_CORPUS["seq_len"],
+                      n_contexts: int = BLIND_CASE_CONTEXTS, n_candidates: int = 24) -> dict[int, CaseTruth]:
+    """Ground truth of transcoder-1 ``latents`` on a corpus drawn with ``seed`` (by default
+    the blind case's fixed corpus): AUROC and precision of every planted label (BOS
+    excluded), and the true ablation effect of the ``n_candidates`` transcoder-0 latents with
+    the largest linearised contribution at each latent's ``n_contexts`` strongest activations."""
     model = bk.model
     up, down = bk.dictionary("transcoder", BLIND_CASE_LAYER - 1), bk.dictionary("transcoder", BLIND_CASE_LAYER)
     corpus = bk.world.corpus(n_seqs, seq_len, seed)
@@ -296,7 +307,7 @@ def blind_case_truths(bk: Backend, latents: Sequence[int], seed: int = 0, n_seqs
     truths = {}
     for i, latent in enumerate(latents):
         scores = {name: (aurocs[j, i].item(), precisions[j, i].item()) for j, name in enumerate(names)}
-        best = max(scores, key=lambda name: scores[name][0])
+        best = tracked_label(scores)
         strongest = acts[..., i].flatten().topk(n_contexts).indices
         seqs, positions = strongest // seq_len, strongest % seq_len
         tokens = corpus.tokens[seqs, : int(positions.max()) + 1]
@@ -311,14 +322,13 @@ def blind_case_truths(bk: Backend, latents: Sequence[int], seed: int = 0, n_seqs
 
 
 def unambiguous(truth: CaseTruth, criteria: dict[str, float] = BLIND_CASE_CRITERIA) -> bool:
-    """Whether a latent's ground truth is clear: its best label has AUROC and precision
-    above the criteria, and every other label within ``runner_up_gap`` of that AUROC has
-    less than half its precision."""
+    """Whether a latent's ground truth is clear: its label has AUROC and precision above the
+    criteria, and no other label comes close on both: each has an AUROC lower by more than
+    ``runner_up_gap`` or less than half the precision."""
     if truth.auroc < criteria["auroc"] or truth.precision < criteria["precision"]:
         return False
-    close = [name for name, (a, _) in truth.scores.items()
-             if name != truth.label and a >= truth.auroc - criteria["runner_up_gap"]]
-    return all(truth.scores[name][1] < truth.precision / 2 for name in close)
+    return all(a < truth.auroc - criteria["runner_up_gap"] or p < truth.precision / 2
+               for name, (a, p) in truth.scores.items() if name != truth.label)
 
 
 class _Hidden:

@@ -386,6 +386,25 @@ def case_every_connected_latent(bk, latent):
     return _with(bk, latent, upstream=every)
 
 
+def case_upstream_sorted_by_id(bk, latent):
+    """The right upstream latents, listed by id instead of by importance."""
+    return _with(bk, latent, upstream=lambda bk, k: sorted(blind_case_study(bk, k)["upstream"]))
+
+
+def case_upstream_weakest_first(bk, latent):
+    """The right upstream latents, in reverse: the smallest contribution first."""
+    return _with(bk, latent, upstream=lambda bk, k: blind_case_study(bk, k)["upstream"][::-1])
+
+
+def case_upstream_by_pullback_alone(bk, latent):
+    """Upstream = the three largest pullbacks (weights only), not weighted by how much each
+    upstream latent is active where the latent fires."""
+    def by_pullback(bk, k):
+        model, up, down = bk.model, bk.dictionary("transcoder", 0), bk.dictionary("transcoder", 1)
+        return pullback(model, up, down, k, 1.0).topk(3).indices.tolist()
+    return _with(bk, latent, upstream=by_pullback)
+
+
 MISTAKES = {
     "transcoder_metrics": [
         Mistake(metrics_cache_at_input_hook, "cached under the hook it writes", signature=False),
@@ -472,5 +491,8 @@ MISTAKES = {
         Mistake(case_upstream_most_active, "barely changes", signature=False),
         Mistake(case_upstream_coactive_layer1, "fire together with it", signature=False),
         Mistake(case_every_connected_latent, "at most 5", signature=False),
+        Mistake(case_upstream_sorted_by_id, "sorted by latent id", signature=False),
+        Mistake(case_upstream_weakest_first, "list the main upstream latents first", signature=False),
+        Mistake(case_upstream_by_pullback_alone, "hardly active where the latent fires", signature=False),
     ],
 }

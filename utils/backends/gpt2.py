@@ -1,8 +1,14 @@
 """GPT-2 small backends: ``gpt2`` (real weights, public dictionaries) and ``gpt2-shaped``.
 
 ``gpt2`` reads GPT-2 small and public dictionaries from the Hugging Face hub, or from a local
-hub cache (``HF_HUB_OFFLINE=1`` with the files under ``HF_HOME``); where neither has them it
-stops at once with one sentence saying so.
+hub cache (``HF_HUB_OFFLINE=1`` with the files under ``HF_HOME``). It fails in one of two ways:
+
+- :class:`HubUnavailable` (a ``RuntimeError``): the hub cannot be reached, or offline the
+  files are not in the local cache. It stops at once with one sentence; a scale-up cell
+  catches this one exception and prints one ``skipped (...)`` line.
+- :class:`LoadFailed` (not a ``RuntimeError``): anything else while loading, such as a damaged
+  or changed file, a weight of the wrong shape, a pickle the loader refuses, or memory
+  running out. It names the file and what to do, and no scale-up cell catches it.
 
 - residual SAEs: SAELens release ``gpt2-small-res-jb`` (``blocks.{L}.hook_resid_pre``);
 - attention SAEs: SAELens release ``gpt2-small-hook-z-kk`` (``blocks.{L}.attn.hook_z``);
@@ -26,6 +32,7 @@ tensor([[50256, 15496,   995]])
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -152,19 +159,101 @@ def hub_unavailable_reason(
     return None
 
 
+class HubUnavailable(RuntimeError):
+    """The hub cannot be reached (or, with ``HF_HUB_OFFLINE``, the files are not in the local
+    hub cache): the one failure a scale-up cell skips, with one line."""
+
+
+class LoadFailed(Exception):
+    """Loading GPT-2 or a dictionary failed for a reason other than the hub's absence; the
+    message names the file and what to do. Deliberately not a ``RuntimeError``, so that no
+    cell written to skip an unreachable hub can hide it."""
+
+
+def unavailable_message(reason: str) -> str:
+    """The one sentence of :class:`HubUnavailable`."""
+    return (f"The gpt2 backend reads GPT-2 small and its SAEs from the Hugging Face hub "
+            f"({HUB_ENDPOINT}), but {reason}: run this notebook in Colab, or use "
+            f"load_backend('toy') offline.")
+
+
 def require_hub(files: Iterable[tuple[str, str]]) -> None:
-    """Raise one clear ``RuntimeError`` unless ``files`` can be read from the hub or its cache.
+    """Raise :class:`HubUnavailable` (one sentence) unless ``files`` can be read from the hub
+    or its cache.
 
     Called before any download, so an offline machine fails in milliseconds instead of
     retrying inside ``huggingface_hub`` for tens of seconds.
     """
     reason = hub_unavailable_reason(files)
     if reason is not None:
-        raise RuntimeError(
-            f"The gpt2 backend reads GPT-2 small and its SAEs from the Hugging Face hub "
-            f"({HUB_ENDPOINT}), but {reason}: run this notebook in Colab, or use "
-            f"load_backend('toy') offline."
-        )
+        raise HubUnavailable(unavailable_message(reason))
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the exceptions it was raised from or during, innermost last."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+# Transport errors of the HTTP clients huggingface_hub and its dependents use (httpx, requests,
+# urllib3), matched by name so that none of them needs importing here.
+_HTTP_CLIENTS = ("httpx", "httpcore", "requests", "urllib3")
+_TRANSPORT_ERRORS = {"TransportError", "ConnectionError", "Timeout", "MaxRetryError", "NewConnectionError"}
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether ``error`` (or what it was raised from) means the hub did not answer: a
+    connection or timeout error, or huggingface_hub's "not in the cache and cannot connect"."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    for e in _causes(error):
+        if isinstance(e, (LocalEntryNotFoundError, ConnectionError, TimeoutError)):
+            return True
+        if any(c.__module__.split(".")[0] in _HTTP_CLIENTS and c.__name__ in _TRANSPORT_ERRORS for c in type(e).__mro__):
+            return True
+    return False
+
+
+def _cached_path(repo: str, name: str) -> str:
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(repo, name)
+    return path if isinstance(path, str) else f"{repo}/{name} (not cached)"
+
+
+def _advice(error: BaseException, files: Sequence[tuple[str, str]]) -> str:
+    """What a learner can do about ``error``, raised while reading ``files``."""
+    memory = any(isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(e).lower()
+                 for e in _causes(error))
+    if memory:
+        return ("Memory ran out: restart the runtime to free it (in Colab: Runtime > Restart session), then run "
+                "this cell before other large ones, or load fewer layers.")
+    paths = ", ".join(_cached_path(repo, name) for repo, name in files)
+    return (f"The downloaded file may be damaged or not in the format this course reads: delete {paths} and run "
+            "the cell again to download it afresh; if the same error comes back, the file on the hub has changed "
+            "and the course's loader needs updating (report it with this message).")
+
+
+@contextlib.contextmanager
+def loading(what: str, files: Sequence[tuple[str, str]]) -> Iterator[None]:
+    """Turn a failure while loading ``what`` from ``files`` into :class:`HubUnavailable` when the
+    hub stopped answering, and into :class:`LoadFailed` (naming the files and the fix) otherwise."""
+    try:
+        yield
+    except (HubUnavailable, LoadFailed):
+        raise
+    except Exception as error:
+        if unreachable(error):
+            raise HubUnavailable(unavailable_message(
+                f"it stopped answering while {what} was read ({type(error).__name__})")) from error
+        detail = " ".join(str(error).split())
+        detail = (detail if len(detail) <= 400 else detail[:400] + " ...").rstrip(".")
+        raise LoadFailed(f"Loading {what} failed: {type(error).__name__}: {detail}. "
+                         f"{_advice(error, files)}") from error
 
 
 # ==================================================================== helpers
@@ -184,13 +273,6 @@ def check_kinds(kinds: Sequence[str]) -> None:
         raise ValueError(f"unknown dictionary kinds {sorted(unknown)}: expected some of {KINDS}")
 
 
-def keyed_by_hook(saes: Iterable[SAE], expected: Sequence[str]) -> dict[str, SAE]:
-    """Key SAEs by ``cfg.metadata.hook_name``, asserting those are the hooks we expect."""
-    keyed = {sae.cfg.metadata.hook_name: sae for sae in saes}
-    assert list(keyed) == list(expected), f"SAE hooks {list(keyed)} != expected {list(expected)}"
-    return keyed
-
-
 # ==================================================================== gpt2
 @register("gpt2")
 def load_gpt2(
@@ -205,19 +287,30 @@ def load_gpt2(
     check_kinds(kinds)
     chosen = layer_list(layers)
     require_hub(hub_files(chosen, kinds))
-    model = HookedSAETransformer.from_pretrained(MODEL_NAME, device=device, **MODEL_PROCESSING)
-    saes, attn_saes, transcoders = {}, {}, {}
-    if "resid_sae" in kinds:
-        hooks = [RESID_HOOK.format(layer=layer) for layer in chosen]
-        saes = keyed_by_hook((load_sae(RESID_RELEASE, hook, device) for hook in hooks), hooks)
-    if "attn_sae" in kinds:
-        ids = [ATTN_SAE_ID.format(layer=layer) for layer in chosen]
-        hooks = [ATTN_HOOK.format(layer=layer) for layer in chosen]
-        attn_saes = keyed_by_hook((load_sae(ATTN_RELEASE, i, device) for i in ids), hooks)
-    if "transcoder" in kinds:
-        loaded_tcs = (load_dunefsky_transcoder(layer, device) for layer in chosen)
-        transcoders = {tc.cfg.metadata.hook_name: tc for tc in loaded_tcs}
-    return Backend("gpt2", model, saes, attn_saes, transcoders)
+    with loading("GPT-2 small", [(MODEL_REPO, name) for name in MODEL_FILES]):
+        model = HookedSAETransformer.from_pretrained(MODEL_NAME, device=device, **MODEL_PROCESSING)
+    loaded: dict[str, dict[str, SAE]] = {kind: {} for kind in KINDS}
+    for kind in kinds:
+        for layer in chosen:
+            hook = dictionary_hook(kind, layer)
+            with loading(f"the layer-{layer} {KIND_NAMES[kind]}", dictionary_files(kind, layer)):
+                dictionary = load_dictionary(kind, layer, device)
+                if dictionary.cfg.metadata.hook_name != hook:
+                    raise ValueError(f"it reads {dictionary.cfg.metadata.hook_name}, expected {hook}")
+            loaded[kind][hook] = dictionary
+    return Backend("gpt2", model, loaded["resid_sae"], loaded["attn_sae"], loaded["transcoder"])
+
+
+KIND_NAMES = {"resid_sae": "residual SAE", "attn_sae": "attention SAE", "transcoder": "transcoder"}
+
+
+def load_dictionary(kind: str, layer: int, device: str = "cpu") -> SAE:
+    """The public dictionary of ``kind`` at ``layer`` (read from the hub or its cache)."""
+    if kind == "resid_sae":
+        return load_sae(RESID_RELEASE, RESID_HOOK.format(layer=layer), device)
+    if kind == "attn_sae":
+        return load_sae(ATTN_RELEASE, ATTN_SAE_ID.format(layer=layer), device)
+    return load_dunefsky_transcoder(layer, device)
 
 
 def load_sae(release: str, sae_id: str, device: str = "cpu") -> SAE:
@@ -297,7 +390,10 @@ def transcoder_from_dunefsky(state: dict[str, Tensor], layer: int) -> Transcoder
     expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in),
                 "b_dec": (d_in,), "b_dec_out": (d_in,)}
     for name, shape in expected.items():
-        assert tuple(state[name].shape) == shape, f"{name}: {tuple(state[name].shape)} != {shape}"
+        if name not in state or tuple(state[name].shape) != shape:
+            got = tuple(state[name].shape) if name in state else "missing"
+            raise ValueError(f"the transcoder's {name} has shape {got}, expected {shape} "
+                             f"(W_enc is {tuple(state['W_enc'].shape)})")
     transcoder = _meta_transcoder(d_in, d_sae, layer)
     weights = {
         "W_enc": state["W_enc"],

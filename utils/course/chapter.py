@@ -184,6 +184,14 @@ class Chapter:
         return {f.exercise: f for f in vars(module).values()
                 if hasattr(f, "exercise") and getattr(f, "chapter", None) == self.name}
 
+    def twins(self) -> dict[str, tuple[str, ...]]:
+        """exercise -> the names of the library functions that compute its answer (its twins,
+        listed in :mod:`utils.course.twins`): the grader treats a call to one like a call to
+        the reference."""
+        from utils.course.twins import twins
+
+        return twins(self.name)
+
     def mistakes(self) -> dict[str, list[Any]]:
         """exercise -> its catalogued wrong implementations (``utils.course.checking.Mistake``)."""
         return importlib.import_module(self.mistakes_module).MISTAKES

@@ -7,12 +7,14 @@ computed *in the grader's process* on inputs drawn with that seed offset (``torc
 bytes). Nothing of it is on disk, so the learner's code cannot read the expected answers.
 
 Before any learner code runs this process imports the checks, turns every function of the
-reference module into one that refuses to run while a learner's function is running, and
-takes a fingerprint of the course's modules, torch and the builtins. Then it runs the
+reference module into one that refuses to run while a learner's function is running, does
+the same for each exercise's twins (library functions that compute its answer,
+:mod:`utils.course.twins`) while the learner's function *for that exercise* runs, and takes
+a fingerprint of the course's modules, torch and the builtins. Then it runs the
 learner's cells and re-checks each exercise (:func:`utils.course.checking.recheck`) under a time
 limit; after each cell and each check, whatever was replaced is put back and blamed on that
 exercise. An exercise passes only if its check passes, the function is the learner's own
-(not imported), it never called the reference, and it replaced nothing.
+(not imported), it never called the reference nor one of its twins, and it replaced nothing.
 
 It prints one JSON line per exercise, prefixed by the nonce (a learner's ``print`` cannot
 forge a result), and ends with ``os._exit`` so no learner ``atexit`` hook runs.
@@ -45,7 +47,9 @@ class ReferenceCalled(Exception):
 
 
 _IN_LEARNER = [0]  # > 0 while a learner's function runs
+_GRADED: list[str | None] = [None]  # the exercise being re-checked
 _REFERENCE_CALLS: list[str] = []
+_TWIN_CALLS: list[str] = []
 
 
 @functools.cache
@@ -95,7 +99,39 @@ def _refusing(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise ReferenceCalled(f"{fn.__name__} of the reference solution was called from your code")
         return fn(*args, **kwargs)
 
+    del reference.__wrapped__  # type: ignore[attr-defined]  # no way back to the original
     return reference
+
+
+def _guard_twins(chapter: str) -> None:
+    """Each twin of an exercise of ``chapter`` refuses to run while the learner's function for
+    that exercise runs (elsewhere, and for other exercises, it runs as usual)."""
+    from utils.course.twins import twin_functions, twins
+
+    of: dict[int, tuple[Callable[..., Any], set[str]]] = {}
+    for exercise, names in twins(chapter).items():
+        for fns in twin_functions(names).values():
+            for fn in fns:
+                of.setdefault(id(fn), (fn, set()))[1].add(exercise)
+    guarded = {key: _refusing_twin(fn, exercises) for key, (fn, exercises) in of.items()}
+    for name, mod in list(sys.modules.items()):
+        if name.startswith(("solutions", "tests", "utils")) and isinstance(mod, ModuleType):
+            for attr, value in list(vars(mod).items()):
+                if id(value) in guarded:
+                    setattr(mod, attr, guarded[id(value)])
+
+
+def _refusing_twin(fn: Callable[..., Any], exercises: set[str]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def twin(*args: Any, **kwargs: Any) -> Any:
+        if _IN_LEARNER[0] and _GRADED[0] in exercises:
+            _TWIN_CALLS.append(fn.__name__)
+            raise ReferenceCalled(f"{fn.__name__}, a library function that computes {_GRADED[0]}'s answer, was "
+                                  "called from your code")
+        return fn(*args, **kwargs)
+
+    del twin.__wrapped__  # type: ignore[attr-defined]
+    return twin
 
 
 def _learner(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -228,13 +264,15 @@ def recheck_all(spec: dict[str, Any], known: dict[str, Any], emit: Callable[[dic
     chapter, limit = spec["chapter"], float(spec["limit"])
     checks = Chapter(chapter).registered_checks()
     _guard_reference(chapter)
+    _guard_twins(chapter)
     baseline = _fingerprint()
     namespace, broken, loaded = _load(chapter, spec["chunks"], limit, baseline)
     for exercise in spec["exercises"]:
         emit({"exercise": exercise, "started": True})
         result = {"exercise": exercise, "passed": False, "reason": "", "tampered": []}
         fn = namespace.get(exercise)
-        calls = len(_REFERENCE_CALLS)
+        calls, twin_calls = len(_REFERENCE_CALLS), len(_TWIN_CALLS)
+        _GRADED[0] = exercise
         if exercise in broken:
             result["reason"] = broken[exercise]
         elif fn is None:
@@ -252,8 +290,12 @@ def recheck_all(spec: dict[str, Any], known: dict[str, Any], emit: Callable[[dic
                 result["reason"] = f"it did not finish in {limit:.0f} s on fresh inputs"
             except BaseException as error:  # noqa: BLE001
                 result["reason"] = f"the re-check stopped: {type(error).__name__}: {error}"
+        _GRADED[0] = None
         if len(_REFERENCE_CALLS) > calls:
             result["tampered"].append(f"it called the reference solution ({_REFERENCE_CALLS[-1]})")
+        if len(_TWIN_CALLS) > twin_calls:
+            result["tampered"].append(f"it called {_TWIN_CALLS[-1]}, a library function that computes its answer "
+                                      "(its twin, graded like the reference)")
         replaced = loaded.get(exercise, []) + _undo(baseline)
         if replaced:
             result["tampered"].append(f"its code replaced {', '.join(replaced[:3])} (put back)")

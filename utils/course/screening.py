@@ -10,9 +10,11 @@ restores locked cells), before anything runs:
   dropped, and so are all other cell metadata, stored outputs and execution counts;
 * the learner's code cells are kept in their order, and every cell the learner wrote or
   changed is screened (:class:`_Screen`) for code that subverts grading: importing the
-  reference, monkeypatching the course, torch or ``sys.modules``, reading known outputs,
-  input transformers and other kernel hooks, ending the kernel, tensor subclasses, changing
-  the environment, writing course files.
+  reference, naming an exercise's twin in its exercise cell (a library function that
+  computes its answer, :mod:`utils.course.twins`) or fetching a library function there by a
+  name built at run time, monkeypatching the course, torch or
+  ``sys.modules``, reading known outputs, input transformers and other kernel hooks, ending
+  the kernel, tensor subclasses, changing the environment, writing course files.
 
 Each :class:`Finding` names the exercises it concerns. ``tampering=True`` findings zero
 those exercises; the others (a restored check cell, an ignored marker) are only reported,
@@ -52,14 +54,14 @@ _EXERCISE_FORBIDDEN_IMPORTS = ("tests", "solutions", "utils.course", "gc", "insp
                                "unittest", "shutil", "pathlib", "glob", "io", "types")
 _EXITS = {"exit", "quit", "os._exit", "os.kill", "os.killpg", "os.abort", "sys.exit", "os.fork", "os.forkpty"}
 _DYNAMIC = {"exec", "eval", "compile", "__import__", "breakpoint"}
-_INTERNALS = {"__globals__", "__code__", "__closure__", "__builtins__", "__subclasses__", "__defaults__",
+_INTERNALS = {"__globals__", "__code__", "__closure__", "__builtins__", "__subclasses__", "__defaults__", "__wrapped__",
               "__kwdefaults__", "f_globals", "f_locals", "f_back", "f_builtins", "tb_frame", "gi_frame", "cr_frame",
               "_getframe", "get_objects", "get_referrers", "get_referents", "currentframe", "getouterframes",
               "meta_path", "path_hooks", "path_importer_cache", "settrace", "setprofile", "addaudithook"}
 _TORCH_OVERRIDES = {"__torch_function__", "__torch_dispatch__", "as_subclass", "_make_subclass",
                     "_make_wrapper_subclass", "TorchFunctionMode", "TorchDispatchMode", "overrides", "_python_dispatch"}
 MACHINERY = "utils.course"  # the course machinery: a learner's cell may take only what is public
-PUBLIC = ("utils.course.checking.checked",)  # what a learner's cell may use of it
+PUBLIC = ("utils.course.checking.checked", "utils.course.checking.earlier")  # what a learner's cell may use of it
 _FILE_WRITERS = {"write_text", "write_bytes", "unlink", "rmdir", "chmod", "touch", "symlink_to", "hardlink_to",
                  "mkdir", "rename"}
 _OS_WRITERS = {"remove", "unlink", "rename", "replace", "chmod", "rmdir", "removedirs", "link", "symlink",
@@ -282,13 +284,28 @@ def screen(source: str, chapter: str, exercise: str | None, aliases: dict[str, s
         tree = ast.parse(_python(source))
     except SyntaxError:
         return []  # it cannot run, so it cannot cheat; the kernel reports the error
-    visitor = _Screen(in_exercise=exercise is not None, aliases={} if aliases is None else aliases)
+    twins = {name: exercise for name in Chapter(chapter).twins().get(exercise, ())} if exercise else {}
+    visitor = _Screen(in_exercise=exercise is not None, aliases={} if aliases is None else aliases, twins=twins)
+    visitor.bound = _bound(tree)
     visitor.visit(tree)
     if not visitor.reasons:
         return []
     concerned = (exercise,) if exercise is not None else mentioned(source, chapter) or Chapter(chapter).exercise_names
     where = "its exercise cell" if exercise else "a cell of the notebook"
     return [Finding(concerned, f"{where} {reason}", True) for reason in dict.fromkeys(visitor.reasons)]
+
+
+def _bound(tree: ast.AST) -> set[str]:
+    """Names a cell binds other than by importing: assigned, arguments, functions, classes."""
+    bound = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            bound.add(node.id)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+    return bound
 
 
 def mentioned(source: str, chapter: str) -> tuple[str, ...]:
@@ -315,10 +332,18 @@ def _words(node: ast.AST) -> Iterator[str]:
 class _Screen(ast.NodeVisitor):
     """Collects the reasons a cell looks like tampering (see the module docstring)."""
 
-    def __init__(self, in_exercise: bool, aliases: dict[str, str]) -> None:
+    def __init__(self, in_exercise: bool, aliases: dict[str, str], twins: dict[str, str] | None = None) -> None:
         self.in_exercise = in_exercise
         self.aliases = aliases  # local name -> the dotted module path it was imported as
+        self.twins = twins or {}  # name of a twin of the cell's exercise -> that exercise
+        self.bound: set[str] = set()  # names the cell binds itself (they shadow an import)
         self.reasons: list[str] = []
+
+    def twin(self, name: str) -> None:
+        """Flag ``name``, a library function the cell reaches, if it is a twin of the cell's exercise."""
+        if name in self.twins:
+            self.flag(f"uses {name}, a library function that computes {self.twins[name]}'s answer (its twin, "
+                      "graded like the reference): write it yourself")
 
     def flag(self, reason: str) -> None:
         self.reasons.append(reason)
@@ -368,6 +393,8 @@ class _Screen(ast.NodeVisitor):
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         module = node.module or ""
         for alias in node.names:
+            if module.split(".")[0] == "utils":
+                self.twin(alias.name)
             self._imported(f"{module}.{alias.name}" if module else alias.name)
             if _machinery(f"{module}.{alias.name}"):
                 self.flag(f"takes {alias.name} from {module} (the course machinery)")
@@ -414,6 +441,8 @@ class _Screen(ast.NodeVisitor):
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         path = self.dotted(node)
+        if path.startswith("utils."):
+            self.twin(node.attr)
         if node.attr in _INTERNALS:
             self.flag(f"reaches into the interpreter ({node.attr})")
         elif node.attr in _TORCH_OVERRIDES:
@@ -428,6 +457,9 @@ class _Screen(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> None:
+        imported = self.aliases.get(node.id, "")
+        if isinstance(node.ctx, ast.Load) and imported.startswith("utils.") and node.id not in self.bound:
+            self.twin(imported.split(".")[-1])
         if node.id in _INTERNALS | _TORCH_OVERRIDES:
             self.flag(f"reaches into the interpreter ({node.id})")
         elif node.id in ("__builtins__", "get_ipython"):
@@ -466,6 +498,12 @@ class _Screen(ast.NodeVisitor):
             self.flag(f"runs code built at run time ({func})")
         elif func.startswith("os.environ.") and short in _MUTATORS or func in ("os.putenv", "os.unsetenv"):
             self.flag("changes environment variables (such as the grader's SAE_CIRCUITS_STRICT)")
+        elif func == "getattr" and len(node.args) >= 2 and self.dotted(node.args[0]).split(".")[0] == "utils":
+            name = node.args[1]
+            if isinstance(name, ast.Constant) and isinstance(name.value, str):
+                self.twin(name.value)
+            elif self.in_exercise:
+                self.flag("fetches a function of the course's library by a name built at run time (getattr)")
         elif func in ("setattr", "delattr") and node.args and self.module_rooted(node.args[0]):
             self.flag(_patch_reason(self.module_rooted(node.args[0])))
         elif short in _MUTATORS and isinstance(node.func, ast.Attribute) and self.module_rooted(node.func.value):
@@ -478,8 +516,8 @@ class _Screen(ast.NodeVisitor):
             self.flag(f"reads or writes files ({func})")
         elif self._writes_course_file(node, func, short):
             self.flag(f"writes into the course's files ({func or short})")
-        elif self.in_exercise and short == "checked":
-            self.flag("calls checked(), which hands back the reference solution")
+        elif self.in_exercise and short in ("checked", "earlier"):
+            self.flag(f"calls {short}(), which hands back the reference solution")
         self.generic_visit(node)
 
     def _writes_course_file(self, node: ast.Call, func: str, short: str) -> bool:

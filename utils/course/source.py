@@ -21,9 +21,13 @@ The next code cell defines ``def NAME(...)`` with the reference between
     a GPT-2 scale-up cell (the tag is kept in both notebooks). It loads through
     ``utils.backends.gpt2.load_gpt2(device, layers=[...], kinds=(...))``, with ``layers`` and
     ``kinds`` written as literals (a learner downloads only those), inside
-    ``try: ... except RuntimeError as error: print(f"skipped ({error})")``, so that offline it
-    prints one line and moves on. ``tests/test_scaleups.py`` finds every such cell in every
-    solution notebook and runs it, with the earlier cells it needs, against a simulated hub.
+    ``try: ... except HubUnavailable as error: print(f"skipped ({error})")`` and nothing
+    broader: where the hub cannot be reached (or, offline, the files are not cached) it prints
+    one line and moves on; any other failure (a damaged file, a wrong shape, memory) raises
+    ``LoadFailed``, which names the file and what to do, and shows as an error.
+    ``tests/test_scaleups.py`` finds every such cell in every solution notebook and runs it,
+    with the earlier cells it needs, against a simulated hub; offline; and against a hub
+    holding a damaged file.
 Every other cell appears in both notebooks only.
 """
 from __future__ import annotations

@@ -48,8 +48,14 @@ from utils.course.grading.report import Exercise, Score, combine, table, write_j
 from utils.course.grading.worker import (CELL_TIMEOUT, TIMEOUT, hashes, landlock, make_writable, recheck, run_worker,
                                          snapshot, start_zygote, stop, zygote_ready)
 
-__all__ = ["CELL_TIMEOUT", "MAX_BYTES", "TIMEOUT", "Exercise", "Score", "collect", "grade", "read_submission",
+__all__ = ["CELL_TIMEOUT", "MAX_BYTES", "SEED_OFFSETS", "TIMEOUT", "Exercise", "Score", "collect", "grade", "read_submission",
            "recheck_sources", "reference_outputs", "table", "write_json", "write_junit"]
+
+
+# The seed offsets ``grade`` draws the re-check's inputs with when none is given (a notebook's
+# own checks use 0; ``--seed-offset`` may give any other). Checks whose grade must not depend
+# on the draw (the blind case study's ground truth) are tested against these.
+SEED_OFFSETS = range(1000, 10000)
 
 
 def grade(
@@ -67,7 +73,7 @@ def grade(
     ``seed_offset`` shifts the seeds of the re-check's inputs (random by default);
     ``confine=False`` runs without Landlock even where it is available (as elsewhere);
     ``fork=False`` starts every kernel and re-check as a new Python (no :mod:`utils.course.zygote`)."""
-    seed_offset = secrets.randbelow(9000) + 1000 if seed_offset is None else seed_offset
+    seed_offset = secrets.choice(SEED_OFFSETS) if seed_offset is None else seed_offset
     scores, jobs = [], []
     for path in collect(paths):
         score, job = intake(path, chapter, max_bytes)
