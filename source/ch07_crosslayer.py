@@ -599,8 +599,38 @@ print("induction circuit recovered in more PLT graphs than CLT graphs:",
 # **GPT-2.** We found no public CLT for GPT-2 small in a format the course reads:
 # circuit-tracer 0.5's loaders fetch transcoders and CLTs for Gemma and Llama models (its
 # documentation also lists GPT-OSS ones), none for GPT-2, and SAELens has no CLT class.
-# `utils.clt.train_clt` trains one on any `HookedTransformer` (its docstring shows GPT-2 on
-# the organism's text); a scale-up cell in this chapter is left for later.
+# `utils.clt.train_clt` trains one on any `HookedTransformer`, with the BatchTopK recipe of
+# the organism's CLT. The cell below trains a CLT over GPT-2's first two MLPs (3,072 latents
+# per layer, $k = 32$) for 5 steps of 8 rows of 128 tokens, on the organism's text tokenized
+# by GPT-2 (chapter 06's `text_dataset`), to see the pipeline run; a useful CLT needs hundreds
+# of millions of tokens on a GPU. It needs the Hugging Face hub (Colab); offline it prints
+# one line and skips.
+
+# %% tags=["scaleup"]
+# NBVAL_IGNORE_OUTPUT
+import itertools
+
+from utils.backends.gpt2 import HubUnavailable, load_gpt2
+from utils.clt import CLTConfig, CLTTrainingConfig, train_clt
+from utils.training import text_dataset
+
+try:  # GPT-2 alone, no dictionaries: one download of about 500 MB
+    gpt2 = load_gpt2("cuda" if torch.cuda.is_available() else "cpu", layers=[0, 1], kinds=())
+except HubUnavailable as error:  # the hub cannot be reached: skip; any other failure shows
+    print(f"skipped ({error})")
+else:
+    g_model = gpt2.model
+    texts = [model.to_string(row[1:]) for row in world.corpus(200, 48, seed=50_000).tokens]
+    rows = torch.tensor(text_dataset(g_model, texts, context_size=128)["tokens"])
+    stream = (rows[i % len(rows):][:8].to(g_model.cfg.device) for i in itertools.count(0, 8))
+    with torch.enable_grad():  # gradients are off in this notebook (first cell); training needs them
+        g_run = train_clt(CLTConfig(g_model.cfg.d_model, 4 * g_model.cfg.d_model, n_layers=2),
+                          CLTTrainingConfig(k=(32, 32), steps=5, calibration_batches=2),
+                          clt_batches(g_model, stream, n_layers=2, drop_bos=True), progress=False)
+    h = g_run.history
+    print(f"{len(rows)} rows of 128 GPT-2 tokens; 5 steps in {g_run.seconds:.1f} s: reconstruction term "
+          f"{h['mse'][0]:.3g} -> {h['mse'][-1]:.3g}, L0 of the last batch {h['l0.0'][-1]:.3g} and {h['l0.1'][-1]:.3g}; "
+          f"decoders {g_run.clt.cfg.decoder_pairs()}")
 
 # %% [markdown]
 # ## Summary
