@@ -197,7 +197,8 @@ print(f"layer 1's reconstruction (bias aside): mean squared norm {total:.3g}; of
 #
 # (The shipped CLT was trained with BatchTopK, which fixes the mean L0 and needs no
 # $\lambda$; its library code also weights each token's error, as the PLTs were trained.
-# The L1 form above is the one of Anthropic's and of chapter 06's transcoder.)
+# The L1 form above is chapter 06's transcoder loss with several decoders per latent;
+# Anthropic's CLTs put a tanh around each weighted activation instead.)
 
 # %% [markdown] exercise="clt_loss" title="Write the CLT's training loss" difficulty=2 importance=5 minutes=20
 # `inputs` and `targets` are stacked over layers: `inputs[s]` the MLP inputs of layer `s`,
@@ -347,8 +348,8 @@ print(f"largest removal error / largest edge: {removal:.2g}")
 # latents inside it: every MLP output becomes the CLT's reconstruction plus an error node,
 # $y_t = \hat y_t + (y_t - \hat y_t)$. Two things make it a splice rather than an identity.
 # The reconstruction of layer $t$ sums the writes of *every* layer $s \le t$; an error
-# computed against a per-layer reconstruction would leave the cross-layer writes counted
-# twice. And the error is a constant: computed without gradient, so that gradients reach
+# computed against the same-layer part alone would add the cross-layer writes on top of the
+# MLP's own output. And the error is a constant: computed without gradient, so that gradients reach
 # the latents through the decoders only, never around them through the MLP.
 
 # %% [markdown] exercise="splice_clt" title="Splice the CLT into the model with error nodes" difficulty=3 importance=5 minutes=20
