@@ -34,16 +34,18 @@ prompts of the layout (``split="baseline"``):
 - ``decoys``: strongly attributed latents that fire on a large share of all tokens.
 
 Plus ``latents``: per dictionary, every latent's firing frequency, the token its activation
-mass falls on most and that share, and its best label. The grader reads the JSON through
-``load_truth`` / ``variant_truth``; ``labelled_prompts`` gives the labelled prompts.
+mass falls on most and that share, and its best label.
+
+This module is the build's (``python -m utils.hunt build``) and part of the answer key:
+the grader reads ``truth.json`` back through ``utils.course.hunt``, and a learner's code
+that imports this module, ``utils.hunt.planted`` or reads ``truth.json`` is flagged by the
+grader's screening (``utils.course.screening``).
 """
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import einops
@@ -53,7 +55,7 @@ from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
 from utils.circuits import dictionary_key, label_positions, rank_nodes
-from utils.hunt import ARTIFACTS, TRUTH, _examples, _variant, hunt_task, pool_size
+from utils.hunt import _examples, _variant, hunt_task, pool_size
 from utils.hunt import planted
 from utils.hunt.mechanism import (CircuitScorer, attention_from, baseline_for, end_metrics, knockout_metric,
                                   node_scores, patch_shares, smallest_faithful)
@@ -366,27 +368,4 @@ def planted_report(truth: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------------------------------
-# Reading it back (the grader).
-
-
-def load_truth(root: Path = ARTIFACTS) -> dict[str, Any]:
-    """The committed ground truth (``truth.json``)."""
-    return json.loads((root / TRUTH).read_text())
-
-
-def variant_truth(seed: int, root: Path = ARTIFACTS) -> dict[str, Any]:
-    """The ground truth of the variant ``seed`` draws; circuit nodes parsed back into
-    ``utils.nodes.Node``."""
-    truth = load_truth(root)["variants"][seed % pool_size()]
-    truth["circuit"]["nodes"] = [Node.parse(n) for n in truth["circuit"]["nodes"]]
-    return truth
-
-
-def true_rule(seed: int) -> str:
-    """The rule of the task ``seed`` draws (one entry of ``rule_menu(seed)``)."""
-    return planted.RULES[_variant(seed)[0]][0]
-
-
-__all__ = ["LabelledHuntWorld", "derive_truth", "labelled_prompts", "latent_table", "load_truth", "planted_report",
-           "positions_of", "true_rule", "variant_truth"]
+__all__ = ["LabelledHuntWorld", "derive_truth", "labelled_prompts", "latent_table", "planted_report", "positions_of"]
