@@ -371,6 +371,8 @@ def _modules(bk: Backend) -> dict[str, torch.nn.Module]:
     found = {"model": bk.model}
     for kind, group in (("saes", bk.saes), ("attn_saes", bk.attn_saes), ("transcoders", bk.transcoders)):
         found.update({f"{kind}[{key!r}]": module for key, module in group.items()})
+    if bk.clt is not None:  # the cross-layer transcoder (chapter 07)
+        found["clt"] = bk.clt
     return found
 
 
