@@ -59,6 +59,7 @@ from torch import Tensor
 from benchmarks.gpt2_shaped import peak_memory
 from utils.backends import Unembed, load_backend
 from utils.backends.gpt2 import load_gpt2_shaped
+from utils.clt import CrossLayerTranscoder
 from utils.graphs import (
     Graph,
     attribute,
@@ -69,7 +70,7 @@ from utils.graphs import (
     salient_logit_ids,
 )
 
-Case = tuple[str, HookedSAETransformer, list[SAE], Int[Tensor, "1 pos"]]
+Case = tuple[str, HookedSAETransformer, "list[SAE] | CrossLayerTranscoder", Int[Tensor, "1 pos"]]
 
 
 def course_graph(model: HookedSAETransformer, transcoders: list[SAE], tokens: Int[Tensor, "1 pos"], batch: int = 256,
@@ -117,7 +118,8 @@ def arguments(parser: argparse.ArgumentParser) -> None:
                         help="runs of the first builder (default: --repeats on the toy, 1 on gpt2-shaped; 0 skips it)")
     parser.add_argument("--shaped-layers", type=int, default=2, help="gpt2-shaped transcoders at layers 0..N-1 (the model is cut there)")
     parser.add_argument("--shaped-pos", type=int, default=12)
-    parser.add_argument("--backends", default="toy,gpt2-shaped", help="comma-separated: toy, gpt2-shaped")
+    parser.add_argument("--backends", default="toy,gpt2-shaped",
+                        help="comma-separated: toy, toy-clt (the organism's cross-layer transcoder), gpt2-shaped")
     parser.add_argument("--against", choices=["circuit-tracer"], help="time and compare with circuit-tracer's graphs")
     parser.add_argument("--ct-venv", help="circuit-tracer's venv (default: benchmarks.circuit_tracer.venv's)")
 
@@ -130,6 +132,10 @@ def cases(args: argparse.Namespace) -> Iterator[Case]:
         transcoders = [bk.dictionary("transcoder", layer) for layer in range(bk.model.cfg.n_layers)]
         for task in ("facts", "ioi"):
             yield f"toy/{task}", bk.model, transcoders, bk.world.task_batch(task, 1, seed=0).tokens.to(args.device)
+    if "toy-clt" in backends:
+        bk = load_backend("toy", device=args.device)
+        for task in ("facts", "ioi"):
+            yield f"toy-clt/{task}", bk.model, bk.clt, bk.world.task_batch(task, 1, seed=0).tokens.to(args.device)
     if "gpt2-shaped" in backends:
         layers = args.shaped_layers
         shaped = load_gpt2_shaped(args.device, layers=range(layers), kinds=("transcoder",))
@@ -141,7 +147,7 @@ def cases(args: argparse.Namespace) -> Iterator[Case]:
         yield (f"gpt2-shaped/{layers}-layers", model, [shaped.dictionary("transcoder", layer) for layer in range(layers)], tokens)
 
 
-def measure(name: str, model: HookedSAETransformer, transcoders: list[SAE], tokens: Tensor, args: argparse.Namespace,
+def measure(name: str, model: HookedSAETransformer, transcoders: list[SAE] | CrossLayerTranscoder, tokens: Tensor, args: argparse.Namespace,
             exactness: bool) -> dict[str, Any]:
     """Timings of one case at the current thread count; sizes, memory and exactness if ``exactness``."""
     rm = local_replacement(model, transcoders, tokens)
@@ -166,12 +172,12 @@ def measure(name: str, model: HookedSAETransformer, transcoders: list[SAE], toke
         with peak_memory(args.device) as memory:
             graph = build_graph(rm, ids, args.batch)
         out.update(peak_mb=memory["peak_mb"], extra_mb=memory["extra_mb"], n_nodes=len(graph.nodes),
-                   n_targets=int(graph.mask("transcoder", error=False).sum() + graph.mask("logit").sum()),
+                   n_targets=int(graph.dictionary_mask(error=False).sum() + graph.mask("logit").sum()),
                    n_edges=int((graph.adjacency != 0).sum()))
         largest = graph.adjacency.abs().max().item()
         if repeats:
             out["engine_vs_reference"] = (graph.adjacency - build_graph_reference(rm, ids).adjacency).abs().max().item() / largest
-        latents = [n for n in graph.nodes if n.kind == "transcoder" and not n.is_error]
+        latents = [n for j, n in enumerate(graph.nodes) if graph.dictionary_mask(error=False)[j]]
         sources = [n for n in graph.nodes if n.kind == "embed" or n.is_error] + latents[::10] if shaped else None
         # the removal test runs the replacement model with d_sae-wide leaves: fewer rows at once on gpt2-shaped
         out["removal_error"] = edge_errors(rm, graph, batch=32 if shaped else 256, sources=sources).abs().max().item() / largest

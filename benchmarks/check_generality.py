@@ -343,24 +343,25 @@ def _run_check(chapter: str, exercise: str, fn: Callable[..., Any]) -> dict[str,
     printed = io.StringIO()
     start = time.perf_counter()
     crash = None
+    diagnosis = ""
     try:
         with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
             with settings.strict_checks():
                 Chapter(chapter).check(exercise)(fn)
         passed, message = True, "PASSED"
     except CheckFailure as failure:
-        passed, message = False, str(failure)
+        passed, message, diagnosis = False, str(failure), failure.diagnosis
     except KeyboardInterrupt:
         raise
     except BaseException as error:  # a check must raise CheckFailure and nothing else
         passed, crash = False, type(error).__name__
-        message = f"CRASH {crash}: {error}"
+        message = diagnosis = f"CRASH {crash}: {error}"
     seconds = time.perf_counter() - start
     after = _global_state()
     leaked = {key: [before[key], after[key]] for key in before if before[key] != after[key]}
     if leaked:
         _restore_global_state(before)
-    return {"passed": passed, "message": message, "crash": crash, "seconds": round(seconds, 2),
+    return {"passed": passed, "message": message, "diagnosis": diagnosis, "crash": crash, "seconds": round(seconds, 2),
             "state_left_changed": leaked, "printed": printed.getvalue()[-2000:]}
 
 
@@ -372,7 +373,7 @@ def _run_unseen(chapters: list[str] | None) -> list[dict[str, Any]]:
         result = _run_check(chapter, exercise, fn)
         message = "PASSED (not caught)" if result["passed"] else result["message"]
         caught = not result["passed"]
-        is_named = caught and result["crash"] is None and not any(g in message for g in GENERIC)
+        is_named = caught and result["crash"] is None and not any(g in result["diagnosis"] for g in GENERIC)
         outcome = "CRASH" if result["crash"] else "named" if is_named else "caught" if caught else "MISSED"
         rows.append({"catalog": "unseen", "chapter": chapter, "exercise": exercise, "name": fn.__name__,
                      "correct": False, "description": "", "names": list(GENERIC), "outcome": outcome,
@@ -397,12 +398,15 @@ def _run_independent(chapters: list[str] | None, sentinel: str) -> tuple[list[di
             caught = is_named = False
         else:
             caught = not result["passed"]
-            is_named = caught and result["crash"] is None and any(p in message.lower() for p in impl.names)
+            # Phrases are looked for in the diagnosis only: the message's header echoes the check's
+            # inputs ("mean baseline", "pos -1") and would name a mistake by accident.
+            is_named = caught and result["crash"] is None and any(p in result["diagnosis"].lower() for p in impl.names)
             outcome = "CRASH" if result["crash"] else "named" if is_named else "caught" if caught else "MISSED"
         rows.append({"catalog": "independent", "chapter": impl.chapter, "exercise": impl.exercise, "name": impl.name,
                      "correct": impl.correct, "description": impl.description, "names": list(impl.names),
                      "outcome": outcome, "caught": caught, "named": is_named, "accepted": impl.correct and result["passed"],
-                     "message": message, "crash": result["crash"], "seconds": result["seconds"],
+                     "message": message, "diagnosis": result["diagnosis"], "review": _review(impl, result["diagnosis"]),
+                     "crash": result["crash"], "seconds": result["seconds"],
                      "state_left_changed": result["state_left_changed"]})
         leak = f"  [left changed: {result['state_left_changed']}]" if result["state_left_changed"] else ""
         print(f"{outcome:8} {impl.chapter}.{impl.exercise}.{impl.name}: {message[:160]}{leak}", flush=True)
@@ -419,15 +423,46 @@ def _run_independent(chapters: list[str] | None, sentinel: str) -> tuple[list[di
     return rows, sentinels
 
 
+REVIEW = "benchmarks/independent/review.json"
+_REVIEWS: dict[str, Any] = {}
+
+
+def _review(impl: Any, diagnosis: str) -> dict[str, Any] | None:
+    """The manual review of this entry's diagnosis (``benchmarks/independent/review.json``:
+    ``"chapter.exercise.name" -> {"named": bool, "note": str, "diagnosis": str}``), or None if
+    nobody reviewed this very diagnosis (a review of an older message is stale and not used)."""
+    if not _REVIEWS:
+        try:
+            with open(REVIEW) as handle:
+                _REVIEWS.update(json.load(handle))
+        except FileNotFoundError:
+            _REVIEWS["__none__"] = {}
+    review = _REVIEWS.get(f"{impl.chapter}.{impl.exercise}.{impl.name}")
+    if review is None or impl.correct:
+        return None
+    if review.get("diagnosis") != diagnosis[:REVIEWED_CHARS]:
+        return {"stale": True, "named": None, "note": review.get("note", "")}
+    return {"stale": False, "named": bool(review["named"]), "note": review.get("note", "")}
+
+
+REVIEWED_CHARS = 400  # the opening of the diagnosis a review is tied to
+
+
 def _counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
     wrong = [r for r in rows if not r["correct"]]
     right = [r for r in rows if r["correct"]]
     caught = sum(r["caught"] for r in wrong)
     named = sum(r["named"] for r in wrong)
     accepted = sum(r["outcome"] == "accepted" for r in right)
+    fresh = [r for r in wrong if r.get("review") and not r["review"]["stale"]]
+    unreviewed = [r for r in wrong if r["named"] and r not in fresh]
+    if not any("review" in r for r in wrong):  # the UNSEEN catalog has no reviews
+        unreviewed = []
+    reviewed = sum(r["review"]["named"] for r in fresh) if fresh or unreviewed else None
     return {"wrong": len(wrong), "caught": caught, "named": named,
             "caught_pct": round(100 * caught / len(wrong), 1) if wrong else None,
             "named_pct": round(100 * named / len(wrong), 1) if wrong else None,
+            "named_on_review": reviewed, "named_by_phrase_unreviewed": len(unreviewed),
             "correct": len(right), "accepted": accepted,
             "crashes": sum(r["outcome"] == "CRASH" for r in rows),
             "state_left_changed": sum(bool(r["state_left_changed"]) for r in rows)}
@@ -456,6 +491,9 @@ def _print_summary(summary: dict[str, Any], rows: list[dict[str, Any]], sentinel
         extra = f", CRASH {c['crashes']}" if c["crashes"] else ""
         extra += f", state left changed {c['state_left_changed']}" if c["state_left_changed"] else ""
         accepted = f"; correct accepted {c['accepted']}/{c['correct']}" if c["correct"] else ""
+        if c.get("named_on_review") is not None and c["wrong"]:
+            extra += f"; named on review {c['named_on_review']}/{c['wrong']}"
+            extra += f" ({c['named_by_phrase_unreviewed']} phrase matches unreviewed)" if c["named_by_phrase_unreviewed"] else ""
         return f"{label}: {wrong}{accepted}{extra}"
 
     for catalog, parts in summary.items():

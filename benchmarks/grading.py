@@ -40,7 +40,7 @@ def measure(chapter: str, repeat: int, fork: bool) -> dict[str, float]:
             shutil.copy(Chapter(chapter).solution_notebook, path)
             paths.append(path)
         cpu, started = _children_cpu(), time.perf_counter()
-        scores = grading.grade(paths, workers=1, seed_offset=1000, fork=fork)
+        scores = grading.grade(paths, jobs=1, seed_offset=1000, fork=fork)
         batch, cpu = time.perf_counter() - started, _children_cpu() - cpu
     assert all(s.fraction == 1.0 for s in scores), grading.table(scores)
     return {

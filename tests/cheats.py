@@ -267,10 +267,11 @@ GROUPS = [
 ]
 
 
-def group_notebook(names: list[str | None], chapter: str = CHAPTER) -> tuple[NotebookNode, dict[str, str]]:
-    """The slim untouched notebook with ``names[k]`` applied to the k-th exercise; returns it
-    and cheat -> exercise."""
-    nb = slim(untouched(chapter))
+def group_notebook(names: list[str | None], chapter: str = CHAPTER,
+                   base: NotebookNode | None = None) -> tuple[NotebookNode, dict[str, str]]:
+    """The slim untouched notebook (or ``base``, slimmed) with ``names[k]`` applied to the
+    k-th exercise; returns it and cheat -> exercise."""
+    nb = slim(untouched(chapter) if base is None else base)
     exercises = grading_exercises(chapter)
     targets = {}
     for name, exercise in zip(names, exercises):
@@ -291,9 +292,9 @@ def grading_exercises(chapter: str) -> list[str]:
 # Cheats with a notebook of their own.
 
 
-def exit_at_top(chapter: str = CHAPTER) -> NotebookNode:
-    """``os._exit(0)`` right after the setup cell of an untouched notebook."""
-    nb = untouched(chapter)
+def exit_at_top(chapter: str = CHAPTER, base: NotebookNode | None = None) -> NotebookNode:
+    """``os._exit(0)`` right after the setup cell of an untouched notebook (or of ``base``)."""
+    nb = untouched(chapter) if base is None else copy.deepcopy(base)
     setup = next(c for c in nb.cells if "setup" in c.metadata.get("tags", []))
     insert(nb, setup, "import os\nos._exit(0)", after=True)
     return nb
@@ -314,12 +315,13 @@ for _root in _targets:
 '''
 
 
-def overwrite_course(chapter: str = CHAPTER, repository: bool = True) -> NotebookNode:
+def overwrite_course(chapter: str = CHAPTER, repository: bool = True, base: NotebookNode | None = None) -> NotebookNode:
     """A cell before the first check rewrites the checks module to pass everything and
     empties the known outputs in the course the kernel imports and, with ``repository``,
     in the repository its Python comes from (which would sabotage the next student).
-    Only a sandboxed grader may run the latter: unsandboxed, it would do what it says."""
-    nb = slim(untouched(chapter))
+    Only a sandboxed grader may run the latter: unsandboxed, it would do what it says.
+    ``base``: the notebook to start from (default: the untouched one)."""
+    nb = slim(untouched(chapter) if base is None else base)
     first = cell(nb, "exercise", grading_exercises(chapter)[0])
     source = OVERWRITE.format(exercises=grading_exercises(chapter), chapter=chapter)
     insert(nb, first, source if repository else source.replace(", pathlib.Path(sys.executable).parents[2]", ""))
@@ -427,10 +429,72 @@ chapter of each from its path): label -> score, label -> path, seconds."""
     folder = Path(tempfile.mkdtemp(prefix="sae-cheats-"))
     paths = batch(folder)
     started = time.perf_counter()
-    scores = grading.grade(list(paths.values()), workers=3, cell_timeout=CELL_TIMEOUT, timeout=900,
+    scores = grading.grade(list(paths.values()), jobs=3, cell_timeout=CELL_TIMEOUT, timeout=900,
                            seed_offset=SEED_OFFSET)
     seconds = time.perf_counter() - started
     print(grading.table(scores))
     by_path = {str(s.notebook): s for s in scores}
     shutil.rmtree(folder, ignore_errors=True)
     return {label: by_path[str(path)] for label, path in paths.items()}, paths, seconds
+
+
+# ---------------------------------------------------------------------------------------
+# The capstone (chapter 08): its answer key is in the repository (the generator, the
+# derived ground truth, the hunt's README), and the library holds twins of its exercises
+# (``utils.hunt.mechanism``). Cheats that use them, each an exercise cell of its own.
+
+HUNT_CHAPTER = "ch08_hunt"
+HUNT_CHEATS: dict[str, tuple[str, str]] = {  # name -> (exercise, the learner's exercise cell)
+    "hunt_truth_reader": ("hunt_submission", """
+        def hunt_submission(bk, seed):
+            from utils.course.hunt import variant_truth
+            from utils.hunt import HuntSubmission
+
+            truth = variant_truth(seed)
+            circuit = truth["circuit"]
+            return HuntSubmission(truth["rules"][0]["rule"], truth["positions"]["answer_positions"], circuit["nodes"],
+                                  circuit["faithfulness"], [n for n in circuit["nodes"] if not n.is_error][:5])
+    """),
+    "hunt_truth_json": ("hunt_submission", """
+        import json
+
+        def hunt_submission(bk, seed):
+            from utils.hunt import HuntSubmission, pool_size
+            from utils.nodes import Node
+
+            with open("../utils/hunt/artifacts/truth.json") as file:
+                truth = json.load(file)["variants"][seed % pool_size()]
+            nodes = [Node.parse(n) for n in truth["circuit"]["nodes"]]
+            return HuntSubmission(truth["rules"][0]["rule"], truth["positions"]["answer_positions"], nodes,
+                                  truth["circuit"]["faithfulness"], [n for n in nodes if not n.is_error][:5])
+    """),
+    "hunt_planted_rules": ("hunt_submission", """
+        def hunt_submission(bk, seed):
+            import utils.hunt as hunt
+
+            task = ("copy", "hometown", "count")[seed % 3]
+            return hunt.HuntSubmission(hunt.planted.RULES[task][0], [], [], 0.0, [])
+    """),
+    "hunt_labelled_prompts": ("patch_positions", """
+        def patch_positions(model, batch, hooks):
+            from utils.hunt.truth import labelled_prompts
+            raise NotImplementedError(labelled_prompts)
+    """),
+    "hunt_library_twin": ("smallest_faithful_circuit", """
+        def smallest_faithful_circuit(faithfulness, ranking, target, sizes):
+            from types import SimpleNamespace
+            from utils.hunt.mechanism import smallest_faithful
+
+            size, f = smallest_faithful(SimpleNamespace(faithfulness=faithfulness), list(ranking), target, list(sizes))
+            return list(ranking[:size]), f
+    """),
+}
+
+
+def hunt_cheat_notebook(name: str) -> tuple[NotebookNode, str]:
+    """The slim untouched chapter-08 notebook with cheat ``name`` in its exercise cell;
+    returns it and the exercise it aims at."""
+    exercise, text = HUNT_CHEATS[name]
+    nb = slim(untouched(HUNT_CHAPTER))
+    cell(nb, "exercise", exercise).source = textwrap.dedent(text).strip()
+    return nb, exercise

@@ -4,7 +4,7 @@ Every cheat of ``tests/cheats.py`` scores nothing and the report blames the exer
 aimed at; a cell that never returns, a kernel that exits and an attempt to overwrite the
 course score nothing and harm nobody; an honest notebook saved by ``nbstripout
 --keep-output`` scores what it earns; each malformed submission gets one clear row while
-the batch goes on. The catalog is graded once (``cheats.graded()``), a few workers at a time.
+the batch goes on. The catalog is graded once (``cheats.graded()``), a few submissions at a time.
 """
 from __future__ import annotations
 
@@ -160,3 +160,39 @@ def test_a_call_to_a_twin_is_graded_like_a_call_to_the_reference(meta_tests) -> 
     assert any("auroc" in r and "twin" in r for r in seen["twin_metric"]), seen
     assert any("getattr" in r for r in seen["twin_disguised"]), seen  # the name itself is hidden
     assert not screen(sources[honest], cheats.CHAPTER, honest)
+
+
+# ---------------------------------------------------------------------------------------
+# The capstone's answer key and the library's twins of its exercises (chapter 08).
+
+
+@pytest.mark.parametrize("name", list(cheats.HUNT_CHEATS))
+def test_ch08_screen_flags_the_answer_key_and_the_twins(name: str) -> None:
+    """Reading the hunt's ground truth (its reader, its file, the generator's rules, the
+    labelled prompts) or calling the library's twin of an exercise is tampering, blamed on
+    the exercise whose cell does it."""
+    from utils.course import screening
+
+    nb, exercise = cheats.hunt_cheat_notebook(name)
+    prepared = screening.prepare(nb, cheats.HUNT_CHAPTER)
+    blamed = [f for f in prepared.findings if f.tampering and exercise in f.exercises]
+    assert blamed, prepared.findings
+
+
+def test_ch08_recheck_refuses_the_answer_key_and_the_twins(meta_tests) -> None:
+    """Without the static screen, the re-check in a clean process fails a function that
+    reads the ground truth through the grader's reader or calls the library's twin of the
+    exercise (both count as calling the reference), and passes an honest neighbour."""
+    from utils.course.chapter import Chapter
+    from utils.course.source import strip_markers
+
+    honest = strip_markers(Chapter(cheats.HUNT_CHAPTER).exercises["rule_agreement"].code)
+    sources = {"rule_agreement": honest}
+    for name in ("hunt_truth_reader", "hunt_library_twin"):
+        exercise, text = cheats.HUNT_CHEATS[name]
+        sources[exercise] = cheats.textwrap.dedent(text).strip()
+    results = grading.recheck_sources(cheats.HUNT_CHAPTER, sources, seed_offset=cheats.SEED_OFFSET)
+    assert results["rule_agreement"]["passed"], results["rule_agreement"]
+    for exercise in ("hunt_submission", "smallest_faithful_circuit"):
+        result = results[exercise]
+        assert not result["passed"] and any("reference" in t for t in result["tampered"]), result

@@ -126,7 +126,7 @@ def test_sparse_results():
     with pytest.raises(CheckFailure, match="dense tensor"):
         expect_sparse(dense, want.indices(), want.values(), name="J", shape=(2, 2), dims="a b")
     extra = torch.sparse_coo_tensor(torch.tensor([[0, 0, 1], [0, 1, 0]]), torch.tensor([0.0, 2.0, 3.0]), (2, 2), check_invariants=True)
-    with pytest.raises(CheckFailure, match="outside the active latents"):
+    with pytest.raises(CheckFailure, match="stores 1 entries where none is expected"):
         expect_sparse(extra, want.indices(), want.values(), name="J", shape=(2, 2), dims="a b")
     optional = torch.tensor([[True, False], [False, False]])  # (0, 0) is within noise of active
     expect_sparse(extra, want.indices(), want.values(), name="J", shape=(2, 2), dims="a b", optional=optional)
@@ -239,8 +239,116 @@ def test_run_watches_weights_flags_grad_mode_and_inputs(bk):
     assert "left gradients enabled" in _watched(enables_grad, bk, bk.model)
     assert not torch.is_grad_enabled() or torch.is_grad_enabled()  # restored to the caller's mode
     tokens = torch.zeros(1, 3, dtype=torch.long)
-    assert "changed 1 of its input tensors in place" in _watched(mutates, bk, tokens)
+    assert "changed its input `tokens` in place" in _watched(mutates, bk, tokens)
     assert tokens.sum() == 0, "the input is restored"
+
+
+def test_run_watches_tensors_inside_dataclasses_and_gradients_left_on_inputs(bk):
+    from utils.circuits import NodeBaseline
+
+    baseline = NodeBaseline(latents={"h": torch.zeros(3)}, errors={"h": torch.zeros(2)})
+
+    def mutates_baseline(baseline):
+        baseline.latents["h"] += 1
+        return torch.ones(1)
+
+    def marks_input(x):
+        x.requires_grad_(True)
+        return torch.ones(1)
+
+    assert "changed its input `baseline.latents['h']` in place" in _watched(mutates_baseline, bk, baseline)
+    assert baseline.latents["h"].sum() == 0, "the input is restored"
+    x = torch.ones(3)
+    assert "left requires_grad switched on its input `x`" in _watched(marks_input, bk, x)
+    assert not x.requires_grad
+
+
+def test_run_watches_hooks_on_a_dictionarys_own_hook_points(bk):
+    sae = bk.saes["blocks.0.hook_resid_post"]
+
+    def hooks_the_sae(model):
+        sae.hook_sae_acts_post.add_hook(lambda x, hook: 2 * x)
+        return torch.ones(1)
+
+    text = _watched(hooks_the_sae, bk, bk.model)
+    assert "saes['blocks.0.hook_resid_post'].hook_sae_acts_post" in text and "sae.reset_hooks()" in text
+    assert not sae.hook_sae_acts_post._forward_hooks, "the hook is removed"
+
+
+def test_run_twice_catches_state_kept_between_calls(bk):
+    calls = []
+
+    def accumulates(x):
+        calls.append(1)
+        return x * len(calls)
+
+    with pytest.raises(CheckFailure, match="a different result when called a second time"):
+        run(accumulates, bk, torch.ones(2), twice=True)
+    assert torch.equal(run(lambda x: x * 2, bk, torch.ones(2), twice=True), torch.full((2,), 2.0))
+
+
+def test_sizes_of_the_inputs_name_a_wrong_size_and_a_factor(bk):
+    from tests.checks.ch06_training import CHAPTER  # noqa: F401 (registers the chapter's checks)
+
+    def reduced_the_wrong_dim(acts):
+        return acts.mean(1)
+
+    acts = torch.rand(600, 64)
+    with compare.measuring():
+        got = run(reduced_the_wrong_dim, bk, acts)
+        assert ("dim 0 of `acts`", 600) in compare.tolerance().sizes
+        with pytest.raises(CheckFailure, match="600 is the size of dim 0 of `acts`"):
+            expect_tensor(got, acts.mean(0), name="density", dims="d_sae")
+        with pytest.raises(CheckFailure, match="did you sum over dim 0 of `acts` where a mean was needed"):
+            expect_tensor(acts.sum(0), acts.mean(0), name="density", dims="d_sae")
+
+
+@pytest.mark.parametrize(
+    "got,want,phrase",
+    [
+        (torch.tensor([1.0, 2.0, 3.0, 1.0]), torch.tensor([1.0, -2.0, 3.0, -1.0]), "absolute value of the expected"),
+        (torch.tensor([1.0, 0.0, 3.0, 0.0]), torch.tensor([1.0, -2.0, 3.0, -1.0]), "negative entries set to zero"),
+        (torch.tensor([3.0, 2.0, -0.5, -0.7]), torch.tensor([3.0, 2.0, 0.0, 0.0]), "a ReLU is missing"),
+        (torch.tensor([0.5, 0.25]), torch.tensor([0.6, 0.25]), "expected [0.6, 0.25], got [0.5, 0.25]"),
+    ],
+)
+def test_sign_families_and_few_numbers(got, want, phrase):
+    assert phrase in message(got, want, dims="k")
+
+
+def test_few_numbers_are_no_constant_factor():
+    text = message(torch.tensor([0.3, 0.6]), torch.tensor([0.4, 0.8]), dims="two")
+    assert "constant factor" not in text and "expected [0.4, 0.8], got [0.3, 0.6]" in text
+
+
+@pytest.mark.parametrize(
+    "got,want,dims,phrase",
+    [
+        (torch.zeros(2, 5, 12), torch.zeros(2, 5, 3, 4), "batch pos n_heads d_head", "`n_heads` and `d_head` are flattened"),
+        (torch.zeros(4, 7), torch.zeros(4, 8), "target d_up_plus_error", "its `error` entry"),
+        (torch.zeros(5), torch.zeros(4), "k", "a boundary case included or left out"),
+    ],
+)
+def test_shape_diagnoses(got, want, dims, phrase):
+    text = message(got, want, dims=dims)
+    assert phrase in text and "BOS" not in text
+
+
+def test_all_zeros_says_only_what_it_sees():
+    text = message(torch.zeros_like(WANT))
+    assert "is all zeros, where the expected values reach 24" in text and "never written" not in text
+
+
+def test_an_exception_is_blamed_on_the_learners_line_not_the_standard_library(bk):
+    def hooks_a_missing_point(model):
+        with model.hooks(fwd_hooks=[("blocks.0.ln2.hook_normalized.hook_sae_acts_post", lambda x, hook: x)]):
+            return model(torch.zeros(1, 3, dtype=torch.long))
+
+    with pytest.raises(CheckFailure) as info:
+        run(hooks_a_missing_point, bk, bk.model)
+    text = str(info.value)
+    assert "contextlib" not in text and "with model.hooks(" in text
+    assert "the hook it writes" in text and "hook_name_out" in text
 
 
 def test_interactive_failure_prints_and_returns(monkeypatch, capsys):

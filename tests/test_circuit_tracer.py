@@ -5,6 +5,8 @@
    ``attribute`` in its venv (``runner``), and the course's graph built with circuit-tracer's
    conventions: the same nodes, every edge within 1e-5 of the largest, the same influence
    ranking (what ``python -m utils.course bench attribution_graphs --against circuit-tracer`` times).
+   ``test_clt_graphs_agree_with_circuit_tracer``: the same with the organism's cross-layer
+   transcoder, exported in circuit-tracer's CLT format and loaded by its ``load_clt``.
 
 2. ``test_viewer_draws_the_course_graph``: a course graph opened in circuit-tracer's own
    viewer, in a real browser. ``benchmarks.circuit_tracer.viewer`` serves chapter 05's pruned
@@ -99,6 +101,22 @@ def test_graphs_agree_with_circuit_tracer(ct_venv):
     assert facts["influence_spearman"] > 0.999
     print(f"{facts['n_nodes']} nodes, max edge difference {facts['max_edge_difference']:.2g}, "
           f"circuit-tracer {result['circuit_tracer']['versions']}")
+
+
+def test_clt_graphs_agree_with_circuit_tracer(ct_venv):
+    """The organism's cross-layer transcoder (chapter 07) exported in circuit-tracer's CLT
+    format and loaded with its ``load_clt``: the same nodes and edges as the course's CLT graph."""
+    from benchmarks.circuit_tracer.side_by_side import measure, toy_clt_case
+
+    case = toy_clt_case()
+    with tempfile.TemporaryDirectory() as workdir:
+        result = measure(case, threads=1, repeats=1, batch=64, python=ct_venv, workdir=Path(workdir))
+    for name, prompt in result["prompts"].items():
+        assert prompt["same_nodes"], f"{name}: node sets differ: {prompt}"
+        assert prompt["circuit_tracer_logit_error"] < 1e-5
+        assert prompt["max_edge_difference"] < 1e-5, name
+        assert prompt["influence_spearman"] > 0.999, name
+        print(f"{name}: {prompt['n_nodes']} nodes, max edge difference {prompt['max_edge_difference']:.2g}")
 
 
 @pytest.fixture(scope="module")

@@ -226,6 +226,29 @@ def test_export_writes_what_circuit_tracer_loads(toy, tmp_path):
         assert torch.equal(load_file(folder / "reference.safetensors")["logits.facts"], bk.model(tokens)[0, -1])
 
 
+def test_export_writes_a_clt_in_circuit_tracers_layout(toy, tmp_path):
+    """A cross-layer transcoder goes out as ``"format": "clt"``, in the files circuit-tracer's
+    ``load_clt`` reads (``W_enc_{L}`` transposed, ``W_dec_{L}`` one row per target layer)."""
+    bk, _, tokens, ids, _, _ = toy
+    folder = export(tmp_path, bk.model, bk.clt, [Prompt("facts", tokens, ids)], scan="toy-clt")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["format"] == "clt" and "transcoders" not in manifest
+    for layer in range(bk.clt.cfg.n_layers):
+        enc = load_file(folder / manifest["clt"] / f"W_enc_{layer}.safetensors")
+        dec = load_file(folder / manifest["clt"] / f"W_dec_{layer}.safetensors")[f"W_dec_{layer}"]
+        assert torch.equal(enc[f"W_enc_{layer}"], bk.clt.W_enc[layer].T)
+        assert torch.equal(enc[f"threshold_{layer}"], bk.clt.threshold[layer])
+        assert dec.shape == (bk.clt.cfg.d_sae, bk.clt.cfg.n_layers - layer, bk.model.cfg.d_model)
+        for t in range(layer, bk.clt.cfg.n_layers):
+            assert torch.equal(dec[:, t - layer], bk.clt.decoder(layer, t))
+
+
+def test_clt_nodes_align_with_circuit_tracers(toy):
+    """A CLT latent or error node maps to circuit-tracer's kind like a transcoder's does."""
+    assert node_key(Node("clt", 1, 4, 17)) == node_key(Node("transcoder", 1, 4, 17))
+    assert node_key(Node("clt", 0, 2, "error")) == node_key(Node("transcoder", 0, 2, "error"))
+
+
 def test_folding_ln2_into_the_mlp_keeps_the_model(toy):
     """The runner's fold, for a TransformerLens that reads ``ln2.hook_normalized`` after the
     scale and bias: the folded model computes the same logits, and its ``ln2`` is plain."""

@@ -27,8 +27,8 @@ EXACT = 1e-5  # of the largest edge
 def _reference(rm, ids, **kwargs):
     """The first builder's graph; it leaves parameter gradients behind, which are cleared."""
     graph = build_graph_reference(rm, ids, **kwargs)
-    for module in [rm.model, *rm.transcoders.values()]:
-        module.zero_grad(set_to_none=True)
+    for p in [*rm.model.parameters(), *rm.dictionary.parameters()]:
+        p.grad = None
     return graph
 
 
@@ -157,3 +157,110 @@ def test_gpt2_shaped_cut_to_two_blocks(shaped):
     sources = [n for n in graph.nodes if n.kind == "embed" or n.is_error] + latents[::25]
     errors = edge_errors(rm, graph, sources=sources)
     assert errors.abs().max() <= EXACT * graph.adjacency.abs().max()
+
+
+# ------------------------------------------------------------------ cross-layer transcoders
+def _clt_case(task: str, which: str = "cross_layer", dtype: torch.dtype = torch.float32):
+    from utils.toy import load_clts
+
+    bk = load_backend("toy", dtype=dtype)
+    clt = load_clts()[which].to(dtype)
+    rm = local_replacement(bk.model, clt, bk.world.task_batch(task, 1, seed=0).tokens)
+    return bk, clt, rm, salient_logit_ids(rm.logits[-1])[0]
+
+
+@pytest.fixture(scope="module", params=["facts", "induction"])
+def clt_toy(request):
+    bk, clt, rm, ids = _clt_case(request.param)
+    with torch.no_grad():
+        return bk, clt, rm, ids, _reference(rm, ids), build_graph(rm, ids, batch=48)
+
+
+def test_clt_graph_equals_the_reference_builder_and_removal(clt_toy):
+    _, clt, rm, _, reference, graph = clt_toy
+    assert {n.kind for n in graph.nodes} == {"embed", "clt", "logit"}
+    assert graph.nodes == reference.nodes and torch.equal(graph.activation, reference.activation)
+    assert _relative(graph.adjacency, reference.adjacency) < EXACT
+    assert edge_errors(rm, graph).abs().max() <= EXACT * graph.adjacency.abs().max()
+
+
+def test_clt_edges_sum_over_every_decoder_a_latent_writes_through(clt_toy):
+    """A layer-0 latent's edge into a logit is its write through W_dec[0, 0] plus its write
+    through W_dec[0, 1]: removing the cross-layer decoder from the replacement model changes
+    the edge by exactly the second term."""
+    _, clt, rm, ids, _, graph = clt_toy
+    logit = graph.index(next(n for n in graph.nodes if n.kind == "logit"))
+    latents = [j for j, n in enumerate(graph.nodes) if n.kind == "clt" and n.layer == 0 and not n.is_error]
+    with torch.no_grad():
+        saved = clt.decoder(0, 1).clone()
+        clt.decoder(0, 1).zero_()
+        try:
+            rm0 = local_replacement(rm.model, clt, rm.tokens)
+            rm0.acts, rm0.errors = rm.acts, rm.errors  # same leaves: only the decoder changed
+            without = build_graph(rm0, ids)
+        finally:
+            clt.decoder(0, 1).copy_(saved)
+    assert without.nodes == graph.nodes
+    through_cross = graph.adjacency[logit, latents] - without.adjacency[logit, latents]
+    assert through_cross.abs().max() > 1e-3 * graph.adjacency[logit, latents].abs().max()  # the cross decoder matters
+    # the layer-1 rows (read before MLP 1 writes) do not see the cross-layer decoder at all
+    layer1 = [j for j, n in enumerate(graph.nodes) if n.kind == "clt" and n.layer == 1 and not n.is_error]
+    assert torch.equal(graph.adjacency[layer1][:, latents], without.adjacency[layer1][:, latents])
+
+
+def test_transcoders_as_a_clt_give_chapter_05s_graph():
+    """PLTs through the engine directly and as a CLT without cross-layer decoders
+    (``from_transcoders``): the same graph up to the node kind."""
+    from utils.clt import CrossLayerTranscoder
+
+    bk, transcoders, rm, ids = _toy("ioi")
+    as_clt = CrossLayerTranscoder.from_transcoders(transcoders)
+    rm_clt = local_replacement(bk.model, as_clt, rm.tokens)
+    with torch.no_grad():
+        graph, other = build_graph(rm, ids), build_graph(rm_clt, ids)
+    assert [(n.layer, n.pos, n.index) for n in graph.nodes] == [(n.layer, n.pos, n.index) for n in other.nodes]
+    assert {n.kind for n in other.nodes} == {"embed", "clt", "logit"}
+    assert _relative(other.adjacency, graph.adjacency) < 1e-6
+
+
+def test_clt_in_float64_is_exact_to_float64_rounding():
+    _, _, rm, ids = _clt_case("ioi", dtype=torch.float64)
+    with torch.no_grad():
+        graph = build_graph(rm, ids, batch=100)
+        reference = _reference(rm, ids)
+    assert _relative(graph.adjacency, reference.adjacency) < 1e-12
+    assert edge_errors(rm, graph).abs().max() <= 1e-12 * graph.adjacency.abs().max()
+
+
+def test_a_three_layer_clt_on_gpt2_shaped_blocks():
+    """Decoders 0->1, 0->2 and 1->2: a random CLT over GPT-2-shaped blocks cut to three."""
+    from utils.backends.gpt2 import shaped_model
+    from utils.clt import CLTConfig, CrossLayerTranscoder
+
+    model = shaped_model("cpu")
+    model.cfg.n_layers = 3
+    model.blocks = model.blocks[:3]
+    g = torch.Generator().manual_seed(1)
+    clt = CrossLayerTranscoder(CLTConfig(768, 512, 3))
+    with torch.no_grad():
+        for p in clt.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+        clt.threshold.fill_(3.0)  # about 2 % of the latents active
+    tokens = torch.randint(1000, 20000, (1, 7), generator=g)
+    tokens[0, 0] = model.tokenizer.bos_token_id
+    rm = local_replacement(model, clt, tokens)
+    ids = salient_logit_ids(rm.logits[-1], max_n=3)[0]
+    with torch.no_grad():
+        graph = build_graph(rm, ids, batch=40)
+        reference = _reference(rm, ids)
+    assert 30 < int(graph.dictionary_mask(error=False).sum()) < 1000
+    assert _relative(graph.adjacency, reference.adjacency) < EXACT
+    assert edge_errors(rm, graph).abs().max() <= EXACT * graph.adjacency.abs().max()
+
+
+def test_a_clt_must_cover_every_layer():
+    from utils.clt import CLTConfig, CrossLayerTranscoder
+
+    bk = load_backend("toy")
+    with pytest.raises(ValueError, match="replaces every MLP"):
+        local_replacement(bk.model, CrossLayerTranscoder(CLTConfig(128, 16, 1)), bk.world.task_batch("facts", 1, seed=0).tokens)

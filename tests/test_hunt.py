@@ -19,7 +19,8 @@ from utils.backends import load_backend  # noqa: E402
 from utils.hunt import Hidden, hunt_prompts, hunt_task, pool_size, rule_menu  # noqa: E402
 from utils.hunt import planted  # noqa: E402
 from utils.hunt.mechanism import CircuitScorer, baseline_for, end_metrics, knockout_metric, patched_metric  # noqa: E402
-from utils.hunt.truth import labelled_prompts, load_truth, positions_of, true_rule, variant_truth  # noqa: E402
+from utils.course.hunt import load_truth, true_rule, variant_truth  # noqa: E402
+from utils.hunt.truth import labelled_prompts, positions_of  # noqa: E402
 from utils.hunt.world import HuntWorld, hunt_vocabulary  # noqa: E402
 from utils.nodes import Node  # noqa: E402
 from utils.toy.generator import LABEL_NAMES, TASKS, vocabulary  # noqa: E402
@@ -277,7 +278,8 @@ def test_learner_facing_docs_do_not_describe_the_tasks():
     from utils.hunt import world as world_module
 
     texts = [hunt.__doc__, world_module.__doc__, HuntWorld.__doc__, Hidden.__doc__]
-    texts += [inspect.getdoc(f) for f in (hunt.hunt_prompts, hunt.hunt_task, hunt.rule_menu, hunt.load, hunt.pool_size)]
+    texts += [inspect.getdoc(f) for f in (hunt.hunt_prompts, hunt.hunt_task, hunt.rule_menu, hunt.load, hunt.pool_size,
+                                          hunt.hunt_seed, hunt.rule_answers, hunt.HuntSubmission)]
     words = {"home", "town", "country", "city", "names", "number", "places", "offset", "before"} | set(planted.PLANTED)
     for text in texts:
         found = {w for w in words if w in (text or "").lower().split() or f"``{w}``" in (text or "")}

@@ -148,9 +148,32 @@ class CrossLayerTranscoder(nn.Module):
         self.W_dec = nn.ParameterDict({_pair(s, t): nn.Parameter(torch.zeros(d_sae, d_out)) for s, t in cfg.decoder_pairs()})
         self.b_dec = nn.Parameter(torch.zeros(n, d_out))
 
+    kind = "clt"  # the node kind of its latents and error nodes in a graph (utils.nodes)
+
     @property
     def device(self) -> torch.device:
         return self.b_enc.device
+
+    @property
+    def n_layers(self) -> int:
+        return self.cfg.n_layers
+
+    def hook_in_at(self, layer: int) -> str:
+        """The hook layer ``layer``'s encoder reads."""
+        return self.cfg.hook_in_at(layer)
+
+    def hook_out_at(self, layer: int) -> str:
+        """The MLP output of layer ``layer``, which the decoders ``W_dec[s, layer]`` write."""
+        return self.cfg.hook_out_at(layer)
+
+    def sources(self, target: int) -> list[int]:
+        """The layers whose latents write into layer ``target``'s MLP output."""
+        return self.cfg.sources(target)
+
+    def encoder(self, layer: int) -> Float[Tensor, "d_in d_sae"]:
+        """``W_enc[layer]``: column ``i`` is the direction latent ``i`` of that layer reads."""
+        self._check_layer(layer)
+        return self.W_enc[layer]
 
     @property
     def dtype(self) -> torch.dtype:

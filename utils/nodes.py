@@ -20,8 +20,11 @@ whose MLP a transcoder replaces.
 A *node* of a circuit is one latent (or the error term) of one dictionary at one position:
 ``Node(kind, layer, pos, index)`` with ``index`` a latent id or ``"error"``. Graphs of
 chapter 05 add the input embeddings (``Node("embed", 0, pos, token_id)``) and the output
-logits (``Node("logit", n_layers, pos, token_id)``). Nodes sort by layer, then kind
-(in the order a forward pass meets them), then position and index.
+logits (``Node("logit", n_layers, pos, token_id)``); chapter 07's cross-layer transcoder
+(``utils.clt``) adds ``Node("clt", layer, pos, index)``: a latent whose encoder reads layer
+``layer``'s MLP input (it writes into that MLP's output and every later one), or the error
+node of layer ``layer``'s MLP output. Nodes sort by layer, then kind (in the order a forward
+pass meets them; a CLT sits where the transcoders do), then position and index.
 """
 from __future__ import annotations
 
@@ -32,9 +35,10 @@ from sae_lens import SAE, Transcoder
 
 DictionaryKind = Literal["resid_sae", "attn_sae", "transcoder"]
 KINDS: tuple[DictionaryKind, ...] = ("resid_sae", "attn_sae", "transcoder")  # the order backends list them in
-NodeKind = Literal["embed", "attn_sae", "transcoder", "resid_sae", "logit"]
-FORWARD_ORDER: tuple[NodeKind, ...] = ("embed", "attn_sae", "transcoder", "resid_sae", "logit")  # within a layer
-_ORDER: dict[str, int] = {kind: rank for rank, kind in enumerate(FORWARD_ORDER)}
+NodeKind = Literal["embed", "attn_sae", "transcoder", "clt", "resid_sae", "logit"]
+FORWARD_ORDER: tuple[NodeKind, ...] = ("embed", "attn_sae", "transcoder", "clt", "resid_sae", "logit")  # within a layer
+# A CLT replaces the MLPs, as the transcoders do: it shares their rank.
+_ORDER: dict[str, int] = {"embed": 0, "attn_sae": 1, "transcoder": 2, "clt": 2, "resid_sae": 3, "logit": 4}
 ERROR = "error"
 
 

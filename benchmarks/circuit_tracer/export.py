@@ -9,10 +9,15 @@ A folder written by :func:`export` holds
 * ``tokenizer/``: ``tokenizer.json`` and a ``tokenizer_config.json`` naming the generic
   ``PreTrainedTokenizerFast`` (the course's transformers 5 saves a class name that
   circuit-tracer's transformers 4.57 does not know);
-* ``transcoders/layer_{L}.safetensors``: one per layer, in the layout of circuit-tracer's
-  ``load_relu_transcoder``: ``W_enc [d_sae, d_model]`` (SAELens stores its transpose),
-  ``W_dec [d_sae, d_model]``, ``b_enc``, ``b_dec``; the transcoders read
-  ``ln2.hook_normalized`` and write ``hook_mlp_out``, as the course's do;
+* per-layer transcoders (``"format": "plt"``): ``transcoders/layer_{L}.safetensors``, one per
+  layer, in the layout of circuit-tracer's ``load_relu_transcoder``: ``W_enc [d_sae, d_model]``
+  (SAELens stores its transpose), ``W_dec [d_sae, d_model]``, ``b_enc``, ``b_dec``; the
+  transcoders read ``ln2.hook_normalized`` and write ``hook_mlp_out``, as the course's do;
+* or a cross-layer transcoder (``"format": "clt"``): ``clt/``, circuit-tracer's CLT layout as
+  its ``load_clt`` reads it (``utils.clt.CrossLayerTranscoder.to_circuit_tracer``:
+  ``W_enc_{L}.safetensors`` with ``W_enc_{L} [d_sae, d_model]``, ``b_enc_{L}``, ``b_dec_{L}``,
+  ``threshold_{L}`` (a JumpReLU), and ``W_dec_{L}.safetensors`` with
+  ``W_dec_{L} [d_sae, n_layers - L, d_model]``);
 * ``manifest.json``: the hooks, the format, and what the runner needs to check the export
   (each prompt's tokens and the course model's logits at its last position).
 
@@ -21,11 +26,6 @@ TransformerLens versions; the course's transcoders read it *before* them (Transf
 3.x). The runner checks the version circuit-tracer's venv resolves and folds ``ln2``'s
 scale and bias into the MLP where that version reads the hook after them, so the same
 transcoder input means the same thing on both sides.
-
-A cross-layer transcoder would be written in circuit-tracer's CLT layout instead
-(``W_enc_{L}.safetensors`` with ``W_enc_{L} [d_sae, d_model]``, ``b_enc_{L}``, ``b_dec_{L}``,
-and ``W_dec_{L}.safetensors`` with ``W_dec_{L} [d_sae, n_layers - L, d_model]``) with
-``"format": "clt"`` in the manifest; only per-layer transcoders (``"plt"``) exist today.
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ from sae_lens import SAE, HookedSAETransformer, Transcoder
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from utils.clt import CrossLayerTranscoder
 from utils.transcoders import transcoder_layer
 
 # HookedTransformerConfig fields that fix the computation of the models the course exports;
@@ -64,21 +65,23 @@ class Prompt:
     logit_ids: Int[Tensor, " k"]
 
 
-def export(folder: str | Path, model: HookedSAETransformer, transcoders: Sequence[SAE], prompts: Sequence[Prompt],
-           scan: str) -> Path:
-    """Write the model, tokenizer, transcoders and a manifest with the prompts to ``folder``."""
+def export(folder: str | Path, model: HookedSAETransformer, transcoders: Sequence[SAE] | CrossLayerTranscoder,
+           prompts: Sequence[Prompt], scan: str) -> Path:
+    """Write the model, tokenizer, dictionaries (per-layer transcoders, or a cross-layer
+    transcoder) and a manifest with the prompts to ``folder``."""
     folder = Path(folder)
     export_model(folder / "model", model)
     export_tokenizer(folder / "tokenizer", model.tokenizer)
-    layers = export_transcoders(folder / "transcoders", transcoders)
     with torch.no_grad():
         logits = [model(p.tokens)[0, -1] for p in prompts]
-    manifest = {
-        "scan": scan, "format": "plt", "n_layers": model.cfg.n_layers,
-        "feature_input_hook": FEATURE_INPUT_HOOK, "feature_output_hook": FEATURE_OUTPUT_HOOK,
-        "transcoders": {str(L): f"transcoders/layer_{L}.safetensors" for L in layers},
-        "prompts": [{"name": p.name, "tokens": p.tokens[0].tolist(), "logit_ids": p.logit_ids.tolist()} for p in prompts],
-    }
+    manifest: dict = {"scan": scan, "n_layers": model.cfg.n_layers,
+                      "feature_input_hook": FEATURE_INPUT_HOOK, "feature_output_hook": FEATURE_OUTPUT_HOOK}
+    if isinstance(transcoders, CrossLayerTranscoder):
+        manifest |= {"format": "clt", "clt": export_clt(folder / "clt", transcoders, model)}
+    else:
+        layers = export_transcoders(folder / "transcoders", transcoders)
+        manifest |= {"format": "plt", "transcoders": {str(L): f"transcoders/layer_{L}.safetensors" for L in layers}}
+    manifest["prompts"] = [{"name": p.name, "tokens": p.tokens[0].tolist(), "logit_ids": p.logit_ids.tolist()} for p in prompts]
     save_file({f"logits.{p.name}": x.contiguous() for p, x in zip(prompts, logits)}, folder / "reference.safetensors")
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return folder
@@ -127,3 +130,15 @@ def export_transcoders(folder: Path, transcoders: Sequence[SAE]) -> list[int]:
     if sorted(layers) != list(range(len(layers))):
         raise ValueError(f"circuit-tracer needs one transcoder per layer from 0, got layers {sorted(layers)}")
     return sorted(layers)
+
+
+def export_clt(folder: Path, clt: CrossLayerTranscoder, model: HookedSAETransformer) -> str:
+    """circuit-tracer's CLT files for ``clt`` (it must read ``ln2.hook_normalized`` and write
+    ``hook_mlp_out`` at every layer of ``model``); returns the folder's name."""
+    hooks = (clt.cfg.hook_in_at(0).split(".", 2)[-1], clt.cfg.hook_out_at(0).split(".", 2)[-1])
+    if hooks != (FEATURE_INPUT_HOOK, FEATURE_OUTPUT_HOOK):
+        raise ValueError(f"the CLT must read {FEATURE_INPUT_HOOK} and write {FEATURE_OUTPUT_HOOK}, got {hooks}")
+    if clt.cfg.n_layers != model.cfg.n_layers:
+        raise ValueError(f"circuit-tracer needs a CLT over every layer ({model.cfg.n_layers}), got {clt.cfg.n_layers}")
+    clt.to_circuit_tracer(folder, model_name=model.cfg.model_name)
+    return folder.name

@@ -4,7 +4,8 @@
         [--threads N] [--repeats R] [--batch B] [--fold-ln2]
 
 Reads a folder written by ``benchmarks.circuit_tracer.export`` and, with circuit-tracer's own
-API (``load_transcoder_set``, ``ReplacementModel.from_config``, ``attribute``), builds the
+API (``load_transcoder_set`` for per-layer transcoders or ``load_clt`` for a cross-layer
+transcoder, ``ReplacementModel.from_config``, ``attribute``), builds the
 graph of every prompt of its manifest for the manifest's target logits, timing each build
 (process CPU time, one warm-up, then ``--repeats`` runs, ``--threads`` torch threads). It
 writes, per prompt, the adjacency, every node as ``(kind, layer, pos, index)`` in
@@ -79,20 +80,26 @@ def fold_ln2_into_mlp(state: dict[str, torch.Tensor], n_layers: int) -> None:
 def load(export_dir: Path, fold: bool):
     """circuit-tracer's replacement model of the exported model and transcoders."""
     from circuit_tracer import ReplacementModel
+    from circuit_tracer.transcoder.cross_layer_transcoder import load_clt
     from circuit_tracer.transcoder.single_layer_transcoder import load_transcoder_set
     from transformer_lens import HookedTransformerConfig
     from transformers import AutoTokenizer
 
     manifest = json.loads((export_dir / "manifest.json").read_text())
-    if manifest["format"] != "plt":
-        raise SystemExit(f"this runner loads per-layer transcoders ('plt'), not {manifest['format']!r}")
+    if manifest["format"] not in ("plt", "clt"):
+        raise SystemExit(f"this runner loads per-layer transcoders ('plt') or a cross-layer transcoder ('clt'), "
+                         f"not {manifest['format']!r}")
     config = json.loads((export_dir / "model" / "config.json").read_text())
     cfg = HookedTransformerConfig(**config, device="cpu", dtype=torch.float32, init_weights=False)
     tokenizer = AutoTokenizer.from_pretrained(export_dir / "tokenizer")
-    transcoders = load_transcoder_set(
-        {int(L): str(export_dir / path) for L, path in manifest["transcoders"].items()}, scan=manifest["scan"],
-        feature_input_hook=manifest["feature_input_hook"], feature_output_hook=manifest["feature_output_hook"],
-        device=torch.device("cpu"), dtype=torch.float32, lazy_encoder=False, lazy_decoder=False)
+    hooks = dict(feature_input_hook=manifest["feature_input_hook"], feature_output_hook=manifest["feature_output_hook"])
+    if manifest["format"] == "clt":
+        transcoders = load_clt(str(export_dir / manifest["clt"]), scan=manifest["scan"], device=torch.device("cpu"),
+                               dtype=torch.float32, lazy_encoder=False, lazy_decoder=False, **hooks)
+    else:
+        transcoders = load_transcoder_set(
+            {int(L): str(export_dir / path) for L, path in manifest["transcoders"].items()}, scan=manifest["scan"],
+            device=torch.device("cpu"), dtype=torch.float32, lazy_encoder=False, lazy_decoder=False, **hooks)
     model = ReplacementModel.from_config(cfg, transcoders, backend="transformerlens", tokenizer=tokenizer)
     state = load_file(export_dir / "model" / "model.safetensors")
     if fold:

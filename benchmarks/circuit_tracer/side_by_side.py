@@ -1,10 +1,12 @@
 """Chapter 05's attribution graphs side by side with circuit-tracer's, in one run.
 
-    python -m utils.course bench attribution_graphs --against circuit-tracer [--backends toy,gpt2-shaped] [--threads N]
+    python -m utils.course bench attribution_graphs --against circuit-tracer [--backends toy,toy-clt,gpt2-shaped] [--threads N]
 
-For each backend (the organism on its fact and IOI prompts; the GPT-2-shaped backend cut to
-its first ``--shaped-layers`` blocks on a seeded random prompt of ``--shaped-pos`` tokens)
-this exports the model, its tokenizer and its transcoders (``export``), builds the course's
+For each backend (``toy``: the organism with its per-layer transcoders on its fact and IOI
+prompts; ``toy-clt``: the organism with its cross-layer transcoder, chapter 07, on the same
+prompts; ``gpt2-shaped``: the GPT-2-shaped backend cut to its first ``--shaped-layers``
+blocks on a seeded random prompt of ``--shaped-pos`` tokens) this exports the model, its
+tokenizer and its transcoders or CLT (``export``), builds the course's
 graph here and circuit-tracer's in circuit-tracer's own venv (``runner``, a subprocess),
 both for the same target logits, with the same number of torch threads and rows per backward
 pass, and prints one line per backend::
@@ -43,6 +45,8 @@ from jaxtyping import Int
 from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
+from utils.clt import CrossLayerTranscoder
+
 from benchmarks.circuit_tracer import venv
 from benchmarks.circuit_tracer.export import Prompt, export
 from benchmarks.circuit_tracer.runner import KIND_EMBED, KIND_ERROR, KIND_LATENT, KIND_LOGIT
@@ -66,7 +70,7 @@ MIN_REPEATS = 5
 # The course's side: the one call into the course's graph builder.
 
 
-def course_graph(model: HookedSAETransformer, transcoders: Sequence[SAE], tokens: Int[Tensor, "1 pos"],
+def course_graph(model: HookedSAETransformer, transcoders: Sequence[SAE] | CrossLayerTranscoder, tokens: Int[Tensor, "1 pos"],
                  logit_ids: Int[Tensor, " k"], *, batch: int = 128, conventions: str = "course") -> Graph:
     """The course's attribution graph of one prompt, from its tokens: every call this benchmark
     makes into the course's graph builder goes through here (to time a new engine, change
@@ -105,11 +109,11 @@ def match_circuit_tracer(rm: LocalReplacement) -> None:
 
 @dataclass
 class Case:
-    """One backend's model, transcoders and prompts."""
+    """One backend's model, transcoders (or cross-layer transcoder) and prompts."""
 
     backend: str
     model: HookedSAETransformer
-    transcoders: list[SAE]
+    transcoders: list[SAE] | CrossLayerTranscoder
     prompts: list[Prompt]
 
 
@@ -121,6 +125,17 @@ def toy_case() -> Case:
     tcs = [bk.dictionary("transcoder", layer) for layer in range(bk.model.cfg.n_layers)]
     prompts = [_prompt(bk.model, task, bk.world.task_batch(task, 1, seed=0).tokens) for task in ("facts", "ioi")]
     return Case("toy", bk.model, tcs, prompts)
+
+
+def toy_clt_case() -> Case:
+    """The organism with its cross-layer transcoder (``bk.clt``) on the same prompts."""
+    case = toy_case()
+    from utils.backends import load_backend
+
+    clt = load_backend("toy").clt
+    if clt is None:
+        raise SystemExit("the organism has no cross-layer transcoder: python -m utils.toy build --only clt")
+    return Case("toy-clt", case.model, clt, case.prompts)
 
 
 def shaped_case(layers: int, n_pos: int) -> Case:
@@ -168,7 +183,7 @@ def node_key(node: Node) -> tuple[int, int, int, int]:
         return (KIND_EMBED, -1, node.pos, int(node.index))
     if node.kind == "logit":
         return (KIND_LOGIT, node.layer, node.pos, int(node.index))
-    if node.is_error:
+    if node.is_error:  # a transcoder's or a CLT's: circuit-tracer's error nodes are per layer either way
         return (KIND_ERROR, node.layer, node.pos, -1)
     return (KIND_LATENT, node.layer, node.pos, int(node.index))
 
@@ -261,8 +276,13 @@ def main(args: argparse.Namespace) -> None:
     repeats = max(args.repeats, MIN_REPEATS)
     cases: list[Callable[[], Case]] = []
     backends = args.backends.split(",")
+    unknown = set(backends) - {"toy", "toy-clt", "gpt2-shaped"}
+    if unknown:
+        raise SystemExit(f"unknown backends {sorted(unknown)}: expected some of toy, toy-clt, gpt2-shaped")
     if "toy" in backends:
         cases.append(toy_case)
+    if "toy-clt" in backends:
+        cases.append(toy_clt_case)
     if "gpt2-shaped" in backends:
         cases.append(lambda: shaped_case(args.shaped_layers, args.shaped_pos or 12))
     results = {}

@@ -130,18 +130,20 @@ def _pooled_latents(bk: Backend, dictionary: Any, bios: Any) -> Tensor:
 @exercise_check(CHAPTER)
 def check_probe_latent_effects(probe_latent_effects: Any) -> None:
     bk = backend()
-    configs = [(("resid_sae", 1), 8), (("resid_sae", 0), 1), (("transcoder", 1), 4)]
-    for i, (key, n) in enumerate(configs):
+    configs = [(("resid_sae", 1), 8, True), (("resid_sae", 0), 1, False), (("transcoder", 1), 4, True), (("resid_sae", 1), 6, False)]
+    for i, (key, n, mean) in enumerate(configs):
         dictionary = bk.dictionary(*key)
         bios = bk.world.bios(n, correlation=1.0, seed=seed(31 + i))
         generator = torch.Generator().manual_seed(seed(41 + i))
         weight = torch.randn(bk.model.cfg.d_model, generator=generator).to(dictionary.W_dec)
         latents = _pooled_latents(bk, dictionary, bios)
-        baseline = None if i == 1 else _pooled_latents(bk, dictionary, bk.world.bios(16, 1.0, seed=seed(61 + i))).mean(0)
+        baseline = _pooled_latents(bk, dictionary, bk.world.bios(16, 1.0, seed=seed(61 + i))).mean(0) if mean else None
         got = run(probe_latent_effects, bk, weight, dictionary, latents, baseline)
+        none = {} if mean else {"this sets each latent to its mean over the batch: baseline=None means zero, a change of -f_i":
+                                (latents.mean(0) - latents) * (dictionary.W_dec @ weight)}
         expect_tensor(got, known(f"effects_{i}", got), dims="batch d_sae",
-                      name=f"probe effects ({key[0]}{key[1]}, {n} bios, {'zero' if baseline is None else 'mean'} baseline)",
-                      mistakes=signatures(MISTAKES["probe_latent_effects"], weight, dictionary, latents, baseline))
+                      name=f"probe effects ({key[0]}{key[1]}, {n} bios, {'mean' if mean else 'zero'} baseline)",
+                      mistakes={**signatures(MISTAKES["probe_latent_effects"], weight, dictionary, latents, baseline), **none})
 
 
 @exercise_check(CHAPTER)
@@ -155,20 +157,38 @@ def check_gender_latents(gender_latents: Any) -> None:
         scores = auroc(latents, torch.stack([bios.gender.bool(), bios.profession.bool()], dim=1))
         pool = set(latents.mean(0).topk(12).indices.tolist()) | set((scores[0] - 0.5).abs().topk(4).indices.tolist())
         candidates = known(f"candidates_{i}", sorted(pool))
+        shuffle = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(seed(81 + i))).tolist()
+        candidates = [candidates[j] for j in shuffle]  # in no order: the answer must still be sorted
         got = run(gender_latents, bk, latents, bios, candidates)
-        if not isinstance(got, (list, tuple)) or not all(isinstance(j, int) for j in got):
-            fail(f"return a list of latent ids (ints), got {type(got).__name__}")
+        if not isinstance(got, (list, tuple)) or not all(isinstance(j, int) and not isinstance(j, bool) for j in got):
+            fail(f"return a list of latent ids (ints), got {type(got).__name__}"
+                 + (f" of {type(got[0]).__name__}" if isinstance(got, (list, tuple)) and got else ""))
         want = set(known(f"marked_{i}", sorted(got)))
         gender, profession = (scores[:, candidates] - 0.5).abs()
         margin = torch.minimum((gender - 0.2).abs(), (gender - profession).abs())
         unsure = {c for c, m in zip(candidates, margin.tolist()) if m < 0.02}  # at the boundary: either is right
+        if (set(got) ^ want) - unsure and all(0 <= j < len(candidates) for j in got) and \
+                not ({candidates[j] for j in got} ^ want) - unsure:
+            fail(f"{key[0]}{key[1]}: you returned positions in `candidates` ({sorted(got)}): return the latent ids "
+                 f"themselves, candidates[j]")
+        outside = sorted(set(got) - set(candidates))
+        if outside:
+            fail(f"{key[0]}{key[1]}: you marked latents that are not candidates ({outside[:5]}): judge only `candidates`")
+        if list(got) != sorted(got) and not (set(got) ^ want) - unsure:
+            fail(f"{key[0]}{key[1]}: the right latents, but not in increasing order ({list(got)[:6]}...): return them sorted")
         if (set(got) ^ want) - unsure:
             for diagnosis, result in signatures(MISTAKES["gender_latents"], latents, bios, candidates).items():
                 if result() is not None and set(result()) == set(got):
                     fail(diagnosis)
 
             def show(ids: set[int]) -> str:
-                return ", ".join(f"{j} (gender AUROC {scores[0, j].item():.2f}, profession {scores[1, j].item():.2f})"
+                return ", ".join(f"{j} (gender AUROC {scores[0, j].item():.2f}, profession {scores[1, j].item():.2f}{why(j)})"
                                  for j in sorted(ids)) or "none"
+
+            def why(j: int) -> str:  # the rule a wrongly marked latent breaks
+                g, p = abs(scores[0, j].item() - 0.5), abs(scores[1, j].item() - 0.5)
+                if j in want:
+                    return ""
+                return f": |AUROC_gender - 0.5| = {g:.2f} < 0.2" if g < 0.2 else f": profession separates it as well ({p:.2f} >= {g:.2f})"
             fail(f"{key[0]}{key[1]}, {n} balanced bios: you marked {show(set(got) - want)} wrongly and missed "
-                 f"{show(want - set(got))}")
+                 f"{show(want - set(got))}", header=f"{key[0]}{key[1]}, {n} balanced bios")

@@ -13,9 +13,23 @@ from jaxtyping import Float
 from sae_lens import HookedSAETransformer, Transcoder
 from torch import Tensor
 
+from tests.checks import expect_explained_variance
 from tests.mistakes.ch04_transcoders import MISTAKES
 from utils.backends import Backend
-from utils.course.checking import CheckFailure, backend, exercise_check, expect_close, expect_tensor, fail, known, run, seed, signatures
+from utils.course.checking import (
+    CheckFailure,
+    backend,
+    exercise_check,
+    expect_close,
+    expect_tensor,
+    fail,
+    known,
+    python_number,
+    run,
+    seed,
+    shifted_positions,
+    signatures,
+)
 from utils.transcoders import (
     BLIND_CASE_POOL,
     CaseTruth,
@@ -66,13 +80,14 @@ def check_transcoder_metrics(transcoder_metrics: Any) -> None:
         except CheckFailure as failure:
             if "KeyError" in str(failure) and f"{hook}.hook_sae" in str(failure):
                 fail(f"{failure}\nA transcoder's latents are cached under the hook it writes, "
-                     f"{tc.cfg.metadata.hook_name_out}.hook_sae_acts_post, not under the hook it reads")
+                     f"{tc.cfg.metadata.hook_name_out}.hook_sae_acts_post, not under the hook it reads", header=failure.header)
             raise
         if not isinstance(got, dict):
             fail(f"expected a dict with keys {KEYS}, got {type(got).__name__}")
         missing = [key for key in KEYS if key not in got]
         if missing:
             fail(f"the dict lacks keys {missing} (expected {KEYS})")
+        got = {key: python_number(got[key], key) for key in KEYS}  # "a dict of Python floats"
         want = {key: known(f"{key}_{i}", float(got[key])) for key in KEYS}
         _expect_metrics(bk, tc, tokens, got, want)
 
@@ -99,7 +114,14 @@ def _expect_metrics(bk: Backend, tc: Transcoder, tokens: Tensor, got: dict[str, 
     if abs(float(got["ce_recovered"]) - (1 - want["ce_recovered"])) < 1e-3:
         fail("ce_recovered looks like 1 minus the right value: (CE_zero - CE_spliced) / (CE_zero - CE_clean)")
     for key in KEYS:
-        scale = 1.0 if key == "explained_variance" else losses / abs(want["ce_zero"] - want["ce_clean"]) if key == "ce_recovered" else None
+        if key == "explained_variance":
+            with torch.no_grad():
+                _, spliced = bk.model.run_with_cache_with_saes(tokens, saes=[tc])
+                _, clean = bk.model.run_with_cache(tokens, names_filter=tc.cfg.metadata.hook_name_out)
+            y, y_hat = clean[tc.cfg.metadata.hook_name_out], spliced[f"{tc.cfg.metadata.hook_name_out}.hook_sae_recons"]
+            expect_explained_variance(got[key], want[key], y, y_hat, "y")
+            continue
+        scale = losses / abs(want["ce_zero"] - want["ce_clean"]) if key == "ce_recovered" else None
         expect_close(got[key], want[key], name=key, scale=scale)
 
 
@@ -153,13 +175,16 @@ def _most_active(bk: Backend, tokens: Tensor, pos: int) -> int:
 def check_input_dependent_connections(input_dependent_connections: Any) -> None:
     bk = backend()
     up, down = bk.transcoders[TC[0]], bk.transcoders[TC[1]]
-    for i, (task, n, pos) in enumerate([("ioi", 3, -1), ("facts", 1, 3), ("pronouns", 2, -2)]):
-        tokens = bk.world.task_batch(task, n, seed=seed(40 + i)).tokens
+    # An inner position first: a function that reads the position before or after `pos` shows there.
+    for i, (task, n, pos, draw) in enumerate([("facts", 2, 3, 41), ("ioi", 3, -1, 40), ("pronouns", 2, -2, 42)]):
+        tokens = bk.world.task_batch(task, n, seed=seed(draw)).tokens
         latent = _most_active(bk, tokens, pos)
         args = (bk.model, up, down, latent, tokens, pos)
         got = run(input_dependent_connections, bk, *args)
+        again = shifted_positions(lambda p: run(input_dependent_connections, bk, bk.model, up, down, latent, tokens, p),
+                                  pos, tokens.shape[1])
         expect_tensor(got, known(f"connections_{i}", got), name=f"connections into latent {latent} ({task}, pos {pos})",
-                      dims="batch d_sae_up", mistakes=signatures(MISTAKES["input_dependent_connections"], *args))
+                      dims="batch d_sae_up", mistakes=signatures(MISTAKES["input_dependent_connections"], *args), retries=again)
 
 
 def _feeders(bk: Backend, tokens: Tensor, latent: int, pos: int, k: int) -> Tensor:
@@ -193,8 +218,10 @@ def check_upstream_ablation_effects(upstream_ablation_effects: Any) -> None:
         up_latents = _feeders(bk, tokens, latent, pos, 5)
         args = (bk.model, up, down, latent, tokens, pos, up_latents)
         got = run(upstream_ablation_effects, bk, *args)
+        again = shifted_positions(lambda p: run(upstream_ablation_effects, bk, bk.model, up, down, latent, tokens, p, up_latents),
+                                  pos, tokens.shape[1])
         expect_tensor(got, known(f"effects_{i}", got), name=f"ablation effects on latent {latent} ({task}, pos {pos})",
-                      dims="batch n_up", mistakes=signatures(MISTAKES["upstream_ablation_effects"], *args))
+                      dims="batch n_up", mistakes=signatures(MISTAKES["upstream_ablation_effects"], *args), retries=again)
 
 
 def _attention_feeder(bk: Backend, tokens: Tensor, latent: int, pos: int) -> int:

@@ -4,6 +4,7 @@ a failure names the likely mistake (the catalogued ones in ``tests/mistakes``, o
 family of ``utils.course.compare``)."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,18 @@ from torch import Tensor
 
 from tests.mistakes.ch05_attribution_graphs import MISTAKES
 from utils.backends import Backend
-from utils.course.checking import backend, exercise_check, expect_tensor, fail, known, run, seed, signatures
+from utils.course.checking import (
+    backend,
+    consistent,
+    exercise_check,
+    expect_tensor,
+    fail,
+    known,
+    recording_now,
+    run,
+    seed,
+    signatures,
+)
 from utils.graphs import Graph, build_graph, local_replacement, salient_logit_ids
 from utils.nodes import Node
 
@@ -82,9 +94,12 @@ def check_freeze_nonlinearities(freeze_nonlinearities: Any) -> None:
         batch = bk.world.task_batch(task, n_other + 1, seed=seed(1 + i))
         with torch.no_grad():
             _, cache = model.run_with_cache(batch.tokens[:1])
-        cache = dict(cache.items())
+        # The cached values are leaves that require grad, as if they had been computed with gradients on:
+        # a hook must detach them, so that no gradient reaches what computed them.
+        cache = {name: value.detach().clone().requires_grad_(value.is_floating_point()) for name, value in cache.items()}
         hooks = _valid_hooks(run(freeze_nonlinearities, bk, model, cache))
         other = batch.tokens[1:]  # other prompts of the same length, frozen at the first one's values
+        _expect_batch_shape(model, hooks, cache, len(other))
         try:
             got, leak = _logits_with(model, hooks, other, watch=True)
         except Exception as error:  # the learner's hooks raised inside the model
@@ -96,6 +111,47 @@ def check_freeze_nonlinearities(freeze_nonlinearities: Any) -> None:
         if leak > 1e-6:
             fail(f"the values are frozen, but a gradient of size {leak:.3g} still reaches the attention scores: "
                  "return the cached value itself (detached), not one that carries the gradient of x")
+        reached = sorted(name for name, value in cache.items() if value.grad is not None and value.grad.abs().max() > 0)
+        if reached:
+            fail(f"gradients reach the cached values ({', '.join(reached[:2])}{' ...' if len(reached) > 2 else ''}): "
+                 "return cache[name].detach(), so that no gradient flows into whatever computed them")
+        _expect_hook_names(model, hooks)
+
+
+def _frozen_names(model: HookedSAETransformer) -> list[str]:
+    """The hook points the exercise asks to freeze, at every layer."""
+    return [f"blocks.{L}.{h}" for L in range(model.cfg.n_layers)
+            for h in ("ln1.hook_scale", "attn.hook_pattern", "ln2.hook_scale")] + ["ln_final.hook_scale"]
+
+
+def _expect_hook_names(model: HookedSAETransformer, hooks: list[tuple[str, Callable[..., Tensor]]]) -> None:
+    names, wanted = [name for name, _ in hooks], _frozen_names(model)
+    missing, extra = [n for n in wanted if n not in names], sorted({n for n in names if n not in wanted})
+    hint = (" (the scores come before the softmax: freeze attn.hook_pattern, the pattern itself)"
+            if any("hook_attn_scores" in n for n in extra) else "")
+    if missing and extra:
+        fail(f"your hooks replace {', '.join(extra[:2])}{' ...' if len(extra) > 2 else ''} where the exercise asks for "
+             f"{', '.join(missing[:2])}{' ...' if len(missing) > 2 else ''}{hint}")
+    if missing:
+        fail(f"no hook replaces {', '.join(missing)}: freeze every norm scale and attention pattern, at every layer")
+    if extra:
+        fail(f"your hooks also replace {', '.join(extra)}, which the exercise does not ask for{hint}")
+
+
+def _expect_batch_shape(model: HookedSAETransformer, hooks: list[tuple[str, Callable[..., Tensor]]],
+                        cache: dict[str, Tensor], batch: int) -> None:
+    """Each hook, called on an activation of ``batch`` prompts, returns that activation's shape."""
+    for name, fn in hooks:
+        if name not in cache or name not in model.hook_dict:
+            continue
+        x = cache[name].detach().expand(batch, *cache[name].shape[1:]).clone()
+        try:
+            out = fn(x, hook=model.hook_dict[name])
+        except Exception as error:
+            fail(f"your hook for {name}, called on an activation of {batch} prompts, raised {type(error).__name__}: {error}")
+        if isinstance(out, Tensor) and tuple(out.shape) != tuple(x.shape):
+            fail(f"your hook for {name} returns shape {list(out.shape)} on an activation of shape {list(x.shape)}: "
+                 f"broadcast the prompt's value to x's batch (expand_as(x)), so the hook works on {batch} prompts")
 
 
 # ---------------------------------------------------------------------------------------
@@ -152,9 +208,28 @@ def check_target_edges(target_edges: Any) -> None:
         else:  # the most active latent of that layer at the last position (layer 1) or a middle one (layer 0)
             layer, pos = (1, rm.n_pos - 1) if which == "layer1" else (0, rm.n_pos // 2)
             target = Node("transcoder", layer, pos, known(f"latent_{i}", int(rm.acts[layer][pos].argmax())))
-        got = run(target_edges, bk, rm, nodes, target)
-        expect_tensor(got, known(f"edges_{i}", got), name=f"edges into {target} ({task} prompt)", dims="n_nodes",
+        got = run(target_edges, bk, rm, nodes, target, twice=i == 0)  # fresh leaves in every call
+        want = known(f"edges_{i}", got)
+        _expect_every_kind(got, want, nodes)
+        expect_tensor(got, want, name=f"edges into {target} ({task} prompt)", dims="n_nodes",
                       mistakes=signatures(MISTAKES["target_edges"], rm, nodes, target))
+
+
+def _expect_every_kind(got: Any, want: Tensor, nodes: list[Node]) -> None:
+    """Edges right everywhere but zero for every source of one kind (embeddings, error nodes, latents)."""
+    if not isinstance(got, Tensor) or got.shape != want.shape or not got.is_floating_point():
+        return
+    got = got.detach().cpu().to(want.dtype)
+    tol = 5e-3 * want.abs().max().item()
+    groups = {"embedding": [n.kind == "embed" for n in nodes], "error": [n.is_error for n in nodes],
+              "latent": [n.kind == "transcoder" and not n.is_error for n in nodes]}
+    for kind, mask in groups.items():
+        mask_t = torch.tensor(mask)
+        wrong = (got - want).abs() > tol
+        if mask_t.any() and wrong.any() and not (wrong & ~mask_t).any() and (got[mask_t].abs() <= tol).all() \
+                and (want[mask_t].abs() > tol).any():
+            fail(f"the edges from every {kind} node are zero, the rest matches: {kind} nodes are sources too "
+                 "(value times gradient)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -204,8 +279,17 @@ def check_prune_by_influence(prune_by_influence: Any) -> None:
     random = torch.empty(50, dtype=torch.float64).exponential_(generator=generator)
     random[torch.rand(50, generator=generator) < 0.2] = 0.0
     cases = [(scores, 0.8, "latent influence on an IOI graph"), (scores, 0.5, "the same at 0.5"),
-             (random.to(dtype), 0.98, "50 random scores, some zero"), (random[:6].to(dtype), 0.6, "6 random scores")]
-    for i, (values, threshold, what) in enumerate(cases):
-        got = run(prune_by_influence, bk, values, threshold)
-        expect_tensor(got, known(f"keep_{i}", got), name=f"mask ({what}, threshold {threshold})", dims="n",
-                      mistakes=signatures(MISTAKES["prune_by_influence"], values, threshold))
+             (random.to(dtype), 0.98, "50 random scores, some zero"), (random[:6].to(dtype), 0.6, "6 random scores"),
+             (torch.zeros(8, dtype=dtype), 0.5, "8 scores, all zero"), (random[:12].to(dtype), 1.0, "12 random scores, some zero")]
+    results = []
+    for i, (values, threshold, _) in enumerate(cases):
+        got = functools.cache(lambda values=values, threshold=threshold: run(prune_by_influence, bk, values, threshold))
+        want = known(f"keep_{i}", got()) if recording_now() else known(f"keep_{i}", None)
+        results.append((got, want, signatures(MISTAKES["prune_by_influence"], values, threshold)))
+    for (got, want, _), (values, threshold, what), mistakes in zip(results, cases, consistent(results)):
+        kept_zero = isinstance(got(), Tensor) and got().dtype == torch.bool and got().shape == values.shape and \
+            bool((got().cpu() & (values.cpu() == 0)).any())
+        if kept_zero and not (want & (values.cpu() == 0)).any():
+            fail(f"mask ({what}, threshold {threshold}): you kept entries whose score is 0: never keep a zero, "
+                 "even where the cumulative sum has not reached the threshold")
+        expect_tensor(got(), want, name=f"mask ({what}, threshold {threshold})", dims="n", mistakes=mistakes)

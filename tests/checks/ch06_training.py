@@ -16,7 +16,19 @@ from torch import Tensor
 
 from tests.mistakes.ch06_training import MISTAKES
 from utils.backends import Backend
-from utils.course.checking import Signatures, backend, call, exercise_check, expect_tensor, fail, known, run, seed, signatures
+from utils.course.checking import (
+    Signatures,
+    backend,
+    call,
+    consistent,
+    exercise_check,
+    expect_tensor,
+    fail,
+    known,
+    run,
+    seed,
+    signatures,
+)
 from utils.course import compare
 from utils.training import new_transcoder
 
@@ -31,13 +43,13 @@ def _expect_fields(got: dict[str, Any], want: dict[str, Any], name: str, mistake
         return
     for diagnosis, thunk in mistakes.items():
         if thunk() == got:
-            fail(f"{name}: {diagnosis}")
+            fail(f"{name}: {diagnosis}", header=name)
     for key in want:
         if key not in got:
-            fail(f"{name}: no field `{key}`")
+            fail(f"{name}: no field `{key}`", header=name)
         if got[key] != want[key]:
-            fail(f"{name}: field `{key}` is {got[key]!r}, expected {want[key]!r}")
-    fail(f"{name}: unexpected fields {sorted(set(got) - set(want))}")
+            fail(f"{name}: field `{key}` is {got[key]!r}, expected {want[key]!r}", header=name)
+    fail(f"{name}: unexpected fields {sorted(set(got) - set(want))}", header=name)
 
 
 # ---------------------------------------------------------------------------------------
@@ -55,24 +67,31 @@ def _sae_fields(cfg: Any) -> dict[str, Any] | None:
 def check_sae_training_config(sae_training_config: Any) -> None:
     bk = backend()
     cases = [("standard", 128, 256, 1.5), ("topk", 128, 512, 16.0), ("batchtopk", 768, 1024, 12.5),
-             ("jumprelu", 64, 256, 0.3), ("topk", 128, 64, 4.0)]
+             ("jumprelu", 64, 256, 0.3), ("topk", 128, 64, 4.0), ("topk", 128, 256, 12.7)]
     for i, (architecture, d_in, d_sae, sparsity) in enumerate(cases):
         args = (architecture, d_in, d_sae, sparsity)
         got = run(sae_training_config, bk, *args)
         name = f"sae_training_config({architecture!r}, d_in={d_in}, d_sae={d_sae}, sparsity={sparsity})"
         if isinstance(got, SAEConfig) and not isinstance(got, TrainingSAEConfig):
             fail(f"{name} is an inference config ({type(got).__name__}): the trainer needs the training class, "
-                 f"e.g. StandardTrainingSAEConfig, which carries the sparsity knob")
+                 f"e.g. StandardTrainingSAEConfig, which carries the sparsity knob", header=name)
         if not isinstance(got, TrainingSAEConfig):
-            fail(f"{name} should return a SAELens training config, got {type(got).__name__}")
+            fail(f"{name} should return a SAELens training config, got {type(got).__name__}", header=name)
+        if architecture == "topk" and isinstance(getattr(got, "k", None), int) and got.k != round(sparsity) and \
+                got.k == int(sparsity):
+            fail(f"{name}: k is {got.k}, the sparsity {sparsity} cut down by int(): round it to the nearest whole number, "
+                 f"{round(sparsity)}", header=name)
         mistakes = signatures(MISTAKES["sae_training_config"], *args).select(_sae_fields)
         _expect_fields(_sae_fields(got), known(f"fields_{i}", _sae_fields(got)), name, mistakes)
         if architecture == "topk" and not isinstance(got.k, int):
-            fail(f"{name}: TopK's k must be a whole number (an int), got {got.k!r}: it is the number of latents kept per token")
+            fail(f"{name}: TopK's k must be a whole number (an int), got {got.k!r}: it is the number of latents kept per token", header=name)
     try:
         got = sae_training_config("gated", 128, 256, 1.0)
-    except ValueError:
-        pass
+    except ValueError as error:
+        unnamed = [choice for choice in ARCHITECTURES if choice not in str(error)]
+        if unnamed:
+            fail(f"the ValueError for an unknown architecture should name the four choices; its message {str(error)!r} "
+                 f"does not name {', '.join(repr(c) for c in unnamed)}")
     except Exception as error:
         fail(f"an unknown architecture should raise a ValueError naming the four choices, not {type(error).__name__}")
     else:
@@ -117,9 +136,9 @@ def check_runner_config(runner_config: Any) -> None:
         got = run(runner_config, bk, *args, lr=lr)
         name = f"runner_config(hook {hook!r}, context_size={context_size}, steps={steps}, batch_tokens={batch_tokens})"
         if not isinstance(got, LanguageModelSAERunnerConfig):
-            fail(f"{name} should return a LanguageModelSAERunnerConfig, got {type(got).__name__}")
+            fail(f"{name} should return a LanguageModelSAERunnerConfig, got {type(got).__name__}", header=name)
         if got.sae is not sae_cfg and _sae_fields(got.sae) != _sae_fields(sae_cfg):
-            fail(f"{name}: `sae` should be the sae_cfg you were given")
+            fail(f"{name}: `sae` should be the sae_cfg you were given", header=name)
         mistakes = signatures(MISTAKES["runner_config"], *args, lr=lr).select(lambda cfg: _runner_fields(cfg, bos))
         fields = _runner_fields(got, bos)
         _expect_fields(fields, known(f"fields_{i}", fields), name, mistakes)
@@ -127,10 +146,10 @@ def check_runner_config(runner_config: Any) -> None:
         if buffer < 2 * batch_tokens:
             fail(f"{name}: the activation buffer holds n_batches_in_buffer x context_size = {got.n_batches_in_buffer} x "
                  f"{got.context_size} = {buffer} tokens, fewer than two batches of {batch_tokens} (SAELens refuses a buffer "
-                 "smaller than one batch): use math.ceil(2 * batch_tokens / context_size) rows")
+                 "smaller than one batch): use math.ceil(2 * batch_tokens / context_size) rows", header=name)
         if got.n_batches_in_buffer > -(-2 * batch_tokens // context_size):
             fail(f"{name}: n_batches_in_buffer is {got.n_batches_in_buffer}; the fewest rows that hold two batches are "
-                 f"math.ceil(2 * batch_tokens / context_size) = {-(-2 * batch_tokens // context_size)}")
+                 f"math.ceil(2 * batch_tokens / context_size) = {-(-2 * batch_tokens // context_size)}", header=name)
 
 
 # ---------------------------------------------------------------------------------------
@@ -154,24 +173,55 @@ def _sparse_acts(n: int, d_sae: int, draw: int) -> Tensor:
 
 def _stats_entry(out: Any, key: str, name: str) -> Any:
     if not isinstance(out, dict):
-        fail(f"{name}: expected a dict with keys 'density', 'dead', 'dense', got {type(out).__name__}")
+        fail(f"{name}: expected a dict with keys 'density', 'dead', 'dense', got {type(out).__name__}", header=name)
     if key not in out:
-        fail(f"{name}: the dict lacks the key {key!r} (expected 'density', 'dead', 'dense')")
+        fail(f"{name}: the dict lacks the key {key!r} (expected 'density', 'dead', 'dense')", header=name)
     return out[key]
 
 
 @exercise_check(CHAPTER)
 def check_density_stats(density_stats: Any) -> None:
     bk = backend()
-    for i, (n, d_sae, dense_above) in enumerate([(600, 64, 0.1), (300, 32, 0.01), (1, 16, 0.5)]):
-        acts = _sparse_acts(n, d_sae, seed(60 + i))
+    cases = [(600, 64, 0.1, 60), (600, 64, 0.3, 60), (300, 32, 0.01, 61), (1, 16, 0.5, 62), (2500, 16, 0.05, 63)]
+    dense_masks: dict[int, Tensor] = {}
+    for i, (n, d_sae, dense_above, draw) in enumerate(cases):
+        acts = _sparse_acts(n, d_sae, seed(draw))
+        if n == 2500:  # one latent fires on a single token (density 4e-4, not dead); one on exactly 5% (not dense)
+            acts[:, 0] = 0.0
+            acts[n // 2, 0] = 1.0
+            acts[:, 1] = torch.where(torch.arange(n) % 20 == 0, 0.7, 0.0).to(acts.dtype)
         got = run(density_stats, bk, acts, dense_above=dense_above)
         name = f"density_stats({n} tokens, {d_sae} latents, dense_above={dense_above})"
         mistakes = signatures(MISTAKES["density_stats"], acts, dense_above=dense_above)
-        for key in ("density", "dead", "dense"):
-            value = _stats_entry(got, key, name)
-            expect_tensor(value, known(f"{key}_{i}", value), name=f"{name}[{key!r}]", dims="d_sae",
-                          mistakes=mistakes.select(lambda out, key=key: out[key]))
+        values = {key: _stats_entry(got, key, name) for key in ("density", "dead", "dense")}
+        wants = {key: known(f"{key}_{i}", value) for key, value in values.items()}
+        parts = consistent([(lambda v=v: v, wants[key], mistakes.select(lambda out, key=key: out[key]))
+                            for key, v in values.items()])  # a mistake must give every entry of the dict
+        if i == 1:  # the first case's tokens with another dense_above
+            parts[2]["this is the dense mask for dense_above=0.1: `dense_above` is ignored"] = dense_masks[0]
+        dense_masks[i] = wants["dense"]
+        _expect_thresholds(values, wants, dense_above, name)
+        for (key, value), signatures_of_key in zip(values.items(), parts):
+            expect_tensor(value, wants[key], name=f"{name}[{key!r}]", dims="d_sae", mistakes=signatures_of_key)
+
+
+def _expect_thresholds(got: dict[str, Any], want: dict[str, Tensor], dense_above: float, name: str) -> None:
+    """The boundaries the exercise states: dead is a density of exactly 0, dense strictly above."""
+    density = want["density"]
+    for key, extra_ok, message in (
+            ("dead", lambda extra: (density[extra] > 0).all(),
+             "dead means never active (density exactly 0), not rarely active: latents {ids} have density {values}"),
+            ("dense", lambda extra: (density[extra] == dense_above).all(),
+             "dense means active on *more* than dense_above of the tokens: latents {ids} have density exactly {values}")):
+        value = got[key]
+        if not isinstance(value, Tensor) or value.dtype != torch.bool or value.shape != want[key].shape:
+            continue
+        value = value.cpu()
+        extra, lost = value & ~want[key], want[key] & ~value
+        if extra.any() and not lost.any() and extra_ok(extra):
+            ids = extra.nonzero()[:, 0].tolist()[:4]
+            fail(f"{name}[{key!r}]: " + message.format(ids=ids, values=[round(density[j].item(), 4) for j in ids]),
+                 header=f"{name}[{key!r}]")
 
 
 # ---------------------------------------------------------------------------------------

@@ -48,6 +48,12 @@ def top_k_unsorted(model, sae, prompt, pos, k):
     return values[order], indices[order]
 
 
+def top_k_before_relu(model, sae, prompt, pos, k):
+    _, cache = model.run_with_cache(prompt, names_filter=sae.cfg.metadata.hook_name)
+    _, inner = sae.run_with_cache(cache[sae.cfg.metadata.hook_name][0, pos])
+    return inner[next(name for name in inner if name.endswith("hook_sae_acts_pre"))].topk(k)
+
+
 # --- latent_logit_effects ------------------------------------------------------------
 
 
@@ -101,6 +107,11 @@ def contexts_first_batch_only(model, sae, latent, tokens, k=10, batch_size=64):
     return max_activating_contexts(model, sae, latent, tokens[:batch_size], k, batch_size)
 
 
+def contexts_positions_after_bos(model, sae, latent, tokens, k=10, batch_size=64):
+    values, seq_pos = max_activating_contexts(model, sae, latent, tokens, k, batch_size)
+    return values, seq_pos - torch.tensor([0, 1])  # "positions counted from the first real token"
+
+
 # --- reconstruction_metrics ----------------------------------------------------------
 
 
@@ -149,6 +160,39 @@ def metrics_mean_ablation_baseline(model, sae, tokens):
     return m
 
 
+def metrics_l0_tensor(model, sae, tokens):
+    m = reconstruction_metrics(model, sae, tokens)
+    m["l0"] = torch.tensor(m["l0"])
+    return m
+
+
+def metrics_losses_after_bos(model, sae, tokens):
+    m = reconstruction_metrics(model, sae, tokens)
+    m["ce_clean"] = model(tokens, return_type="loss", loss_per_token=True)[:, 1:].mean().item()
+    return m
+
+
+def _variance_explained(model, sae, tokens, keep, centre):
+    hook = sae.cfg.metadata.hook_name
+    _, cache = model.run_with_cache_with_saes(tokens, saes=[sae])
+    x, x_hat = cache[f"{hook}.hook_sae_input"][:, keep:], cache[f"{hook}.hook_sae_recons"][:, keep:]
+    m = reconstruction_metrics(model, sae, tokens)
+    m["explained_variance"] = 1 - ((x - x_hat) ** 2).sum().item() / ((x - centre(x)) ** 2).sum().item()
+    return m
+
+
+def metrics_variance_with_bos(model, sae, tokens):
+    return _variance_explained(model, sae, tokens, 0, lambda x: x.flatten(0, 1).mean(0))
+
+
+def metrics_variance_scalar_centre(model, sae, tokens):
+    return _variance_explained(model, sae, tokens, 1, lambda x: x.mean())
+
+
+def metrics_variance_per_position(model, sae, tokens):
+    return _variance_explained(model, sae, tokens, 1, lambda x: x.mean(0))
+
+
 # --- latent_aurocs -------------------------------------------------------------------
 
 
@@ -170,6 +214,12 @@ def aurocs_over_all_pairs(acts, labels):
     return latent_aurocs(acts, labels) * labels.sum() * (~labels).sum() / labels.numel() ** 2
 
 
+def aurocs_ties_by_order(acts, labels):
+    order = torch.arange(len(acts), dtype=acts.dtype)[:, None] * 1e-6  # later tokens win ties
+    pos, neg = (acts + order)[labels], (acts + order)[~labels]
+    return (pos[:, None] > neg[None]).float().mean((0, 1))
+
+
 MISTAKES = {
     "top_k_latents": [
         Mistake(top_k_forgets_bos, "top latents at position", signature=False),
@@ -179,6 +229,7 @@ MISTAKES = {
         Mistake(top_k_max_over_positions, "you took each latent's maximum over all positions: read the latents "
                 "at position `pos` only"),
         Mistake(top_k_unsorted, "values should be in decreasing order (topk's default sorted=True)", signature=False),
+        Mistake(top_k_before_relu, "a ReLU is missing", signature=False),
     ],
     "latent_logit_effects": [
         Mistake(effects_encoder, "this is the encoder direction (W_enc[:, latent]); a latent writes its decoder "
@@ -197,15 +248,22 @@ MISTAKES = {
         Mistake(contexts_wrong_unflatten, "flat indices were split with the wrong length"),
         Mistake(contexts_pos_seq, "(position, sequence)", signature=False),
         Mistake(contexts_first_batch_only, "your contexts come from the first batch only: loop over every batch"),
+        Mistake(contexts_positions_after_bos, "every position is one too small", signature=False),
     ],
     "reconstruction_metrics": [
         Mistake(metrics_with_error_term, "use_error_term=True", signature=False),
         Mistake(metrics_inverted_recovered, "1 minus the right value", signature=False),
         Mistake(metrics_l0_fraction, "fraction of latents", signature=False),
-        Mistake(metrics_l0_with_bos, "includes the BOS", signature=False),
-        Mistake(metrics_uncentered_variance, "spread around the mean", signature=False),
+        Mistake(metrics_l0_with_bos, "l0 includes the BOS", signature=False),
+        Mistake(metrics_uncentered_variance, "divides by sum ||x||^2, uncentred", signature=False),
         Mistake(metrics_mean_ablation_baseline, "ce_zero is the loss with the activation replaced by its mean",
                 signature=False),
+        Mistake(metrics_l0_tensor, "l0 should be a Python float, got a 0-dim torch.Tensor", signature=False),
+        Mistake(metrics_losses_after_bos, "ce_clean leaves out the first prediction", signature=False),
+        Mistake(metrics_variance_with_bos, "explained_variance includes the BOS position", signature=False),
+        Mistake(metrics_variance_scalar_centre, "centres x on one number", signature=False,
+                coincides=("metrics_uncentered_variance",)),  # the residual stream's entries average near zero
+        Mistake(metrics_variance_per_position, "centres x on each position's mean over the batch", signature=False),
     ],
     "latent_aurocs": [
         Mistake(aurocs_strict, "ties count as 0; they should count one half (ReLU latents are tied at zero "
@@ -213,5 +271,6 @@ MISTAKES = {
         Mistake(aurocs_ties_win, "ties count as 1; they should count one half"),
         Mistake(aurocs_flipped, "this is 1 - AUROC: positives and negatives are swapped"),
         Mistake(aurocs_over_all_pairs, "constant factor", signature=False),
+        Mistake(aurocs_ties_by_order, "ties are not counted one half", signature=False),
     ],
 }

@@ -44,6 +44,10 @@ def diff_answer_only(logits, answer_ids, distractor_ids):
     return logits[:, -1].gather(-1, answer_ids[:, None])[:, 0]
 
 
+def diff_magnitude(logits, answer_ids, distractor_ids):
+    return (logit_diff(logits, answer_ids, distractor_ids) ** 2).sqrt()  # "how far apart the two logits are"
+
+
 def diff_mean_over_positions(logits, answer_ids, distractor_ids):
     rows = torch.arange(len(answer_ids))
     return (logits[rows, :, answer_ids] - logits[rows, :, distractor_ids]).mean(-1)
@@ -89,6 +93,27 @@ def ablation_leaves_sae(model, sae, tokens, answer_ids, distractor_ids, latents,
     out = ablation_effects(model, sae, tokens, answer_ids, distractor_ids, latents, pos, baseline)
     model.add_sae(sae, use_error_term=True)
     return out
+
+
+def ablation_last_position_always(model, sae, tokens, answer_ids, distractor_ids, latents, pos=-1, baseline=None):
+    return ablation_effects(model, sae, tokens, answer_ids, distractor_ids, latents, -1, baseline)
+
+
+def ablation_position_mask(model, sae, tokens, answer_ids, distractor_ids, latents, pos=-1, baseline=None):
+    at = torch.arange(tokens.shape[1]) == pos  # never true for a negative pos
+    name = f"{sae.cfg.metadata.hook_name}.hook_sae_acts_post"
+    with model.saes(saes=[sae], use_error_term=True):
+        clean = logit_diff(model(tokens), answer_ids, distractor_ids)
+        columns = []
+        for latent in latents.tolist():
+            value = 0.0 if baseline is None else baseline[latent].item()
+
+            def ablate(acts, hook, latent=latent, value=value):
+                acts = acts.clone()
+                acts[:, at, latent] = value
+                return acts
+            columns.append(logit_diff(model.run_with_hooks(tokens, fwd_hooks=[(name, ablate)]), answer_ids, distractor_ids) - clean)
+    return torch.stack(columns, -1)
 
 
 def ablation_unspliced_clean(model, sae, tokens, answer_ids, distractor_ids, latents, pos=-1, baseline=None):
@@ -160,9 +185,9 @@ def attribution_no_enable_grad(model, saes, tokens, answer_ids, distractor_ids, 
 # --- integrated_gradients ------------------------------------------------------------
 
 
-def _ig(model, sae, tokens, answer_ids, distractor_ids, patched, alphas, multiply=True, divide=True):
+def _ig(model, sae, tokens, answer_ids, distractor_ids, patched, alphas, multiply=True, divide=True, error_term=True):
     name = f"{sae.cfg.metadata.hook_name}.hook_sae_acts_post"
-    with model.saes(saes=[sae], use_error_term=True):
+    with model.saes(saes=[sae], use_error_term=error_term):
         _, cache = model.run_with_cache(tokens, names_filter=name)
         clean = cache[name]
         total = torch.zeros_like(clean)
@@ -196,6 +221,16 @@ def ig_no_delta(model, sae, tokens, answer_ids, distractor_ids, patched, steps=1
     return _ig(model, sae, tokens, answer_ids, distractor_ids, patched, [(k + 0.5) / steps for k in range(steps)], multiply=False)
 
 
+def attribution_zero_patch(model, saes, tokens, answer_ids, distractor_ids, patched):
+    return attribution_patching(model, saes, tokens, answer_ids, distractor_ids,
+                                {hook: torch.zeros_like(p) for hook, p in patched.items()})
+
+
+def ig_reconstruction_only(model, sae, tokens, answer_ids, distractor_ids, patched, steps=10):
+    return _ig(model, sae, tokens, answer_ids, distractor_ids, patched, [(k + 0.5) / steps for k in range(steps)],
+               error_term=False)
+
+
 def ig_negated(model, sae, tokens, answer_ids, distractor_ids, patched, steps=10):
     return -integrated_gradients(model, sae, tokens, answer_ids, distractor_ids, patched, steps)
 
@@ -224,6 +259,12 @@ def _active_jacobian(model, up_sae, down_sae, tokens, pos, upstream_active=True)
     causal = (torch.arange(tokens.shape[1]) <= pos % tokens.shape[1])[:, None]
     up_mask = (up > 0) & causal if upstream_active else causal.expand_as(up)
     return rows * (down > 0)[:, None, None] * up_mask[None], up, down
+
+
+def l2l_up_to_raw_pos(model, up_sae, down_sae, tokens, pos):
+    J = latent_to_latent_gradients(model, up_sae, down_sae, tokens, pos).coalesce()
+    keep = J.indices()[1] <= pos  # p <= pos, with pos as given
+    return torch.sparse_coo_tensor(J.indices()[:, keep], J.values()[keep], J.shape).coalesce()
 
 
 def l2l_dense(model, up_sae, down_sae, tokens, pos):
@@ -324,6 +365,22 @@ def _token_grads(model, sae, tokens, pos, hook_name):
     return grads, kept["e"].detach()[0], mask
 
 
+def token_up_to_raw_pos(model, sae, tokens, pos):
+    A = token_to_latent_gradients(model, sae, tokens, pos).coalesce()
+    keep = A.indices()[1] <= pos
+    return torch.sparse_coo_tensor(A.indices()[:, keep], A.values()[keep], A.shape).coalesce()
+
+
+def token_every_position(model, sae, tokens, pos):
+    A = token_to_latent_gradients(model, sae, tokens, pos).coalesce()
+    n = tokens.shape[1]
+    later = torch.tensor([(i, p) for i in A.indices()[0].unique().tolist() for p in range(pos % n + 1, n)],
+                         dtype=torch.long).reshape(-1, 2).T
+    indices = torch.cat([A.indices(), later], 1)
+    values = torch.cat([A.values(), torch.zeros(later.shape[1], dtype=A.dtype)])
+    return torch.sparse_coo_tensor(indices, values, A.shape).coalesce()
+
+
 def token_embed_only(model, sae, tokens, pos):
     grads, e, mask = _token_grads(model, sae, tokens, pos, "hook_embed")
     return _sparse((grads * e).sum(-1) * mask)
@@ -409,6 +466,7 @@ MISTAKES = {
         Mistake(diff_probabilities, "these are differences of probabilities: use the logits themselves"),
         Mistake(diff_batch_mean, "reduce over a dim", signature=False),
         Mistake(diff_answer_only, "this is the answer's logit alone: subtract the distractor's logit"),
+        Mistake(diff_magnitude, "absolute value of the expected result", signature=False),
         Mistake(diff_mean_over_positions, "this averages the difference over every position: read the last position only"),
     ],
     "ablation_effects": [
@@ -419,6 +477,8 @@ MISTAKES = {
         Mistake(ablation_ignores_baseline, "this ablates to zero although a baseline was given: set each latent to "
                 "baseline[latent]"),
         Mistake(ablation_leaves_sae, "left an SAE at", signature=False),
+        Mistake(ablation_last_position_always, "`pos` was ignored", signature=False),
+        Mistake(ablation_position_mask, "a negative position counts from the end", signature=False),
         Mistake(ablation_unspliced_clean, "the clean metric comes from the plain model but the ablated runs lack the "
                 "error term: compute both with the SAE spliced with use_error_term=True"),
     ],
@@ -431,6 +491,7 @@ MISTAKES = {
         Mistake(attribution_gradient_only, "forgot to multiply the gradient by (patched - clean)"),
         Mistake(attribution_times_patched, "multiplied by the patched latents alone: multiply by (patched - clean)"),
         Mistake(attribution_negated, "wrong sign", signature=False),
+        Mistake(attribution_zero_patch, "this is the attribution for patched = 0", signature=False),
         Mistake(attribution_no_enable_grad, "with torch.enable_grad()", signature=False),
     ],
     "integrated_gradients": [
@@ -441,9 +502,12 @@ MISTAKES = {
         Mistake(ig_no_average, "summed the gradients over steps without dividing by steps"),
         Mistake(ig_no_delta, "forgot to multiply the averaged gradient by (patched - clean)"),
         Mistake(ig_negated, "wrong sign", signature=False),
+        Mistake(ig_reconstruction_only, "the SAE was spliced without its error term: the model then runs on the "
+                "reconstruction alone; splice with use_error_term=True, the error held at its clean value"),
     ],
     "latent_to_latent_gradients": [
         Mistake(l2l_dense, "dense tensor", signature=False),
+        Mistake(l2l_up_to_raw_pos, "a negative position counts from the end", signature=False),
         Mistake(l2l_inactive_upstream, "J has gradients for inactive upstream latents: keep only latents j active at p"),
         Mistake(l2l_same_position, "J only holds the upstream position `pos`: latents at every earlier position "
                 "p <= pos feed the downstream one"),
@@ -460,6 +524,8 @@ MISTAKES = {
     ],
     "token_to_latent_gradients": [
         Mistake(token_dense, "dense tensor", signature=False),
+        Mistake(token_up_to_raw_pos, "a negative position counts from the end", signature=False),
+        Mistake(token_every_position, "after `pos`=3", signature=False),
         Mistake(token_embed_only, "A uses the token embedding alone: the model's input at p is hook_embed + "
                 "hook_pos_embed (blocks.0.hook_resid_pre)"),
         Mistake(token_grad_norm, "A holds the gradient's norm: multiply the gradient by the input e(p) and sum "

@@ -47,6 +47,15 @@ def error_negated(model, dictionary, tokens):
     return -error_term(model, dictionary, tokens)
 
 
+def error_reads_values(model, dictionary, tokens):
+    hook = dictionary.cfg.metadata.hook_name
+    if not hook.endswith("attn.hook_z"):
+        return error_term(model, dictionary, tokens)
+    _, cache = model.run_with_cache(tokens)
+    x = cache[hook.replace("hook_z", "hook_v")]  # "the values are what the heads mix"
+    return x - dictionary.decode(dictionary.encode(x))
+
+
 def error_no_decoder_bias(model, dictionary, tokens):
     x, y = _read_and_written(model, dictionary, tokens)
     return y - (dictionary.encode(x) @ dictionary.W_dec).view_as(y)
@@ -108,6 +117,15 @@ def scores_clean_logit_diff(model, dictionaries, batch, use_error_term=False):
 def scores_swapped(model, dictionaries, batch, use_error_term=False):
     accuracy, diff = spliced_task_scores(model, dictionaries, batch, use_error_term)
     return diff, accuracy
+
+
+def scores_total_logit_diff(model, dictionaries, batch, use_error_term=False):
+    accuracy, diff = spliced_task_scores(model, dictionaries, batch, use_error_term)
+    return accuracy, diff * len(batch.prompts)
+
+
+def scores_as_tensors(model, dictionaries, batch, use_error_term=False):
+    return tuple(torch.tensor(v) for v in spliced_task_scores(model, dictionaries, batch, use_error_term))
 
 
 def scores_leave_saes(model, dictionaries, batch, use_error_term=False):
@@ -210,6 +228,10 @@ def attribution_negated(model, dictionary, tokens, answer_ids, distractor_ids, b
     return -error_attribution(model, dictionary, tokens, answer_ids, distractor_ids, baseline)
 
 
+def attribution_baseline_dropped(model, dictionary, tokens, answer_ids, distractor_ids, baseline=None):
+    return error_attribution(model, dictionary, tokens, answer_ids, distractor_ids)
+
+
 def attribution_gradient_only(model, dictionary, tokens, answer_ids, distractor_ids, baseline=None):
     _, grad = _error_grad(model, dictionary, tokens, answer_ids, distractor_ids)
     return grad.flatten(2).sum(-1)
@@ -263,6 +285,15 @@ def faithfulness_one_minus(model, dictionaries, circuit, tokens, answer_ids, dis
     return 1 - faithfulness(model, dictionaries, circuit, tokens, answer_ids, distractor_ids, baseline)
 
 
+def faithfulness_unnormalised(model, dictionaries, circuit, tokens, answer_ids, distractor_ids, baseline=None):
+    c, empty, _ = _metrics(model, dictionaries, circuit, tokens, answer_ids, distractor_ids, baseline, True)
+    return (c - empty).mean().item()
+
+
+def faithfulness_tensor(model, dictionaries, circuit, tokens, answer_ids, distractor_ids, baseline=None):
+    return torch.tensor(faithfulness(model, dictionaries, circuit, tokens, answer_ids, distractor_ids, baseline))
+
+
 def faithfulness_zero_baseline(model, dictionaries, circuit, tokens, answer_ids, distractor_ids, baseline=None):
     return faithfulness(model, dictionaries, circuit, tokens, answer_ids, distractor_ids, None)
 
@@ -283,6 +314,11 @@ def completeness_no_empty(model, dictionaries, circuit, tokens, answer_ids, dist
 def completeness_mean_of_ratios(model, dictionaries, circuit, tokens, answer_ids, distractor_ids, baseline=None):
     c, empty, whole = _metrics(model, dictionaries, circuit, tokens, answer_ids, distractor_ids, baseline, False)
     return ((c - empty) / (whole - empty)).mean().item()
+
+
+def completeness_unnormalised(model, dictionaries, circuit, tokens, answer_ids, distractor_ids, baseline=None):
+    c, empty, _ = _metrics(model, dictionaries, circuit, tokens, answer_ids, distractor_ids, baseline, False)
+    return (c - empty).mean().item()
 
 
 def completeness_zero_baseline(model, dictionaries, circuit, tokens, answer_ids, distractor_ids, baseline=None):
@@ -337,6 +373,7 @@ MISTAKES = {
         Mistake(error_encodes_output, "this encodes the activation the transcoder writes (hook_mlp_out): a transcoder "
                 "encodes its input, blocks.{L}.ln2.hook_normalized"),
         Mistake(error_negated, "wrong sign", signature=False),
+        Mistake(error_reads_values, "this reads x at blocks.1.attn.hook_v", signature=False),
         Mistake(error_no_decoder_bias, "the reconstruction lacks the decoder bias b_dec: use dictionary.decode, "
                 "which adds it"),
         Mistake(error_pre_relu, "this decodes the pre-ReLU activations (hook_sae_acts_pre): decode the latents "
@@ -357,6 +394,8 @@ MISTAKES = {
                 "compute it from the spliced run"),
         Mistake(scores_swapped, "you returned (mean logit difference, accuracy)", signature=False),
         Mistake(scores_leave_saes, "left an SAE at", signature=False),
+        Mistake(scores_total_logit_diff, "mean logit difference is 8x the expected", signature=False),
+        Mistake(scores_as_tensors, "accuracy should be a Python float, got a 0-dim torch.Tensor", signature=False),
     ],
     "ablate_nodes": [
         Mistake(ablate_latents_only, "the error nodes were not ablated: hook hook_sae_error too and set the error "
@@ -373,6 +412,7 @@ MISTAKES = {
     ],
     "error_attribution": [
         Mistake(attribution_negated, "wrong sign", signature=False),
+        Mistake(attribution_baseline_dropped, "this is the attribution for a zero baseline", signature=False),
         Mistake(attribution_gradient_only, "this is the gradient summed over the error's dims: multiply it by "
                 "(baseline - error) first"),
         Mistake(attribution_times_baseline, "multiplied the gradient by the baseline alone: multiply by "
@@ -391,6 +431,8 @@ MISTAKES = {
                 "every node outside it"),
         Mistake(faithfulness_one_minus, "this is 1 - F: the numerator is m(C) - m(empty)"),
         Mistake(faithfulness_zero_baseline, "the nodes were zero-ablated although a baseline was given"),
+        Mistake(faithfulness_unnormalised, "this is m(C) - m(empty) alone: divide by m(M) - m(empty)"),
+        Mistake(faithfulness_tensor, "should be a Python float, got a 0-dim torch.Tensor", signature=False),
     ],
     "completeness": [
         Mistake(completeness_ablates_outside, "this ablates everything outside the circuit (that is "
@@ -400,6 +442,7 @@ MISTAKES = {
         Mistake(completeness_mean_of_ratios, "this averages a ratio per prompt: average the metric over prompts "
                 "first, then take one ratio"),
         Mistake(completeness_zero_baseline, "the nodes were zero-ablated although a baseline was given"),
+        Mistake(completeness_unnormalised, "this is m(M \\ C) - m(empty) alone: divide by m(M) - m(empty)"),
     ],
     "position_precision_recall": [
         Mistake(pr_swapped, "(recall, precision)", signature=False),

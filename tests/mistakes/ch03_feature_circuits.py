@@ -17,7 +17,7 @@ from utils.metrics import auroc
 
 
 def _edges(model, dictionaries, upstream, downstream, tokens, metric, targets, baseline=None,
-           frozen=None, weighted=True, zero_baseline=False, error_column=True, reduce="mean"):
+           frozen=None, weighted=True, zero_baseline=False, error_column=True, reduce="mean", times_change=True):
     """The reference with one thing changed (each mistake below picks one)."""
     grads = node_gradients(model, dictionaries, tokens, metric)
     down_hook, up_hook = downstream.cfg.metadata.hook_name, upstream.cfg.metadata.hook_name
@@ -38,6 +38,8 @@ def _edges(model, dictionaries, upstream, downstream, tokens, metric, targets, b
                 g = g_latents[:, t.pos, t.index] if weighted else 1.0
                 scalar = (g * nodes["down.latents"][:, t.pos, t.index]).sum()
             grad_f, grad_e = torch.autograd.grad(scalar, [f, e], retain_graph=True)
+            if not times_change:
+                f_change, e_change = torch.ones_like(f), torch.ones_like(e)
             error_edge = (grad_e * e_change).flatten(2).sum(-1) if error_column else torch.zeros_like(grad_f[..., 0])
             row = torch.cat([grad_f * f_change, error_edge[..., None]], dim=-1)
             rows.append(row.mean(0) if reduce == "mean" else row.sum(0))
@@ -68,13 +70,17 @@ def edges_no_error_column(*args, **kwargs):
     return _edges(*args, **kwargs, error_column=False)
 
 
+def edges_jacobian_only(*args, **kwargs):
+    return _edges(*args, **kwargs, times_change=False)
+
+
 # --- ablation_edges ------------------------------------------------------------------
 
 
 def _ablation(model, dictionaries, upstream, downstream, tokens, node, threshold_exp,
-              use_error_term=True, every_position=False, signed=False, threshold=True):
+              use_error_term=True, every_position=False, signed=False, threshold=True, measured="acts_post"):
     up_name = f"{output_hook(upstream)}.hook_sae_acts_post"
-    down_name = f"{output_hook(downstream)}.hook_sae_acts_post"
+    down_name = f"{output_hook(downstream)}.hook_sae_{measured}"
 
     def zero(acts, hook):
         acts = acts.clone()
@@ -108,6 +114,10 @@ def ablation_no_threshold(*args, **kwargs):
     return _ablation(*args, **kwargs, threshold=False)
 
 
+def ablation_preactivations(*args, **kwargs):
+    return _ablation(*args, **kwargs, measured="acts_pre")
+
+
 def ablation_sign(*args, **kwargs):
     return -ablation_edges(*args, **kwargs)
 
@@ -117,6 +127,12 @@ def ablation_sign(*args, **kwargs):
 
 def _change(latents, baseline):
     return (torch.zeros_like(latents) if baseline is None else baseline.expand_as(latents)) - latents
+
+
+def probe_none_as_batch_mean(probe_weight, dictionary, latents, baseline=None):
+    if baseline is None:
+        baseline = latents.mean(0)  # "the usual baseline"
+    return (baseline - latents) * (dictionary.W_dec @ probe_weight)
 
 
 def probe_encoder(probe_weight, dictionary, latents, baseline=None):
@@ -170,6 +186,18 @@ def gender_every_candidate(latents, bios, candidates):
     return sorted(candidates)
 
 
+def gender_candidate_order(latents, bios, candidates):
+    from solutions.ch03_feature_circuits import gender_latents
+    marked = set(gender_latents(latents, bios, candidates))
+    return [c for c in reversed(candidates) if c in marked]
+
+
+def gender_positions(latents, bios, candidates):
+    from solutions.ch03_feature_circuits import gender_latents
+    marked = set(gender_latents(latents, bios, candidates))
+    return [i for i, c in enumerate(candidates) if c in marked]
+
+
 def gender_raw_auroc(latents, bios, candidates):
     gender, profession = _separation(latents, bios, candidates)
     return sorted(i for i, g, p in zip(candidates, gender, profession) if abs(g - 0.5) >= 0.2 and g > p)
@@ -185,6 +213,8 @@ MISTAKES = {
         Mistake(edges_sign, "sign", signature=False),
         Mistake(edges_summed, "constant factor", signature=False),
         Mistake(edges_no_error_column, "part of the result was left out", signature=False),
+        Mistake(edges_jacobian_only, "your edges leave out the change (u' - u): multiply each vector-Jacobian product "
+                "by it"),
     ],
     "ablation_edges": [
         Mistake(ablation_no_error_term, "your changes match splicing without the error term: pass "
@@ -194,6 +224,8 @@ MISTAKES = {
                 "so latents switched off are kept too"),
         Mistake(ablation_no_threshold, "you kept every change: set entries with |change| < 2**threshold_exp to zero"),
         Mistake(ablation_sign, "sign", signature=False),
+        Mistake(ablation_preactivations, "your changes are of the downstream pre-activations (hook_sae_acts_pre): "
+                "measure the latents themselves, hook_sae_acts_post"),
     ],
     "probe_latent_effects": [
         Mistake(probe_encoder, "you used the encoder: a latent writes f_i * W_dec[i] into the residual stream"),
@@ -203,6 +235,7 @@ MISTAKES = {
                 "(baseline[i] - f_i)"),
         Mistake(probe_sign, "sign", signature=False),
         Mistake(probe_unit_weight, "constant factor", signature=False),
+        Mistake(probe_none_as_batch_mean, "baseline=None means zero", signature=False),
     ],
     "gender_latents": [
         Mistake(gender_one_sided, "you kept only latents that fire for women (gender AUROC near 1): a latent with "
@@ -212,5 +245,7 @@ MISTAKES = {
         Mistake(gender_profession_latents, "you marked the profession latents: SHIFT removes the gender ones"),
         Mistake(gender_every_candidate, "you marked every candidate: keep only those that carry gender"),
         Mistake(gender_raw_auroc, "compare distances from 0.5, not raw AUROCs"),
+        Mistake(gender_candidate_order, "in increasing order", signature=False),
+        Mistake(gender_positions, "positions in `candidates`", signature=False),
     ],
 }

@@ -13,6 +13,7 @@ from solutions.ch04_transcoders import (
     blind_case_study,
     de_embedding,
     extended_de_embedding,
+    input_dependent_connections,
     pullback,
     transcoder_metrics,
     upstream_ablation_effects,
@@ -73,6 +74,27 @@ def metrics_spliced_with_error(model, transcoder, tokens):
     return _metrics(model, transcoder, tokens, spliced_error=True)
 
 
+def metrics_as_tensors(model, transcoder, tokens):
+    return {key: torch.tensor(value) for key, value in transcoder_metrics(model, transcoder, tokens).items()}
+
+
+def _with_variance(model, transcoder, tokens, centre, start=1):
+    out_hook = transcoder.cfg.metadata.hook_name_out
+    _, spliced = model.run_with_cache_with_saes(tokens, saes=[transcoder])
+    _, clean = model.run_with_cache(tokens, names_filter=out_hook)
+    y, y_hat = clean[out_hook][:, start:], spliced[f"{out_hook}.hook_sae_recons"][:, start:]
+    return {**transcoder_metrics(model, transcoder, tokens),
+            "explained_variance": 1 - ((y - y_hat) ** 2).sum().item() / ((y - centre(y)) ** 2).sum().item()}
+
+
+def metrics_variance_uncentred(model, transcoder, tokens):
+    return _with_variance(model, transcoder, tokens, lambda y: 0.0)
+
+
+def metrics_variance_with_bos(model, transcoder, tokens):
+    return _with_variance(model, transcoder, tokens, lambda y: y.mean((0, 1)), start=0)
+
+
 def metrics_recovered_inverted(model, transcoder, tokens):
     out = transcoder_metrics(model, transcoder, tokens)
     return {**out, "ce_recovered": 1 - out["ce_recovered"]}
@@ -102,6 +124,14 @@ def de_embedding_decoder(model, transcoder, latent, scale):
     return _centre(model.W_E) @ transcoder.W_dec[latent] / scale + transcoder.b_enc[latent]
 
 
+def de_embedding_bias_scaled(model, transcoder, latent, scale):
+    return (_centre(model.W_E) @ transcoder.W_enc[:, latent] + transcoder.b_enc[latent]) / scale
+
+
+def de_embedding_sae_input(model, transcoder, latent, scale):
+    return _centre(model.W_E - transcoder.b_dec) @ transcoder.W_enc[:, latent] / scale + transcoder.b_enc[latent]
+
+
 def de_embedding_relu(model, transcoder, latent, scale):
     return de_embedding(model, transcoder, latent, scale).relu()
 
@@ -113,13 +143,18 @@ def de_embedding_unembedding(model, transcoder, latent, scale):
 # --- extended_de_embedding -----------------------------------------------------------
 
 
-def _extended(model, up, down, latent, scales, relu=True, b_dec=True, direct=True, centre_sum=True, b_enc=True):
+def _extended(model, up, down, latent, scales, relu=True, b_dec=True, direct=True, centre_sum=True, b_enc=True,
+              down_b_enc=True):
     s_up, s_down = scales
     pre = _centre(model.W_E) @ up.W_enc / s_up + (up.b_enc if b_enc else 0.0)
     out = (pre.relu() if relu else pre) @ up.W_dec + (up.b_dec if b_dec else 0.0)
     resid = model.W_E + out if direct else out
     resid = _centre(resid) if centre_sum else _centre(model.W_E) + out
-    return resid @ down.W_enc[:, latent] / s_down + down.b_enc[latent]
+    return resid @ down.W_enc[:, latent] / s_down + (down.b_enc[latent] if down_b_enc else 0.0)
+
+
+def extended_no_downstream_bias(model, up, down, latent, scales):
+    return _extended(model, up, down, latent, scales, down_b_enc=False)
 
 
 def extended_no_relu(model, up, down, latent, scales):
@@ -205,6 +240,10 @@ def connections_every_position(model, up, down, latent, tokens, pos):
     return _connections(model, up, down, latent, tokens, pos, every_position=True)
 
 
+def connections_previous_token(model, up, down, latent, tokens, pos):
+    return input_dependent_connections(model, up, down, latent, tokens, (pos % tokens.shape[1]) - 1)
+
+
 def connections_typical_scale(model, up, down, latent, tokens, pos):
     """One scale for every prompt: the mean over the batch at ``pos``."""
     layer = layer_of(down.cfg.metadata.hook_name)
@@ -271,21 +310,59 @@ def ablation_ablated_only(model, up, down, latent, tokens, pos, up_latents):
 
 
 def _paths(model, up, down, latent, up_latent, head, tokens, pos, transpose=False, ln_weight=True, ln1_scale=True,
-           out_scale_at_source=False, pattern_layer=None, centre_out=True):
+           out_scale_at_source=False, pattern_layer=None, centre_out=True, pattern=True, centre_d=True, s1_norm="ln1",
+           heads="one", acts_at="source", value_bias=False):
     layer = layer_of(down.cfg.metadata.hook_name)
     src_layer = layer if pattern_layer is None else pattern_layer
-    names = [up.cfg.metadata.hook_name, f"blocks.{src_layer}.attn.hook_pattern", f"blocks.{layer}.ln1.hook_scale",
+    names = [up.cfg.metadata.hook_name, f"blocks.{src_layer}.attn.hook_pattern", f"blocks.{layer}.{s1_norm}.hook_scale",
              f"blocks.{layer}.ln2.hook_scale"]
     _, cache = model.run_with_cache(tokens, names_filter=names)
     acts = up.encode(cache[names[0]])[..., up_latent]
-    pattern = cache[names[1]][:, head, :, pos] if transpose else cache[names[1]][:, head, pos]
-    s1 = cache[names[2]][..., 0] if ln1_scale else torch.ones_like(cache[names[2]][..., 0])
-    s2 = cache[names[3]][..., 0] if out_scale_at_source else cache[names[3]][:, pos]
-    d = _centre(up.W_dec[up_latent])
-    attn = model.blocks[layer].attn
-    out = (d * model.blocks[layer].ln1.w if ln_weight else d) @ attn.W_V[head] @ attn.W_O[head]
-    read = (_centre(out) if centre_out else out) @ down.W_enc[:, latent]
-    return pattern * acts / s1 * read / s2
+    if acts_at == "destination":
+        acts = acts[:, pos, None].expand_as(acts)
+    heads_ = list(range(model.cfg.n_heads)) if heads == "every" else [head]
+    total = 0.0
+    for h in heads_:
+        a = cache[names[1]][:, h, :, pos] if transpose else cache[names[1]][:, h, pos]
+        a = (a > 0).to(a.dtype) if not pattern else a
+        s1 = cache[names[2]][..., 0] if ln1_scale else torch.ones_like(cache[names[2]][..., 0])
+        s2 = cache[names[3]][..., 0] if out_scale_at_source else cache[names[3]][:, pos]
+        d = _centre(up.W_dec[up_latent]) if centre_d else up.W_dec[up_latent]
+        attn = model.blocks[layer].attn
+        out = (d * model.blocks[layer].ln1.w if ln_weight else d) @ attn.W_V[h] @ attn.W_O[h]
+        if value_bias:
+            out = out + attn.b_V[h] @ attn.W_O[h]
+        read = (_centre(out) if centre_out else out) @ down.W_enc[:, latent]
+        total = total + a * acts / s1 * read / s2
+    return total
+
+
+def paths_no_pattern(model, up, down, latent, up_latent, head, tokens, pos):
+    return _paths(model, up, down, latent, up_latent, head, tokens, pos, pattern=False)
+
+
+def paths_decoder_uncentred(model, up, down, latent, up_latent, head, tokens, pos):
+    return _paths(model, up, down, latent, up_latent, head, tokens, pos, centre_d=False)
+
+
+def paths_output_uncentred(model, up, down, latent, up_latent, head, tokens, pos):
+    return _paths(model, up, down, latent, up_latent, head, tokens, pos, centre_out=False)
+
+
+def paths_source_scale_of_ln2(model, up, down, latent, up_latent, head, tokens, pos):
+    return _paths(model, up, down, latent, up_latent, head, tokens, pos, s1_norm="ln2")
+
+
+def paths_every_head(model, up, down, latent, up_latent, head, tokens, pos):
+    return _paths(model, up, down, latent, up_latent, head, tokens, pos, heads="every")
+
+
+def paths_activation_at_destination(model, up, down, latent, up_latent, head, tokens, pos):
+    return _paths(model, up, down, latent, up_latent, head, tokens, pos, acts_at="destination")
+
+
+def paths_with_value_bias(model, up, down, latent, up_latent, head, tokens, pos):
+    return _paths(model, up, down, latent, up_latent, head, tokens, pos, value_bias=True)
 
 
 def paths_pattern_transposed(model, up, down, latent, up_latent, head, tokens, pos):
@@ -416,6 +493,9 @@ MISTAKES = {
         Mistake(metrics_no_error_term, "ce_with_error equals ce_spliced", signature=False),
         Mistake(metrics_spliced_with_error, "ce_spliced equals ce_clean", signature=False),
         Mistake(metrics_recovered_inverted, "ce_recovered looks like 1 minus", signature=False),
+        Mistake(metrics_as_tensors, "should be a Python float, got a 0-dim torch.Tensor", signature=False),
+        Mistake(metrics_variance_uncentred, "explained_variance divides by sum ||y||^2, uncentred", signature=False),
+        Mistake(metrics_variance_with_bos, "explained_variance includes the BOS position", signature=False),
     ],
     "de_embedding": [
         Mistake(de_embedding_uncentred, "the embedding was not centred: the LayerNorm subtracts each vector's mean "
@@ -428,6 +508,10 @@ MISTAKES = {
                 "the residual stream through its encoder column W_enc[:, latent]"),
         Mistake(de_embedding_relu, "this is the activation (after the ReLU): return the pre-activation"),
         Mistake(de_embedding_unembedding, "this uses the unembedding W_U: tokens enter through the embedding W_E"),
+        Mistake(de_embedding_bias_scaled, "the encoder bias was divided by the scale too: only the normalised "
+                "embedding is divided; add b_enc[latent] afterwards"),
+        Mistake(de_embedding_sae_input, "b_dec was subtracted from the input, as an SAE does: a transcoder's b_dec "
+                "belongs to its output, and its encoder reads ln2.hook_normalized as it is"),
     ],
     "extended_de_embedding": [
         Mistake(extended_no_relu, "the upstream latents were not passed through the ReLU"),
@@ -438,6 +522,7 @@ MISTAKES = {
                 "residual stream (embedding plus output) before the downstream encoder"),
         Mistake(extended_swapped_scales, "the two scales are swapped: scales = (upstream layer's, downstream layer's)"),
         Mistake(extended_no_encoder_bias, "the upstream encoder bias b_enc is missing"),
+        Mistake(extended_no_downstream_bias, "the downstream encoder bias b_enc[latent] is missing"),
     ],
     "pullback": [
         Mistake(pullback_encoder, "this uses the upstream *encoder*: an upstream latent writes its decoder row W_dec[k]"),
@@ -459,6 +544,7 @@ MISTAKES = {
         Mistake(connections_every_position, "this sums upstream activations over every position: the direct path "
                 "connects the same position only"),
         Mistake(connections_typical_scale, "one scale for every prompt: use each prompt's own scale at `pos`"),
+        Mistake(connections_previous_token, "these are the values one position earlier than `pos`", signature=False),
     ],
     "upstream_ablation_effects": [
         Mistake(ablation_without_error_term, "the upstream transcoder was spliced without its error term"),
@@ -480,6 +566,18 @@ MISTAKES = {
                 "ln2 at the destination `pos`"),
         Mistake(paths_upstream_layer_pattern, "this uses the upstream layer's attention pattern: the path goes "
                 "through the downstream layer's heads"),
+        Mistake(paths_no_pattern, "the attention pattern is missing: each source's contribution is weighted by "
+                "A[b, head, pos, s]"),
+        Mistake(paths_decoder_uncentred, "the upstream decoder row d_k was not centred: ln1 removes its mean (P d_k)"),
+        Mistake(paths_output_uncentred, "the head's output was not centred: ln2 removes its mean before the "
+                "downstream encoder (P ... W_O)"),
+        Mistake(paths_source_scale_of_ln2, "the source is divided by ln2's scale: attention reads ln1, so s1 is "
+                "ln1's scale at the source"),
+        Mistake(paths_every_head, "this sums the path over every head of the layer: take head `head` only"),
+        Mistake(paths_activation_at_destination, "this uses the upstream activation at the destination for every "
+                "source: each source s contributes f_k(b, s)"),
+        Mistake(paths_with_value_bias, "this includes the value bias b_V: leave the biases out, they do not depend "
+                "on the latent"),
         Mistake(paths_summed_over_sources, "summed over sources: return one contribution per source position"),
     ],
     "blind_case_study": [

@@ -55,6 +55,24 @@ def freeze_straight_through(model, cache):
             for h in ("ln1.hook_scale", "attn.hook_pattern", "ln2.hook_scale")] + [("ln_final.hook_scale", frozen)]
 
 
+def _names(model):
+    return [f"blocks.{layer}.{h}" for layer in range(model.cfg.n_layers)
+            for h in ("ln1.hook_scale", "attn.hook_pattern", "ln2.hook_scale")] + ["ln_final.hook_scale"]
+
+
+def freeze_keeps_graph(model, cache):
+    return [(name, lambda x, hook: cache[hook.name] * torch.ones_like(x)) for name in _names(model)]
+
+
+def freeze_prompt_shape(model, cache):
+    return [(name, lambda x, hook: cache[hook.name].detach()) for name in _names(model)]
+
+
+def freeze_scores(model, cache):
+    names = [name.replace("attn.hook_pattern", "attn.hook_attn_scores") for name in _names(model)]
+    return [(name, lambda x, hook: cache[hook.name].detach().expand_as(x)) for name in names]
+
+
 # --- salient_logits ------------------------------------------------------------------
 
 
@@ -85,6 +103,17 @@ def salient_renormalised(logits, coverage=0.95, max_n=10):
 def salient_log_probs(logits, coverage=0.95, max_n=10):
     ids, probs = salient_logits(logits, coverage, max_n)
     return ids, probs.log()
+
+
+def salient_increasing(logits, coverage=0.95, max_n=10):
+    ids, probs = salient_logits(logits, coverage, max_n)
+    return ids.flip(0), probs.flip(0)
+
+
+def salient_cap_plus_one(logits, coverage=0.95, max_n=10):
+    probs = logits.softmax(-1).sort(descending=True)
+    k = min(max_n + 1, int((probs.values.cumsum(0) < coverage).sum()) + 1)
+    return probs.indices[:k], probs.values[:k]
 
 
 # --- target_edges --------------------------------------------------------------------
@@ -130,6 +159,33 @@ def edges_vector_nodes_summed(rm, nodes, target):
 
 def edges_token_embedding_only(rm, nodes, target):
     return _edges(rm, nodes, target, token_only=True)
+
+
+_LEAVES: dict[int, dict] = {}
+
+
+def edges_leaves_kept(rm, nodes, target):
+    """Leaves made once per replacement model and kept for the next call: their .grad accumulates."""
+    leaves = _LEAVES.setdefault(id(rm), rm.leaves(1))
+    with torch.enable_grad():
+        pre, logits = replacement_forward(rm, leaves)
+        value = (logits[0, target.pos, target.index] - logits[0, target.pos].mean() if target.kind == "logit"
+                 else pre[target.layer][0, target.pos, target.index])
+        value.backward()
+    edges = torch.zeros(len(nodes), dtype=rm.embed.dtype)
+    for j, n in enumerate(nodes):
+        if n.kind == "embed":
+            edges[j] = leaves["embed"].grad[0, n.pos] @ rm.embed[n.pos]
+        elif n.kind == "transcoder" and n.is_error:
+            edges[j] = leaves[f"error.{n.layer}"].grad[0, n.pos] @ rm.errors[n.layer][n.pos]
+        elif n.kind == "transcoder":
+            edges[j] = leaves[f"latents.{n.layer}"].grad[0, n.pos, n.index] * rm.acts[n.layer][n.pos, n.index]
+    return edges
+
+
+def edges_without_errors(rm, nodes, target):
+    edges = target_edges(rm, nodes, target)
+    return torch.where(torch.tensor([n.is_error for n in nodes]), 0.0, edges)
 
 
 def edges_negated(rm, nodes, target):
@@ -184,6 +240,15 @@ def _prune(scores, threshold, *, include_crossing=True, descending=True):
     return keep & (scores > 0)
 
 
+def prune_zeros_allowed(scores, threshold):
+    order = scores.argsort(descending=True)
+    reached = scores[order].cumsum(0) >= threshold * scores.sum()
+    k = int(reached.float().argmax()) + 1 if reached.any() else len(scores)
+    keep = torch.zeros(len(scores), dtype=torch.bool)
+    keep[order[:k]] = True
+    return keep
+
+
 def prune_without_crossing(scores, threshold):
     return _prune(scores, threshold, include_crossing=False)
 
@@ -208,7 +273,10 @@ MISTAKES = {
         Mistake(freeze_ln2_not_ln1, "ln1.hook_scale is not frozen: attention reads a norm as well as the MLP"),
         Mistake(freeze_normalized_output, "you froze the normalised vector (hook_normalized), not the scale: "
                                           "that cuts the layer off from its input; freeze hook_scale"),
-        Mistake(freeze_straight_through, "gradient", signature=False),
+        Mistake(freeze_straight_through, "still reaches the attention scores", signature=False),
+        Mistake(freeze_keeps_graph, "gradients reach the cached values", signature=False),
+        Mistake(freeze_prompt_shape, "broadcast the prompt's value to x's batch", signature=False),
+        Mistake(freeze_scores, "the scores come before the softmax", signature=False),
     ],
     "salient_logits": [
         Mistake(salient_stops_short, "stops one token short: keep the token whose probability crosses the coverage"),
@@ -216,6 +284,8 @@ MISTAKES = {
         Mistake(salient_returns_logits, "returns the logits of the tokens: return their probabilities (softmax)"),
         Mistake(salient_renormalised, "the probabilities are renormalised over the kept tokens: return softmax over the vocabulary"),
         Mistake(salient_log_probs, "returns log-probabilities: return probabilities"),
+        Mistake(salient_increasing, "holds the expected values in reverse order", signature=False),
+        Mistake(salient_cap_plus_one, "one entry too many (`max_n` is 4)", signature=False),
     ],
     "target_edges": [
         Mistake(edges_gradient_only, "returns gradients alone: an edge is the source's value times the gradient"),
@@ -224,6 +294,8 @@ MISTAKES = {
         Mistake(edges_token_embedding_only, "embedding edges use W_E[token] alone: the node's value is the residual stream "
                                             "entering layer 0 (token plus position embedding), rm.embed"),
         Mistake(edges_negated, "wrong sign", signature=False),
+        Mistake(edges_leaves_kept, "a different result when called a second time", signature=False),
+        Mistake(edges_without_errors, "the edges from every error node are zero", signature=False),
     ],
     "logit_influence": [
         Mistake(influence_signed, "the signed adjacency was normalised: take absolute values first"),
@@ -236,6 +308,7 @@ MISTAKES = {
         Mistake(prune_without_crossing, "the entry that crosses the threshold is left out: keep it"),
         Mistake(prune_smallest_first, "keeps the smallest scores first: sort in decreasing order"),
         Mistake(prune_raw_threshold, "compares each score with the threshold: the threshold is a share of the cumulative total"),
+        Mistake(prune_zeros_allowed, "you kept entries whose score is 0", signature=False),
         Mistake(prune_relative_to_max, "keeps scores above a share of the largest: the threshold is a share of the cumulative total"),
     ],
 }

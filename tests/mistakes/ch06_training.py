@@ -7,6 +7,7 @@ side effect."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from sae_lens import LoggingConfig, StandardSAEConfig, TopKTrainingSAEConfig
@@ -37,6 +38,18 @@ def config_not_normalised(architecture, d_in, d_sae, sparsity):
 def config_topk_float_k(architecture, d_in, d_sae, sparsity):
     if architecture == "topk":
         return TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=sparsity, normalize_activations="expected_average_only_in")
+    return sae_training_config(architecture, d_in, d_sae, sparsity)
+
+
+def config_topk_floor(architecture, d_in, d_sae, sparsity):
+    if architecture == "topk":
+        return TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=math.floor(sparsity), normalize_activations="expected_average_only_in")
+    return sae_training_config(architecture, d_in, d_sae, sparsity)
+
+
+def config_terse_error(architecture, d_in, d_sae, sparsity):
+    if architecture not in ("standard", "topk", "batchtopk", "jumprelu"):
+        raise ValueError(f"unsupported architecture {architecture!r}")
     return sae_training_config(architecture, d_in, d_sae, sparsity)
 
 
@@ -112,6 +125,20 @@ def density_dense_from_counts(acts, dense_above=0.1):
     return {**out, "dense": (acts > 0).sum(0) > dense_above}
 
 
+def density_dead_below_permille(acts, dense_above=0.1):
+    out = density_stats(acts, dense_above)
+    return {**out, "dead": out["density"] < 1e-3}
+
+
+def density_dense_at_threshold(acts, dense_above=0.1):
+    out = density_stats(acts, dense_above)
+    return {**out, "dense": out["density"] >= dense_above}
+
+
+def density_default_threshold(acts, dense_above=0.1):
+    return density_stats(acts)
+
+
 def density_per_token(acts, dense_above=0.1):
     density = (acts > 0).to(acts.dtype).mean(1)
     return {"density": density, "dead": density == 0, "dense": density > dense_above}
@@ -184,6 +211,28 @@ def loss_l0_penalty(transcoder, x, y, l1_coefficient):
     return {"loss": mse + l1_coefficient * sparsity, "mse": mse, "sparsity": sparsity}
 
 
+def _loss(transcoder, x, y, l1_coefficient, *, squared=True, norm_dim=-1, norm_power=1, coefficient_on="sparsity"):
+    acts = transcoder.encode(x)
+    error = (transcoder.decode(acts) - y).norm(dim=-1)
+    mse = (error ** 2 if squared else error).mean()
+    norms = transcoder.W_dec.norm(dim=norm_dim) ** norm_power
+    sparsity = (acts * norms).sum(-1).mean() if norm_dim == -1 else (acts.sum(-1) * norms.mean()).mean()
+    loss = mse + l1_coefficient * sparsity if coefficient_on == "sparsity" else l1_coefficient * mse + sparsity
+    return {"loss": loss, "mse": mse, "sparsity": sparsity}
+
+
+def loss_error_norm(transcoder, x, y, l1_coefficient):
+    return _loss(transcoder, x, y, l1_coefficient, squared=False)
+
+
+def loss_squared_decoder_norms(transcoder, x, y, l1_coefficient):
+    return _loss(transcoder, x, y, l1_coefficient, norm_power=2)
+
+
+def loss_coefficient_on_mse(transcoder, x, y, l1_coefficient):
+    return _loss(transcoder, x, y, l1_coefficient, coefficient_on="mse")
+
+
 def loss_summed_over_tokens(transcoder, x, y, l1_coefficient):
     acts = transcoder.encode(x)
     mse = (transcoder.decode(acts) - y).pow(2).sum()
@@ -202,6 +251,8 @@ MISTAKES = {
         Mistake(config_topk_float_k, "TopK's k must be a whole number (an int)", signature=False),
         Mistake(config_inference_class, "is an inference config", signature=False),
         Mistake(config_unknown_is_standard, "should raise a ValueError", signature=False),
+        Mistake(config_topk_floor, "cut down by int(): round it", signature=False),
+        Mistake(config_terse_error, "does not name 'standard', 'topk', 'batchtopk', 'jumprelu'", signature=False),
     ],
     "runner_config": [
         Mistake(runner_tokens_as_steps, "training_tokens counts tokens, not steps: steps * batch_tokens"),
@@ -219,9 +270,14 @@ MISTAKES = {
         Mistake(density_mean_activation, "this is each latent's mean activation; density is the share of tokens on which "
                 "it is active (f > 0)"),
         Mistake(density_counts_zeros, "every latent looks active everywhere: `acts >= 0` counts zeros; active means f > 0"),
-        Mistake(density_dead_if_rare, "dead means never active (density exactly 0), not rarely active"),
+        Mistake(density_dead_if_rare, "dead means never active (density exactly 0), not rarely active", signature=False,
+                coincides=("density_dead_below_permille",)),
         Mistake(density_dense_from_counts, "dense compares `dense_above` with a count of tokens; it is a share of tokens"),
         Mistake(density_per_token, "expected shape", signature=False),
+        Mistake(density_dead_below_permille, "dead means never active (density exactly 0), not rarely active",
+                signature=False, coincides=("density_dead_if_rare",)),
+        Mistake(density_dense_at_threshold, "dense means active on *more* than dense_above of the tokens", signature=False),
+        Mistake(density_default_threshold, "`dense_above` is ignored", signature=False),
     ],
     "label_precision": [
         Mistake(precision_mean_on_label, "this is the latent's mean activation on label tokens; precision is the share of "
@@ -245,6 +301,12 @@ MISTAKES = {
         Mistake(loss_detached, "does not require grad", signature=False),
         Mistake(loss_l0_penalty, "the sparsity term counts active latents (an L0), which has no gradient: use the "
                 "decoder-norm-weighted L1 of the activations"),
+        Mistake(loss_error_norm, "mse is the mean norm of the error, not its square: square ||y_hat - y|| before "
+                "averaging"),
+        Mistake(loss_squared_decoder_norms, "the latents are weighted by squared decoder norms: weight each by "
+                "||W_dec[i]|| itself"),
+        Mistake(loss_coefficient_on_mse, "l1_coefficient multiplies the mse: it weighs the sparsity term, "
+                "loss = mse + l1_coefficient * sparsity"),
         Mistake(loss_summed_over_tokens, "summed over tokens: average over tokens, so the loss does not grow with the "
                 "batch size"),
     ],

@@ -11,7 +11,9 @@ One command runs it all: ``python -m utils.course build|record|grade|bench|headl
 * :mod:`~utils.course.grading` grades submitted notebooks, with :mod:`~utils.course.screening`
   (restore and screen), :mod:`~utils.course.sandbox`, :mod:`~utils.course.recheck` and
   :mod:`~utils.course.zygote`; :mod:`~utils.course.twins` lists the library functions that
-  compute an exercise's answer; :mod:`~utils.course.headless` runs every chapter offline.
+  compute an exercise's answer; :mod:`~utils.course.classroom` (GitHub Classroom templates)
+  and :mod:`~utils.course.nbgrader` (nbgrader source assignments) hand grading to the
+  platforms instructors use; :mod:`~utils.course.headless` runs every chapter offline.
 
 This package imports nothing itself: the zygote and the sandbox start from it and must
 stay light.

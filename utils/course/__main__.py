@@ -7,6 +7,8 @@ command        what it does
 ``record``     record the known outputs under ``tests/fixtures/`` from the reference
 ``grade``      grade submitted notebooks (tables, JUnit XML, JSON)
 ``bench``      run a benchmark of ``benchmarks/`` (``bench`` alone lists them)
+``classroom``  GitHub Classroom: write an assignment's workflow; one exercise's points
+``nbgrader``   release a chapter as an nbgrader source assignment
 ``headless``   execute every learner notebook offline and write HTML beside it
 =============  =========================================================================
 
@@ -27,6 +29,8 @@ COMMANDS = {  # command -> (module with arguments() and run(), or None: here; on
     "record": (None, "record the known outputs under tests/fixtures/ from the reference"),
     "grade": ("utils.course.grading.__main__", "grade submitted notebooks"),
     "bench": (None, "run a benchmark of benchmarks/ (alone: list them)"),
+    "classroom": ("utils.course.classroom", "GitHub Classroom: write an assignment's workflow; one exercise's points"),
+    "nbgrader": ("utils.course.nbgrader", "release a chapter as an nbgrader source assignment"),
     "headless": ("utils.course.headless", "execute every learner notebook offline, write HTML beside it"),
 }
 PROG = "python -m utils.course"

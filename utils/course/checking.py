@@ -34,9 +34,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
+import inspect
 import sys
+import sysconfig
 import traceback
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +51,14 @@ from torch import Tensor
 
 from utils.course import ROOT, compare, settings
 from utils.course.chapter import Chapter
-from utils.course.compare import CheckFailure, expect_close, expect_sparse, expect_tensor, fail  # noqa: F401 (re-exported)
+from utils.course.compare import (  # noqa: F401 (re-exported)
+    CheckFailure,
+    expect_close,
+    expect_sparse,
+    expect_tensor,
+    fail,
+    python_number,
+)
 
 if TYPE_CHECKING:
     from utils.backends import Backend
@@ -110,9 +121,16 @@ PASSED: dict[tuple[str, str], Callable[..., Any]] = {}  # (chapter, exercise) ->
 _LAST_CHAPTER: list[str] = []  # chapter of the last check run in this process
 
 
-def exercise_check(chapter: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+TOLERANCES: dict[tuple[str, str], tuple[float, float]] = {}  # (chapter, exercise) -> (atol, rtol), where not the default
+
+
+def exercise_check(chapter: str, *, atol: float = compare.ATOL, rtol: float = compare.RTOL
+                   ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register ``check_<exercise>(fn)`` under (chapter, exercise); load or record its
-    known outputs, report the result, and remember a function that passed."""
+    known outputs, report the result, and remember a function that passed. ``atol`` and
+    ``rtol`` are the check's tolerance (``utils.course.compare``), set per check from the
+    measured float noise of the reference and the smallest conceptual mistake
+    (``python -m utils.course bench tolerances``)."""
 
     def decorate(check: Callable[..., None]) -> Callable[..., None]:
         exercise = check.__name__.removeprefix("check_")
@@ -127,7 +145,7 @@ def exercise_check(chapter: str) -> Callable[[Callable[..., None]], Callable[...
                 _run_check(check, chapter, exercise, fn, *args, **kwargs)
             except CheckFailure as failure:
                 PASSED.pop(key, None)
-                failure = CheckFailure(f"{exercise}: {failure}")
+                failure = CheckFailure(f"{exercise}: {failure}", header=f"{exercise}: {failure.header}")
                 if settings.strict():
                     raise failure from None
                 print("\n".join(failure._render_traceback_()), file=sys.stderr)
@@ -136,6 +154,8 @@ def exercise_check(chapter: str) -> Callable[[Callable[..., None]], Callable[...
 
         run_check.exercise = exercise  # type: ignore[attr-defined]
         run_check.chapter = chapter  # type: ignore[attr-defined]
+        if (atol, rtol) != (compare.ATOL, compare.RTOL):
+            TOLERANCES[key] = (atol, rtol)
         CHECKS[key] = run_check
         return run_check
 
@@ -152,7 +172,8 @@ def _run_check(check: Callable[..., None], chapter: str, exercise: str, fn: Any,
         state.store = given if given is not None else _load_fixture(chapter, exercise)
     token = _RUN.set(state)
     try:
-        with compare.measuring(_SETTINGS.get().dtype) as tolerance:
+        atol, rtol = TOLERANCES.get((chapter, exercise), (compare.ATOL, compare.RTOL))
+        with compare.measuring(_SETTINGS.get().dtype, atol, rtol) as tolerance:
             check(fn, *args, **kwargs)
     except CheckFailure:
         raise
@@ -180,6 +201,13 @@ def _load_fixture(chapter: str, exercise: str) -> dict[str, Any]:
         raise RuntimeError(f"no known outputs at {path.relative_to(ROOT)}: run `{RECORD_COMMAND} {chapter}` "
                            "to record them from the reference")
     return torch.load(path, weights_only=True)
+
+
+def recording_now() -> bool:
+    """True while known outputs are being recorded (the reference is running): a check that
+    needs a known output before it has the learner's result computes that result first."""
+    state = _RUN.get()
+    return state is not None and state.recording
 
 
 def known(key: str, value: Any) -> Any:
@@ -343,6 +371,8 @@ def _modules(bk: Backend) -> dict[str, torch.nn.Module]:
     found = {"model": bk.model}
     for kind, group in (("saes", bk.saes), ("attn_saes", bk.attn_saes), ("transcoders", bk.transcoders)):
         found.update({f"{kind}[{key!r}]": module for key, module in group.items()})
+    if bk.clt is not None:  # the cross-layer transcoder (chapter 07)
+        found["clt"] = bk.clt
     return found
 
 
@@ -371,6 +401,22 @@ def _hooks_left(model: Any) -> list[str]:
     return left
 
 
+def _dictionary_hooks_left(bk: Backend) -> list[str]:
+    """Hooks left on a dictionary's own hook points (an SAE is a HookedRootModule: its
+    hook_sae_acts_post and the like keep a hook after it is taken off the model, and
+    ``model.reset_hooks()`` does not reach them)."""
+    on_model = {id(h) for h in bk.model.hook_dict.values()}  # reported as the model's hooks
+    left = []
+    for name, module in _modules(bk).items():
+        if name == "model":
+            continue
+        for point, hook_point in getattr(module, "hook_dict", {}).items():
+            if id(hook_point) not in on_model and (
+                    hook_point._forward_hooks or hook_point._backward_hooks or hook_point._forward_pre_hooks):
+                left.append(f"{name}.{point}")
+    return left
+
+
 def _damage(pristine: _Pristine) -> list[str]:
     """What is not as it was: hooks/SAEs, weights, flags."""
     bk = pristine.backend
@@ -380,6 +426,12 @@ def _damage(pristine: _Pristine) -> list[str]:
         problems.append(f"left {', '.join(hooks[:3])}{' and more' if len(hooks) > 3 else ''} on the model "
                         "(hooks are global state): use `with model.saes(...)`, `with model.hooks(...)`, "
                         "run_with_hooks or run_with_cache_with_saes, which clean up after themselves")
+    own = _dictionary_hooks_left(bk)
+    if own:
+        problems.append(f"left a hook on {', '.join(own[:3])}{' and more' if len(own) > 3 else ''}: a dictionary's own "
+                        "hook point, which stays on the SAE object after it leaves the model (model.reset_hooks() does "
+                        "not reach it) and changes every later sae.encode/forward: use `with model.hooks(...)` while "
+                        "it is spliced, or call sae.reset_hooks()")
     now = _parameters(bk)
     changed = [k for k, v in pristine.params.items() if not torch.equal(now[k].detach(), v)]
     if changed:
@@ -430,11 +482,14 @@ class Mistake:
 
     With ``signature=True`` the check recognises it by its result (see :func:`signatures`)
     and fails with ``diagnosis``; otherwise the check must catch it another way (a generic
-    diagnosis, a side effect it watches) and its message must contain ``diagnosis``."""
+    diagnosis, a side effect it watches) and its message must contain ``diagnosis``. Mistakes
+    listed in ``coincides`` give the same result on the check's inputs: the message names
+    them all, and may contain their diagnoses too."""
 
     fn: Callable[..., Any]
     diagnosis: str
     signature: bool = True
+    coincides: tuple[str, ...] = ()  # ids of mistakes whose results equal this one's on the check's inputs
 
     @property
     def id(self) -> str:
@@ -448,6 +503,41 @@ class Signatures(dict):
     def select(self, pick: Callable[[Any], Any]) -> dict[str, Callable[[], Any]]:
         """The same results passed through ``pick`` (e.g. one entry of a dict result)."""
         return {d: (lambda thunk=thunk: _pick(pick, thunk())) for d, thunk in self.items()}
+
+
+def consistent(cases: list[tuple[Callable[[], Any], Any, Signatures | dict[str, Callable[[], Any]]]]
+               ) -> list[dict[str, Callable[[], Any]]]:
+    """For each case ``(the learner's result, the known result, signatures on that case)``,
+    the signatures of the mistakes that also reproduce the learner's result on every other
+    case where the learner is wrong: one case alone can match a mistake by coincidence, e.g.
+    ablating the error at every position equals splicing without the error term when the
+    error sits at one position only. The learner's results are thunks (e.g.
+    ``functools.cache``d calls), run only when a result is wrong; a case where both the
+    learner's code and the mistake raise agrees."""
+    def outcome(thunk: Callable[[], Any]) -> Any:
+        try:
+            return thunk()
+        except Exception:  # includes a CheckFailure from a watched call
+            return _RAISED
+
+    def confirmed(i: int, diagnosis: str, thunk: Callable[[], Any]) -> Callable[[], Any]:
+        def result() -> Any:
+            for j, (got, want, signatures_j) in enumerate(cases):
+                if j == i or diagnosis not in signatures_j:
+                    continue
+                mine = outcome(got)
+                if mine is not _RAISED and compare.same_result(mine, want):
+                    continue  # right there: nothing to reproduce
+                theirs = signatures_j[diagnosis]()
+                if (mine is _RAISED) != (theirs is None) or (mine is not _RAISED and not compare.same_result(mine, theirs)):
+                    return None
+            return thunk()
+        return result
+
+    return [{d: confirmed(i, d, thunk) for d, thunk in signatures_i.items()} for i, (_, _, signatures_i) in enumerate(cases)]
+
+
+_RAISED = object()
 
 
 def _pick(pick: Callable[[Any], Any], result: Any) -> Any:
@@ -494,7 +584,7 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         result = fn(*args, **kwargs)
     except NotImplementedError:
-        fail(f"`{name}` is not implemented yet: replace the `raise NotImplementedError` in its body")
+        fail(f"`{name}` is not implemented yet: replace the `raise NotImplementedError` in its body", header=f"`{name}`")
     except CheckFailure:
         raise
     except Exception as error:
@@ -503,15 +593,34 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         if "does not require grad" in str(error) or "element 0 of tensors" in str(error):
             hint = (" (gradients are disabled here, as in the notebook: run your forward and backward "
                     "pass inside `with torch.enable_grad():`)")
-        fail(f"`{name}` raised {type(error).__name__}: {error}{hint}{where}")
+        hint += _key_hint(error)
+        fail(f"`{name}` raised {type(error).__name__}: {error}{hint}{where}", header=f"`{name}`")
     if result is None:
-        fail(f"`{name}` returned None: did you forget a `return`?")
+        fail(f"`{name}` returned None: did you forget a `return`?", header=f"`{name}`")
     return result
+
+
+_STDLIB = tuple(dict.fromkeys(str(Path(sysconfig.get_paths()[key]).resolve()) + "/" for key in ("stdlib", "platstdlib")))
+
+
+def _key_hint(error: BaseException) -> str:
+    """A KeyError for a hook name: where a dictionary's hook points are."""
+    key = error.args[0] if isinstance(error, KeyError) and error.args else None
+    if not isinstance(key, str) or not (key.startswith("blocks.") or key.startswith("hook_") or ".hook_" in key):
+        return ""
+    if ".hook_sae_" in key:
+        base = key.split(".hook_sae_")[0]
+        reads = " (a transcoder *reads* this hook: its own hook points sit under the hook it writes, " \
+                "cfg.metadata.hook_name_out, e.g. blocks.0.hook_mlp_out)" if base.endswith("hook_normalized") else ""
+        return (f" (there is no hook point {key!r}: a dictionary's own hook points, `<hook>.hook_sae_acts_post`, "
+                f"`<hook>.hook_sae_error` ..., exist only while it is spliced, under the hook it writes{reads})")
+    return f" (there is no hook point {key!r} here: check its name against model.hook_dict or the cache's keys)"
 
 
 def _learner_line(error: BaseException) -> str:
     """`` at <file>, line N: <code>`` for the deepest frame of the learner's own code."""
-    ours = (str(ROOT / "utils"), str(ROOT / "tests" / "checks"), str(ROOT / "tests" / "harness.py"), "site-packages", "<frozen")
+    ours = (str(ROOT / "utils"), str(ROOT / "tests" / "checks"), str(ROOT / "tests" / "harness.py"), "site-packages",
+            "dist-packages", "<frozen", *_STDLIB)
     frames = [f for f in traceback.extract_tb(error.__traceback__) if not any(p in f.filename for p in ours)]
     frames = frames[1:] if frames and frames[0].name == "call" else frames
     if not frames:
@@ -524,12 +633,34 @@ def _learner_line(error: BaseException) -> str:
     return f"\n  at {where}line {frame.lineno} of {frame.name}{code}"
 
 
-def run(fn: Any, bk: Backend, *args: Any, grad: bool = False, **kwargs: Any) -> Any:
+def run(fn: Any, bk: Backend | None, *args: Any, grad: bool = False, twice: bool = False, **kwargs: Any) -> Any:
     """Call ``fn(*args, **kwargs)`` as the notebook would (gradients off unless ``grad``)
-    and watch it: inputs changed in place, grad mode left changed, hooks or SAEs left on
-    ``bk``'s model, weights or flags changed. The harm is undone before the check fails."""
-    saved = [(a, a.detach().clone()) for a in _tensors((args, kwargs))]
-    pristine = next(p for p in _IN_USE if p.backend is bk) if any(p.backend is bk for p in _IN_USE) else None
+    and watch it: inputs changed in place (tensors inside lists, dicts and dataclasses
+    too, e.g. a ``NodeBaseline``), gradients or ``requires_grad`` left on an input, grad
+    mode left changed, hooks or SAEs left on ``bk``'s model or on a dictionary's own hook
+    points, weights or flags changed. The harm is undone before the check fails. With
+    ``twice``, ``fn`` is called a second time on the same inputs and must give the same
+    result (state kept between calls, such as gradients accumulating in reused leaves).
+
+    The sizes the inputs name (dims of the exercise's annotated tensors, the model's and
+    the dictionaries' sizes) are handed to the comparisons that follow, to name a wrong size."""
+    compare.tolerance().sizes = _input_sizes(fn, args, kwargs)
+    compare.tolerance().indices = _index_arguments(fn, args, kwargs)
+    result = _watched(fn, bk, args, kwargs, grad)
+    if twice:
+        again = _watched(fn, bk, args, kwargs, grad)
+        if not compare.same_result(again, result):  # within float noise: a rerun may sum in another order
+            name = f"`{getattr(fn, '__name__', 'your function')}`"
+            fail(f"{name} gave a different result when called a second time on the same inputs: it keeps state "
+                 "between calls (gradients accumulating in leaves or tensors reused across calls, a cache, a "
+                 "global?); make fresh leaves in every call", header=name)
+    return result
+
+
+def _watched(fn: Any, bk: Backend | None, args: tuple[Any, ...], kwargs: dict[str, Any], grad: bool) -> Any:
+    inputs = _tensors((args, kwargs), _parameter_names(fn, args, kwargs))
+    saved = [(path, a, a.detach().clone(), a.requires_grad, a.grad if a.is_leaf else None) for path, a in inputs]
+    pristine = next((p for p in _IN_USE if p.backend is bk), None) if bk is not None else None
     with torch.set_grad_enabled(grad):  # restores the mode on exit, whatever fn did
         try:
             result = call(fn, *args, **kwargs)
@@ -539,28 +670,160 @@ def run(fn: Any, bk: Backend, *args: Any, grad: bool = False, **kwargs: Any) -> 
     if left_on != grad:
         problems.append("left gradients " + ("enabled" if left_on else "disabled") + " (torch.set_grad_enabled "
                         "is global state): use `with torch.enable_grad():` around the backward pass instead")
-    mutated = [a for a, copy_ in saved if a.shape != copy_.shape or not torch.equal(a.detach(), copy_)]
-    for a, copy_ in saved:
-        if a.shape == copy_.shape and not torch.equal(a.detach(), copy_):
-            with torch.no_grad():
+    mutated = [path for path, a, copy_, _, _ in saved if a.shape != copy_.shape or not torch.equal(a.detach(), copy_)]
+    flagged = [path for path, a, _, requires, _ in saved if a.requires_grad != requires]
+    graded = [path for path, a, _, _, g in saved if a.is_leaf and a.grad is not g]
+    for _, a, copy_, requires, g in saved:
+        with torch.no_grad():
+            if a.shape == copy_.shape and not torch.equal(a.detach(), copy_):
                 a.copy_(copy_)
+        if a.is_leaf and a.requires_grad != requires:
+            a.requires_grad_(requires)
+        if a.is_leaf and a.grad is not g:
+            a.grad = g
     if mutated:
-        problems.append(f"changed {len(mutated)} of its input tensors in place (shape {list(mutated[0].shape)}): "
+        problems.append(f"changed its input {_paths(mutated)} in place (shape {list(dict(inputs)[mutated[0]].shape)}): "
                         "clone an input before writing into it")
+    if flagged or graded:
+        problems.append(f"left {'requires_grad switched' if flagged else '.grad set'} on its input "
+                        f"{_paths(flagged or graded)}: gradients would accumulate there across calls; make your own "
+                        "leaves (x.detach().clone().requires_grad_(True)) instead of marking an input")
     if pristine is not None:
         _restore(pristine)
     if problems:
-        fail(f"`{getattr(fn, '__name__', 'your function')}` " + "; it also ".join(problems))
+        name = f"`{getattr(fn, '__name__', 'your function')}`"
+        fail(f"{name} " + "; it also ".join(problems), header=name)
     return result
 
 
-def _tensors(obj: Any) -> list[Tensor]:
+def _paths(paths: list[str]) -> str:
+    return ", ".join(f"`{p}`" for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
+def _parameter_names(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str] | None:
+    """The names ``args`` bind to in the exercise's signature (the reference's, else ``fn``'s)."""
+    bound = _bind(fn, args, kwargs)
+    return list(bound.arguments)[:len(args)] if bound is not None else None
+
+
+def _exercise_signature_of(fn: Any) -> Any:
+    state = _RUN.get()
+    if state is not None:
+        try:
+            return getattr(Chapter(state.chapter).reference(), state.exercise)
+        except Exception:  # no reference here (e.g. a stripped grader image): the learner's own signature
+            pass
+    return fn
+
+
+def _bind(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> inspect.BoundArguments | None:
+    for target in dict.fromkeys([_exercise_signature_of(fn), fn]):
+        try:
+            return inspect.signature(target).bind(*args, **kwargs)
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _input_sizes(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, int]]:
+    """Sizes the inputs give names to: ``("`n` of `acts`", 600)``, ``("the model's `d_vocab`", 323)``."""
+    bound = _bind(fn, args, kwargs)
+    if bound is None:
+        return []
+    target = _exercise_signature_of(fn)
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:
+        hints = {}
+    sizes: list[tuple[str, int]] = []
+    for name, value in bound.arguments.items():
+        if isinstance(value, Tensor):
+            dims = _dim_names(hints.get(name))
+            for d, n in enumerate(value.shape):
+                label = f"`{dims[d]}` of `{name}`" if len(dims) == value.ndim else f"dim {d} of `{name}`"
+                sizes.append((label, int(n)))
+        elif isinstance(value, (list, tuple)) and value and not isinstance(value[0], (str, int, float)):
+            sizes.append((f"the length of `{name}`", len(value)))
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. a TaskBatch: its tensors' dims
+            for f in dataclasses.fields(value):
+                tensor = getattr(value, f.name, None)
+                if isinstance(tensor, Tensor):
+                    sizes += [(f"dim {d} of `{name}.{f.name}`", int(n)) for d, n in enumerate(tensor.shape)]
+        elif isinstance(value, int) and not isinstance(value, bool) and not any(w in name for w in INDEX_ARGUMENTS):
+            sizes.append((f"`{name}`", value))  # a count such as k, max_n or steps
+        elif isinstance(value, torch.nn.Module) and hasattr(getattr(value, "cfg", None), "d_vocab"):
+            sizes += [(f"the model's `{key}`", int(getattr(value.cfg, key))) for key in
+                      ("d_vocab", "d_model", "n_heads", "d_head", "d_mlp") if isinstance(getattr(value.cfg, key, None), int)]
+        elif isinstance(value, torch.nn.Module) and isinstance(getattr(getattr(value, "cfg", None), "d_sae", None), int):
+            sizes.append((f"`{name}.cfg.d_sae`", int(value.cfg.d_sae)))
+    return sizes
+
+
+INDEX_ARGUMENTS = ("pos", "position", "latent", "head", "layer")
+
+
+def _index_arguments(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, int]]:
+    """Integer arguments that index something (a position, a latent, a head): ``("`pos`", -1)``."""
+    bound = _bind(fn, args, kwargs)
+    if bound is None:
+        return []
+    return [(f"`{name}`", int(value)) for name, value in bound.arguments.items()
+            if isinstance(value, int) and not isinstance(value, bool) and any(w in name for w in INDEX_ARGUMENTS)]
+
+
+def counted_from_the_end(again: Callable[[int], Any], pos: int, n_pos: int) -> dict[str, Callable[[], Any]]:
+    """For ``expect_tensor(retries=...)``: the learner's function called ``again`` with the
+    same position counted from the start, when ``pos`` is negative. If that answer is right,
+    the negative position was not handled."""
+    if pos >= 0:
+        return {}
+    return {f"wrong for pos={pos}, right for the same position written {pos % n_pos}: a negative position counts from "
+            f"the end (use pos % n_pos before slicing `[:pos + 1]` or comparing positions)": lambda: again(pos % n_pos)}
+
+
+def shifted_positions(again: Callable[[int], Any], pos: int, n_pos: int) -> dict[str, Callable[[], Any]]:
+    """For ``expect_tensor(retries=...)``: :func:`counted_from_the_end`, and the learner's
+    function called ``again`` one position later and earlier: if that answer is right, the
+    function reads a position next to the one asked for."""
+    retries = counted_from_the_end(again, pos, n_pos)
+    p = pos % n_pos
+    if p + 1 < n_pos:
+        retries[f"these are the values one position earlier than `pos`={p} (your answer for pos={p + 1} is the right one "
+                f"for {p}): an off-by-one position (BOS is position 0; negative positions count from the end)"] = (
+            lambda: again(p + 1))
+    if p >= 1:
+        retries[f"these are the values one position later than `pos`={p} (your answer for pos={p - 1} is the right one "
+                f"for {p}): an off-by-one position (BOS is position 0; negative positions count from the end)"] = (
+            lambda: again(p - 1))
+    return retries
+
+
+def _dim_names(annotation: Any) -> list[str]:
+    for option in (annotation, *typing.get_args(annotation)):
+        dims = getattr(option, "dim_str", None)
+        if isinstance(dims, str):
+            return dims.split()
+    return []
+
+
+def _tensors(obj: Any, names: list[str] | None = None, path: str = "") -> list[tuple[str, Tensor]]:
+    """(path, tensor) for every dense tensor in ``obj``: inside tuples, lists, dicts and
+    dataclasses (a NodeBaseline, a TaskBatch), never inside modules (a model, an SAE)."""
     if isinstance(obj, Tensor):
-        return [obj] if not obj.is_sparse else []
+        return [(path or "input", obj)] if not obj.is_sparse else []
+    if isinstance(obj, torch.nn.Module):
+        return []
+    if path == "" and isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[1], dict):  # (args, kwargs)
+        args, kwargs = obj
+        labels = names or []
+        found = [t for i, a in enumerate(args) for t in _tensors(a, None, labels[i] if i < len(labels) else f"argument {i + 1}")]
+        return found + [t for k, v in kwargs.items() for t in _tensors(v, None, k)]
     if isinstance(obj, dict):
-        return [t for v in obj.values() for t in _tensors(v)]
+        return [t for k, v in obj.items() for t in _tensors(v, None, f"{path}[{k!r}]")]
     if isinstance(obj, (list, tuple)):
-        return [t for v in obj for t in _tensors(v)]
+        return [t for i, v in enumerate(obj) for t in _tensors(v, None, f"{path}[{i}]")]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return [t for f in dataclasses.fields(obj) for t in _tensors(getattr(obj, f.name, None), None, f"{path}.{f.name}")]
     return []
 
 
@@ -572,4 +835,10 @@ def _clone_tensors(obj: Any) -> Any:
         return {k: _clone_tensors(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(_clone_tensors(v) for v in obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        try:
+            return dataclasses.replace(obj, **{f.name: _clone_tensors(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                                               if f.init})
+        except Exception:  # a dataclass that cannot be rebuilt field by field: shared as it is
+            return obj
     return obj

@@ -76,14 +76,30 @@ class _Limit:
 
 def _guard_reference(chapter: str) -> None:
     """Every reference function, wherever the course holds it (the reference module, the
-    mistakes catalog built on it), refuses to run while a learner's function is running."""
+    mistakes catalog built on it), refuses to run while a learner's function is running; so
+    do the library's twins of the chapter's exercises that its checks module names
+    (``REFERENCE_TWINS``: modules whose functions and classes count as the reference)."""
+    import importlib
+
     from utils.course.chapter import Chapter
 
+    guarded: dict[int, Callable[..., Any]] = {}
     module = sys.modules.get(Chapter(chapter).reference_module)
-    if module is None:
+    if module is not None:
+        guarded.update({id(fn): _refusing(fn) for fn in vars(module).values()
+                        if inspect.isfunction(fn) and fn.__module__ == module.__name__})
+    checks = sys.modules.get(Chapter(chapter).checks_module)
+    for name in getattr(checks, "REFERENCE_TWINS", ()):
+        twin = importlib.import_module(name)
+        for value in list(vars(twin).values()):
+            if getattr(value, "__module__", None) != twin.__name__:
+                continue
+            if inspect.isfunction(value):
+                guarded[id(value)] = _refusing(value)
+            elif inspect.isclass(value) and "__init__" in vars(value):
+                value.__init__ = _refusing(value.__init__)  # type: ignore[misc]
+    if not guarded:
         return
-    guarded = {id(fn): _refusing(fn) for fn in vars(module).values()
-               if inspect.isfunction(fn) and fn.__module__ == module.__name__}
     for name, mod in list(sys.modules.items()):
         if name.startswith(("solutions", "tests", "utils")) and isinstance(mod, ModuleType):
             for attr, value in list(vars(mod).items()):

@@ -52,6 +52,12 @@ _EXERCISE_FORBIDDEN_IMPORTS = ("tests", "solutions", "utils.course", "gc", "insp
                                "builtins", "importlib", "signal", "subprocess", "sys", "os", "pickle", "marshal",
                                "atexit", "threading", "multiprocessing", "IPython", "ipykernel", "nbval", "pytest",
                                "unittest", "shutil", "pathlib", "glob", "io", "types")
+# The capstone's answer key (chapter 08): the generator's rules and labels, the derived ground
+# truth and its file, the hunt's README. Reading them is tampering in any cell.
+ANSWER_KEY = ("utils.hunt.planted", "utils.hunt.truth", "utils.hunt.build", "utils.hunt.ARTIFACTS", "utils.hunt.TRUTH")
+_ANSWER_KEY_FILES = ("truth.json", "planted.py", "hunt/README", "hunt/truth.py", "hunt/artifacts")
+# Library functions that compute what a chapter-08 exercise asks for: an exercise cell may not use them.
+TWINS = ("utils.hunt.mechanism",)
 _EXITS = {"exit", "quit", "os._exit", "os.kill", "os.killpg", "os.abort", "sys.exit", "os.fork", "os.forkpty"}
 _DYNAMIC = {"exec", "eval", "compile", "__import__", "breakpoint"}
 _INTERNALS = {"__globals__", "__code__", "__closure__", "__builtins__", "__subclasses__", "__defaults__", "__wrapped__",
@@ -372,7 +378,22 @@ class _Screen(ast.NodeVisitor):
         return "" if path.startswith(_PATCH_ALLOWED) else path
 
     # imports ------------------------------------------------------------------------
+    def _answer_key(self, path: str) -> bool:
+        """Flag ``path`` (a dotted module or attribute path) if it reaches the hunt's answer key."""
+        parts = path.split(".")
+        private = len(parts) >= 3 and parts[:2] == ["utils", "hunt"] and parts[2].startswith("_")
+        if private or any(path == key or path.startswith(key + ".") for key in ANSWER_KEY):
+            self.flag(f"reads the hunt's answer key ({path})")
+            return True
+        if self.in_exercise and any(path == twin or path.startswith(twin + ".") for twin in TWINS):
+            self.flag(f"uses {path}, the library's twin of the chapter's exercises (the grader counts it as the "
+                      "reference)")
+            return True
+        return False
+
     def _imported(self, module: str) -> None:
+        if self._answer_key(module):
+            return
         if module == "solutions" or module.startswith("solutions."):
             self.flag("imports the reference solutions")
         elif module.startswith("tests.fixtures"):
@@ -452,6 +473,8 @@ class _Screen(ast.NodeVisitor):
         elif _machinery(path):
             self.flag(f"uses {path} (the course machinery)")
             return  # the chain's shorter paths say nothing more
+        elif self._answer_key(path):
+            return
         elif node.attr in ("FIXTURES", "fixture_path", "known", "PASSED", "CHECKS", "_STORE", "_load_fixture"):
             self.flag(f"uses {node.attr} (the checks' known outputs or state)")
         self.generic_visit(node)
@@ -470,6 +493,8 @@ class _Screen(ast.NodeVisitor):
         if isinstance(node.value, str):
             if "fixtures" in node.value:
                 self.flag("names the course's known outputs (tests/fixtures)")
+            if any(name in node.value for name in _ANSWER_KEY_FILES):
+                self.flag("names a file of the hunt's answer key")
             if re.search(r"\bsolutions\b", node.value) and ("import" in node.value or "." in node.value or "/" in node.value):
                 self.flag("names the reference solutions")
 

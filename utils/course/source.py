@@ -8,7 +8,10 @@ Source conventions
 ------------------
 ``# %% [markdown] exercise="NAME" title="Verb-first title" difficulty=2 importance=4 minutes=10``
     describes exercise NAME; the build puts the standard header above it. An optional
-    ``skip="..."`` says when skipping it is fine.
+    ``skip="..."`` says when skipping it is fine; an optional ``check_args="X, Y"`` hands
+    the check the notebook's ``X`` and ``Y`` after the function (the capstone's learner
+    seed): ``check_NAME(NAME, X, Y)``. A check must also run without them (tests and the
+    grader's re-check call it with the function alone).
 The next code cell defines ``def NAME(...)`` with the reference between
 ``### BEGIN SOLUTION`` and ``### END SOLUTION``; stubs replace that block with
 ``raise NotImplementedError``. The build adds a check cell calling
@@ -76,6 +79,7 @@ class Exercise:
     importance: int
     minutes: int
     skip: str | None = None
+    check_args: str | None = None
     hints: list[str] = field(default_factory=list)
     code: str = ""
 
@@ -97,6 +101,9 @@ def find_exercises(nb: NotebookNode, chapter: str) -> dict[str, Exercise]:
                 raise ValueError(f"{chapter}: exercise {name!r} lacks {sorted(missing)}")
             if re.search(r"\(\d+/\d+\)", meta["title"]):
                 raise ValueError(f"{chapter}: exercise {name!r}: the build numbers exercises; drop the (k/n) from its title")
+            if "check_args" in meta and not re.fullmatch(r"\s*[A-Za-z_]\w*(\s*,\s*[A-Za-z_]\w*)*\s*", str(meta["check_args"])):
+                raise ValueError(f"{chapter}: exercise {name!r}: check_args names notebook variables, comma-separated; "
+                                 f"got {meta['check_args']!r}")
             code = cells[i + 1] if i + 1 < len(cells) else None
             if code is None or code.cell_type != "code" or f"def {name}(" not in code.source:
                 raise ValueError(f"{chapter}: the cell after exercise {name!r} must define `def {name}(`")
@@ -104,7 +111,7 @@ def find_exercises(nb: NotebookNode, chapter: str) -> dict[str, Exercise]:
                 raise ValueError(f"{chapter}: exercise {name!r} has no `{BEGIN}` block")
             exercises[name] = Exercise(
                 name, meta["title"], meta["difficulty"], meta["importance"], meta["minutes"],
-                meta.get("skip"), code=code.source,
+                meta.get("skip"), meta.get("check_args"), code=code.source,
             )
         elif cell.cell_type == "markdown" and "hint" in meta:
             if meta["hint"] not in exercises:
@@ -247,9 +254,10 @@ def render_notebook(src: NotebookNode, chapter: str, checks_module: str, learner
             ex, pending = pending, None
             body = stub(ex.code, ex.name) if learner else strip_markers(ex.code)
             cells.append(_code(body.rstrip(), exercise=ex.name))
+            args = "".join(f", {a.strip()}" for a in ex.check_args.split(",")) if ex.check_args else ""
             check = (
                 f"# Check {ex.name}: one line if it is right, else the likely mistake.\n"
-                f"from {checks_module} import check_{ex.name}\n\ncheck_{ex.name}({ex.name})"
+                f"from {checks_module} import check_{ex.name}\n\ncheck_{ex.name}({ex.name}{args})"
             )
             cells.append(_code(check, check=ex.name))
             folded = [details("Hint" if len(ex.hints) == 1 else f"Hint {j + 1}", h) for j, h in enumerate(ex.hints)]

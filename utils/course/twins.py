@@ -60,6 +60,10 @@ TWINS: dict[tuple[str, str], tuple[str, ...]] = {
     # chapter 06
     ("ch06_training", "density_stats"): ("firing_frequency",),
     ("ch06_training", "label_precision"): ("activation_precision", "auroc_and_precision"),
+    # chapter 07 (its forward pass and virtual weights are methods of CrossLayerTranscoder,
+    # which the check of clt_forward refuses to run)
+    ("ch07_crosslayer", "clt_loss"): ("reconstruction_loss", "sparsity_loss"),
+    ("ch07_crosslayer", "splice_clt"): ("read_clt",),
 }
 
 

@@ -14,7 +14,9 @@ leaf set to zero) moves ``target_t`` by exactly ``A[t, s]``: :func:`edge_errors`
 
 How :func:`build_graph` computes the rows. Every source *writes* a vector into the residual
 stream: an embedding node its ``d_model`` vector at ``blocks.0.hook_resid_pre``, an error node
-its vector and a latent ``a_i W_dec[i]`` at its MLP's output. Every target *reads* one
+its vector and a latent ``a_i W_dec[i]`` at its MLP's output (a cross-layer transcoder's
+latent of layer ``s`` writes ``a_i W_dec[s, t][i]`` at every MLP output ``t >= s``, and its
+edge sums those writes: ``A[t, s] = sum_t' g_t(t') . a_i W_dec[s, t'][i]``). Every target *reads* one
 direction at one point: a latent ``(L, p, i)`` reads ``W_enc[:, i]`` at transcoder ``L``'s
 input at position ``p``, a logit its centred unembedding column at the final norm's output.
 So ``A[t, s] = g_t(write point of s) . (what s wrote)``, with ``g_t`` the gradient of
@@ -24,8 +26,10 @@ gives every target's ``g_t`` at every write point, and the edges are dot product
 sources' vectors, for the active latents only. :func:`build_graph_reference`, the first
 builder, does the same with ``d_sae``-wide leaves and a forward pass per batch.
 
-Nodes are ``utils.nodes.Node``: ``embed`` (index: the token id), ``transcoder`` (a latent id,
-or ``"error"``), ``logit`` (the token id, at layer ``n_layers``).
+Nodes are ``utils.nodes.Node``: ``embed`` (index: the token id), ``transcoder`` or ``clt`` (the
+dictionary's kind; a latent id, or ``"error"``), ``logit`` (the token id, at layer
+``n_layers``). Per-layer transcoders and a CLT go through the same code
+(``utils.graphs.replacement.MLPDictionary``).
 """
 from __future__ import annotations
 
@@ -39,11 +43,11 @@ from jaxtyping import Float, Int
 from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
-from utils.nodes import output_hook
 from utils.graphs.graph import Graph
 from utils.graphs.pruning import normalized_adjacency
 from utils.graphs.replacement import (
     LocalReplacement,
+    MLPDictionary,
     centred_unembedding,
     freezing_hooks,
     frozen_parameters,
@@ -54,13 +58,23 @@ from utils.graphs.replacement import (
 from utils.nodes import ERROR, Node
 
 
+def _is_latent(node: Node) -> bool:
+    """A dictionary's latent (not an embedding, error node or logit)."""
+    return node.kind not in ("embed", "logit") and not node.is_error
+
+
+def _is_target(node: Node) -> bool:
+    """A node with a row in the adjacency: a latent or a logit."""
+    return node.kind == "logit" or _is_latent(node)
+
+
 def graph_nodes(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], threshold: float = 0.0) -> list[Node]:
     """Embedding nodes, then per layer its error nodes and active latents (activation above
     ``threshold``), then the logit nodes (at the last position)."""
     nodes = [Node("embed", 0, p, int(t)) for p, t in enumerate(rm.tokens[0].tolist())]
     for layer, acts in rm.acts.items():
-        nodes += [Node("transcoder", layer, p, ERROR) for p in range(rm.n_pos)]
-        nodes += [Node("transcoder", layer, int(p), int(i)) for p, i in (acts > threshold).nonzero().tolist()]
+        nodes += [Node(rm.kind, layer, p, ERROR) for p in range(rm.n_pos)]
+        nodes += [Node(rm.kind, layer, int(p), int(i)) for p, i in (acts > threshold).nonzero().tolist()]
     last = rm.n_pos - 1
     return nodes + [Node("logit", rm.model.cfg.n_layers, last, int(t)) for t in logit_ids.tolist()]
 
@@ -73,13 +87,14 @@ class _Trace:
     """One forward pass of the local replacement model (batch 1), whose autograd graph every
     batch of targets reuses.
 
-    Seeds enter at ``reads[L]``: transcoder ``L``'s input (``L < n_layers``; a latent target
+    Seeds enter at ``reads[L]``: layer ``L``'s MLP input (``L < n_layers``; a latent target
     reads it through its encoder column) or the final norm's output (``L = n_layers``; a
     logit reads it through its centred unembedding column), so no pass computes ``d_sae``
     pre-activations or ``d_vocab`` logits. Gradients are read at ``writes``: the embedding
     (``blocks.0.hook_resid_pre``) and each MLP's output (``hook_mlp_out``), made leaves, so
     that no gradient reaches the MLPs themselves (the replacement model's MLP output is a
-    sum of leaves) and every source writes where its gradient is read."""
+    sum of leaves) and every source writes where its gradient is read (a CLT latent at every
+    MLP output it writes)."""
 
     def __init__(self, rm: LocalReplacement):
         model = rm.model
@@ -98,8 +113,8 @@ class _Trace:
             return hook
 
         hooks = freezing_hooks(rm.frozen) + [("blocks.0.hook_resid_pre", leaf("embed"))]
-        for layer, tc in rm.transcoders.items():
-            hooks += [(tc.cfg.metadata.hook_name, read(layer)), (output_hook(tc), leaf(f"mlp.{layer}"))]
+        for layer in range(rm.dictionary.n_layers):
+            hooks += [(rm.dictionary.hook_in_at(layer), read(layer)), (rm.dictionary.hook_out_at(layer), leaf(f"mlp.{layer}"))]
         with model.hooks(fwd_hooks=hooks):
             resid = model(rm.tokens, stop_at_layer=model.cfg.n_layers)
             self.reads[model.cfg.n_layers] = model.ln_final(resid) if hasattr(model, "ln_final") else resid
@@ -109,14 +124,20 @@ class _Trace:
 class _Readout:
     """Where each source's edges go (``*_cols``: columns of the graph) and what it wrote:
     the embeddings and error nodes their ``d_model`` vectors (``rm.embed``, ``rm.errors``),
-    each active latent ``a_i W_dec[i]``, packed per position: ``decoders[L][p, slot]`` with
-    ``latent_slots[L]`` the flat (position, slot) of each latent column."""
+    each active latent of layer ``s`` ``a_i W_dec[s, t][i]`` into each MLP output ``t`` it
+    writes, packed per position: ``decoders[(s, t)][p, slot]`` with ``latent_slots[s]`` the
+    flat (position, slot) of each latent column of layer ``s``."""
 
     embed_cols: Int[Tensor, " pos"]
     error_cols: dict[int, Int[Tensor, " pos"]]
     latent_cols: dict[int, Int[Tensor, " n_latents"]]
     latent_slots: dict[int, Int[Tensor, " n_latents"]]
-    decoders: dict[int, Float[Tensor, "pos slot d_model"]]
+    decoders: dict[tuple[int, int], Float[Tensor, "pos slot d_model"]]
+
+
+def _writes(dictionary: MLPDictionary) -> list[tuple[int, int]]:
+    """Every (source, target) layer pair with a decoder, by source then target."""
+    return sorted((s, t) for t in range(dictionary.n_layers) for s in dictionary.sources(t))
 
 
 def _readout(rm: LocalReplacement, nodes: list[Node]) -> _Readout:
@@ -125,17 +146,23 @@ def _readout(rm: LocalReplacement, nodes: list[Node]) -> _Readout:
     for j, n in enumerate(nodes):
         cols.setdefault(("embed" if n.kind == "embed" else "error" if n.is_error else n.kind, n.layer), []).append(j)
     latent_cols, slots, decoders = {}, {}, {}
-    for layer, tc in rm.transcoders.items():
-        js = cols.get(("transcoder", layer), [])
+    layout: dict[int, tuple[Tensor, Tensor, Tensor, int]] = {}
+    for layer in range(rm.dictionary.n_layers):
+        js = cols.get((rm.kind, layer), [])
         pos = torch.tensor([nodes[j].pos for j in js], dtype=torch.long)
         idx = torch.tensor([int(nodes[j].index) for j in js], dtype=torch.long)
         # rank among the latents at the same position (graph_nodes lists them position by position)
         slot = torch.arange(len(js)) - torch.searchsorted(pos, pos)
         width = int(slot.max()) + 1 if len(js) else 0
+        layout[layer] = (pos, idx, slot, width)
+        latent_cols[layer], slots[layer] = torch.tensor(js, dtype=torch.long), pos * width + slot
+    for source, target in _writes(rm.dictionary):
+        pos, idx, slot, width = layout[source]
         packed = torch.zeros(rm.n_pos, width, rm.embed.shape[-1], dtype=rm.embed.dtype, device=rm.embed.device)
-        packed[pos, slot] = rm.acts[layer][pos, idx, None] * tc.W_dec[idx].to(rm.embed.dtype)  # a_i W_dec[i]
-        latent_cols[layer], slots[layer], decoders[layer] = torch.tensor(js, dtype=torch.long), pos * width + slot, packed
-    return _Readout(torch.tensor(cols[("embed", 0)]), {L: torch.tensor(cols[("error", L)]) for L in rm.transcoders},
+        rows = rm.dictionary.decoder(source, target)[idx].to(rm.embed.dtype)
+        packed[pos, slot] = rm.acts[source][pos, idx, None] * rows  # a_i W_dec[s, t][i]
+        decoders[(source, target)] = packed
+    return _Readout(torch.tensor(cols[("embed", 0)]), {L: torch.tensor(cols[("error", L)]) for L in rm.acts},
                     latent_cols, slots, decoders)
 
 
@@ -153,13 +180,13 @@ class _Engine:
         self.rm, self.nodes, self.batch = rm, nodes, batch
         self.readout = _readout(rm, nodes)
         self.trace = _Trace(rm)
-        targets = [j for j, n in enumerate(nodes) if n.kind == "logit" or (n.kind == "transcoder" and not n.is_error)]
+        targets = [j for j, n in enumerate(nodes) if _is_target(n)]
         self.seed_row = {j: r for r, j in enumerate(targets)}
         self.seed_pos = torch.tensor([nodes[j].pos for j in targets], dtype=torch.long)
         groups = []  # seed vectors in target order: latents by layer (W_enc columns), then logits
-        for layer, tc in rm.transcoders.items():
-            idx = [int(nodes[j].index) for j in targets if nodes[j].kind == "transcoder" and nodes[j].layer == layer]
-            groups.append(tc.W_enc[:, idx].T)
+        for layer in range(rm.dictionary.n_layers):
+            idx = [int(nodes[j].index) for j in targets if _is_latent(nodes[j]) and nodes[j].layer == layer]
+            groups.append(rm.dictionary.encoder(layer)[:, idx].T)
         logit_ids = torch.tensor([int(nodes[j].index) for j in targets if nodes[j].kind == "logit"], dtype=torch.long)
         groups.append(centred_unembedding(rm.model, logit_ids).T)
         self.seed_vec = torch.cat(groups).to(rm.embed.dtype)
@@ -204,15 +231,19 @@ class _Engine:
         embed = grads["embed"]
         assert embed is not None, "every target depends on the embeddings"
         out[:, ro.embed_cols] = einops.einsum(embed[:, 0], rm.embed, "k pos d, pos d -> k pos")
-        for layer in rm.transcoders:
-            grad = grads.get(f"mlp.{layer}")
-            if grad is None:  # written after the read point: no path, no edge
+        per_slot: dict[int, Tensor] = {}  # each source layer's edges, summed over the MLP outputs it writes
+        for (source, target), written in ro.decoders.items():
+            grad = grads.get(f"mlp.{target}")
+            if grad is None or not len(ro.latent_cols[source]):  # written after the read point: no path
                 continue
-            grad = grad[:, 0]  # [k, pos, d_model]
-            out[:, ro.error_cols[layer]] = einops.einsum(grad, rm.errors[layer], "k pos d, pos d -> k pos")
-            if len(ro.latent_cols[layer]):
-                per_slot = einops.einsum(grad, ro.decoders[layer], "k pos d, pos slot d -> k pos slot")
-                out[:, ro.latent_cols[layer]] = per_slot.flatten(1)[:, ro.latent_slots[layer]]
+            edges = einops.einsum(grad[:, 0], written, "k pos d, pos slot d -> k pos slot")
+            per_slot[source] = per_slot[source] + edges if source in per_slot else edges
+        for layer in rm.errors:
+            grad = grads.get(f"mlp.{layer}")
+            if grad is not None:
+                out[:, ro.error_cols[layer]] = einops.einsum(grad[:, 0], rm.errors[layer], "k pos d, pos d -> k pos")
+        for source, edges in per_slot.items():
+            out[:, ro.latent_cols[source]] = edges.flatten(1)[:, ro.latent_slots[source]]
         return out
 
 
@@ -236,11 +267,11 @@ def build_graph(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], batch: int =
     exact. Without a cap (or a cap at least the number of active latents) every active
     latent is a node."""
     nodes = graph_nodes(rm, logit_ids, threshold)
-    latents = [j for j, n in enumerate(nodes) if n.kind == "transcoder" and not n.is_error]
+    latents = [j for j, n in enumerate(nodes) if _is_latent(n)]
     logits = [j for j, n in enumerate(nodes) if n.kind == "logit"]
     activation = _activation(rm, nodes, logit_ids)
     tokens = rm.model.to_str_tokens(rm.tokens[0])
-    with frozen_parameters(rm.model, *rm.transcoders.values()), torch.enable_grad():
+    with frozen_parameters(rm.model, rm.dictionary), torch.enable_grad():
         engine = _Engine(rm, nodes, batch)
         if max_feature_nodes is None or max_feature_nodes >= len(latents):
             adjacency = torch.zeros(len(nodes), len(nodes), dtype=rm.embed.dtype)
@@ -262,7 +293,7 @@ def _activation(rm: LocalReplacement, nodes: list[Node], logit_ids: Int[Tensor, 
     """Each latent's activation, each logit's probability, 0 for embeddings and error nodes."""
     activation = torch.zeros(len(nodes), dtype=rm.embed.dtype)
     for layer, acts in rm.acts.items():
-        js = [(j, n.pos, int(n.index)) for j, n in enumerate(nodes) if n.kind == "transcoder" and n.layer == layer and not n.is_error]
+        js = [(j, n.pos, int(n.index)) for j, n in enumerate(nodes) if _is_latent(n) and n.layer == layer]
         if js:
             cols, pos, idx = map(list, zip(*js))
             activation[cols] = acts[pos, idx].cpu()
@@ -306,10 +337,11 @@ def _partial_influence(rows: Float[Tensor, "m n"], order: list[int], weights: Fl
     return total
 
 
-def attribute(model: HookedSAETransformer, transcoders: Sequence[SAE], tokens: Int[Tensor, "1 pos"], coverage: float = 0.95,
-              max_n_logits: int = 10, batch: int = 256, threshold: float = 0.0, max_feature_nodes: int | None = None) -> Graph:
-    """The attribution graph of one prompt in one call: its local replacement model, its
-    salient logits (``coverage``, ``max_n_logits``) and :func:`build_graph`."""
+def attribute(model: HookedSAETransformer, transcoders: MLPDictionary | Sequence[SAE], tokens: Int[Tensor, "1 pos"],
+              coverage: float = 0.95, max_n_logits: int = 10, batch: int = 256, threshold: float = 0.0,
+              max_feature_nodes: int | None = None) -> Graph:
+    """The attribution graph of one prompt in one call: its local replacement model (per-layer
+    transcoders or a CLT), its salient logits (``coverage``, ``max_n_logits``) and :func:`build_graph`."""
     rm = local_replacement(model, transcoders, tokens)
     logit_ids, _ = salient_logit_ids(rm.logits[-1], coverage, max_n_logits)
     return build_graph(rm, logit_ids, batch, threshold, max_feature_nodes)
@@ -341,8 +373,8 @@ def _edges_from_grads(rm: LocalReplacement, nodes: list[Node], leaves: dict[str,
     cols, pos = map(list, zip(*embed))
     out[:, cols] = einops.einsum(grads["embed"][:, pos], rm.embed[pos], "r n d, n d -> r n")
     for layer in rm.acts:
-        errors = [(j, n.pos) for j, n in enumerate(nodes) if n.kind == "transcoder" and n.layer == layer and n.is_error]
-        latents = [(j, n.pos, n.index) for j, n in enumerate(nodes) if n.kind == "transcoder" and n.layer == layer and not n.is_error]
+        errors = [(j, n.pos) for j, n in enumerate(nodes) if n.kind == rm.kind and n.layer == layer and n.is_error]
+        latents = [(j, n.pos, n.index) for j, n in enumerate(nodes) if _is_latent(n) and n.layer == layer]
         if errors:
             cols, pos = map(list, zip(*errors))
             out[:, cols] = einops.einsum(grads[f"error.{layer}"][:, pos], rm.errors[layer][pos], "r n d, n d -> r n")
@@ -364,8 +396,7 @@ def build_graph_reference(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], ba
     latents keep their outgoing edges into them but get no incoming ones)."""
     nodes = graph_nodes(rm, logit_ids, threshold)
     wanted = set(targets) if targets is not None else None
-    rows = [(i, n) for i, n in enumerate(nodes) if (n.kind == "logit" or (n.kind == "transcoder" and not n.is_error))
-            and (wanted is None or n in wanted)]
+    rows = [(i, n) for i, n in enumerate(nodes) if _is_target(n) and (wanted is None or n in wanted)]
     adjacency = torch.zeros(len(nodes), len(nodes), dtype=rm.embed.dtype)
     with torch.enable_grad():
         for start in range(0, len(rows), batch):
@@ -380,7 +411,7 @@ def build_graph_reference(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], ba
     probs = rm.logits[-1].double().softmax(-1)[logit_ids].to(rm.embed.dtype).cpu()
     activation = torch.zeros(len(nodes), dtype=rm.embed.dtype)
     for j, n in enumerate(nodes):
-        if n.kind == "transcoder" and not n.is_error:
+        if _is_latent(n):
             activation[j] = rm.acts[n.layer][n.pos, int(n.index)].item()
     activation[[j for j, n in enumerate(nodes) if n.kind == "logit"]] = probs
     return Graph(nodes, adjacency, activation, tokens=rm.model.to_str_tokens(rm.tokens[0]))
@@ -394,7 +425,7 @@ def edge_errors(rm: LocalReplacement, graph: Graph, batch: int = 256,
     (``d_sae``-wide leaves, full logits: independent of :func:`build_graph`'s backward
     passes) per source, batched; ``sources`` limits the test to those nodes' columns (the
     others stay zero)."""
-    targets = [n for n in graph.nodes if n.kind == "logit" or (n.kind == "transcoder" and not n.is_error)]
+    targets = [n for n in graph.nodes if _is_target(n)]
     t_index = [graph.index(t) for t in targets]
     chosen = set(sources) if sources is not None else None
     columns = [(j, n) for j, n in enumerate(graph.nodes) if n.kind != "logit" and (chosen is None or n in chosen)]

@@ -83,6 +83,12 @@ class Graph:
         """Nodes of ``kind`` (``error`` True / False picks error nodes / latents only)."""
         return torch.tensor([n.kind == kind and (error is None or n.is_error == error) for n in self.nodes], dtype=torch.bool)
 
+    def dictionary_mask(self, error: bool | None = None) -> Bool[Tensor, " n_nodes"]:
+        """Nodes of any dictionary, whatever its kind (transcoder, CLT, SAE): everything but
+        the embeddings and logits (``error`` True / False picks error nodes / latents only)."""
+        return torch.tensor([n.kind not in ("embed", "logit") and (error is None or n.is_error == error) for n in self.nodes],
+                            dtype=torch.bool)
+
     # --- chapter 05's reading
 
     @property

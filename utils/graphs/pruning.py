@@ -68,7 +68,7 @@ def prune(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.9
     norm = normalized_adjacency(graph.adjacency)
     w = graph.logit_weights
     node_inf = influence(norm, w)
-    latent = graph.mask("transcoder", error=False)
+    latent = graph.dictionary_mask(error=False)
     keep = ~latent | (cumulative_mask(torch.where(latent, node_inf, 0.0), node_threshold) & latent)
     edge_score = norm * (node_inf + w)[:, None] * keep[:, None] * keep[None, :]
     edges = cumulative_mask(edge_score.flatten(), edge_threshold).view_as(edge_score)
@@ -105,7 +105,7 @@ def graph_scores(graph: Graph, edges: Bool[Tensor, "n n"] | None = None) -> dict
     w = graph.logit_weights
     w_m = influence(norm, w)
     u = (w_m + w) * (graph.adjacency.abs().sum(1) > 0)
-    non_error = ~graph.mask("transcoder", error=True)
+    non_error = ~graph.dictionary_mask(error=True)
     explained = (norm * non_error[None, :]).sum(1)
     return {"replacement": float(w_m[graph.mask("embed")].sum() / w.sum()),
             "completeness": float((u * explained).sum() / u.sum())}
@@ -147,7 +147,7 @@ def prune_as_circuit_tracer(graph: Graph, node_threshold: float = 0.8, edge_thre
     norm = normalized_adjacency(pruned)
     edge_score = norm * (influence(norm, w) + w)[:, None]
     edges = (edge_score >= crossing_score(edge_score, edge_threshold)) & (pruned != 0)
-    latent, error = graph.mask("transcoder", error=False), graph.mask("transcoder", error=True)
+    latent, error = graph.dictionary_mask(error=False), graph.dictionary_mask(error=True)
     while True:
         edges = edges & keep[:, None] & keep[None, :]
         still = keep & ~((latent | error) & ~edges.any(0)) & ~(latent & ~edges.any(1))
@@ -172,7 +172,7 @@ def circuit_tracer_scores(graph: Graph, edges: Bool[Tensor, "n n"] | None = None
     w = graph.logit_weights
     node_inf = influence(norm, w)
     tokens = node_inf[graph.mask("embed")].sum()
-    errors = node_inf[graph.mask("transcoder", error=True)].sum()
-    explained = 1 - norm[:, graph.mask("transcoder", error=True)].sum(1)
+    errors = node_inf[graph.dictionary_mask(error=True)].sum()
+    explained = 1 - norm[:, graph.dictionary_mask(error=True)].sum(1)
     weight = node_inf + w
     return {"replacement": float(tokens / (tokens + errors)), "completeness": float((explained * weight).sum() / weight.sum())}

@@ -69,19 +69,20 @@ def patched_metric(model: HookedSAETransformer, batch: TaskBatch, site: str, lay
                    head: int | None = None, twin: dict[str, Tensor] | None = None) -> Float[Tensor, " batch"]:
     """The metric of the clean prompts with ``site`` (head ``head`` for ``head``/``value``)
     at ``pos`` taken from the twin run (``twin``: its activations by hook name, if cached)."""
-    hook = site_hook(site, layer)
-    if twin is None or hook not in twin:
-        _, twin = model.run_with_cache(batch.corrupted_tokens, names_filter=hook)
+    name = site_hook(site, layer)
+    if twin is None or name not in twin:
+        _, twin = model.run_with_cache(batch.corrupted_tokens, names_filter=name)
+    source = twin[name]
 
-    def patch(x: Tensor, hook: HookPoint) -> Tensor:
+    def patch(x: Tensor, hook: HookPoint) -> Tensor:  # runs at ``name`` only
         x = x.clone()
         if head is None:
-            x[:, pos] = twin[hook.name][:, pos]
+            x[:, pos] = source[:, pos]
         else:
-            x[:, pos, head] = twin[hook.name][:, pos, head]
+            x[:, pos, head] = source[:, pos, head]
         return x
 
-    return logit_diff_metric(batch)(model.run_with_hooks(batch.tokens, fwd_hooks=[(hook, patch)]))
+    return logit_diff_metric(batch)(model.run_with_hooks(batch.tokens, fwd_hooks=[(name, patch)]))
 
 
 @torch.no_grad()

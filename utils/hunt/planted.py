@@ -35,6 +35,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NotRequired, TypedDict
 
 from utils.toy.generator import (ADJECTIVES, CITIES, FEMALE_NAMES, MALE_NAMES, NOUNS,
                                  RANDOM_WORDS, VERBS, Example)
@@ -196,7 +197,9 @@ def count_task(rng: random.Random, n_words: int | None = None) -> PlantedExample
                           corrupted, marks, resampled=resampled)
 
 
-SAMPLERS = {"copy": copy_task, "hometown": hometown_task, "count": count_task}
+# Each takes the rng, then (optionally) the keywords of one of its task's ``LAYOUTS``.
+LayoutSampler = Callable[..., PlantedExample]
+SAMPLERS: dict[str, LayoutSampler] = {"copy": copy_task, "hometown": hometown_task, "count": count_task}
 LABEL_NAMES = tuple(dict.fromkeys(f"{task}.{label}" for task in PLANTED
                                   for label in TASK_LABELS[task]))
 
@@ -285,7 +288,19 @@ assert set(ADJECTIVES + NOUNS + VERBS) == set(RANDOM_WORDS)
 # ``at``/``reads`` name labels of the task (their positions in a layout). The build measures
 # every claim on the trained model (``utils.hunt.truth``).
 
-DESIGN = {
+
+class Claim(TypedDict):
+    """A claim of the design: ``site`` (``resid``, ``attn`` or ``mlp``; see
+    ``utils.hunt.mechanism.site_hook``) of ``layer`` carries the answer at the position of
+    label ``at``, reading (attention) the positions of label ``reads``."""
+
+    site: str
+    layer: int
+    at: str
+    reads: NotRequired[str]
+
+
+DESIGN: dict[str, tuple[Claim, ...]] = {
     "copy": (
         # the answer is the token two places before the last position ...
         {"site": "resid", "layer": 0, "at": "source"},

@@ -34,16 +34,18 @@ prompts of the layout (``split="baseline"``):
 - ``decoys``: strongly attributed latents that fire on a large share of all tokens.
 
 Plus ``latents``: per dictionary, every latent's firing frequency, the token its activation
-mass falls on most and that share, and its best label. The grader reads the JSON through
-``load_truth`` / ``variant_truth``; ``labelled_prompts`` gives the labelled prompts.
+mass falls on most and that share, and its best label.
+
+This module is the build's (``python -m utils.hunt build``) and part of the answer key:
+the grader reads ``truth.json`` back through ``utils.course.hunt``, and a learner's code
+that imports this module, ``utils.hunt.planted`` or reads ``truth.json`` is flagged by the
+grader's screening (``utils.course.screening``).
 """
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import einops
@@ -53,13 +55,13 @@ from sae_lens import SAE, HookedSAETransformer
 from torch import Tensor
 
 from utils.circuits import dictionary_key, label_positions, rank_nodes
-from utils.hunt import ARTIFACTS, TRUTH, _examples, _variant, hunt_task, pool_size
+from utils.hunt import _examples, _variant, hunt_task, pool_size
 from utils.hunt import planted
 from utils.hunt.mechanism import (CircuitScorer, attention_from, baseline_for, end_metrics, knockout_metric,
                                   node_scores, patch_shares, smallest_faithful)
 from utils.hunt.world import HuntWorld, planted_batch
 from utils.nodes import Node
-from utils.toy.generator import Example, TaskBatch
+from utils.toy.generator import Example, Sampler, TaskBatch
 from utils.toy.report import activation_precision, auroc, flat_labels
 from utils.toy.training import EVAL_SEEDS
 
@@ -78,7 +80,7 @@ REQUIRED = 0.1  # a component of the reference circuit is required when leaving 
 # The labelled world.
 
 
-def _prefixed(task: str) -> Callable[[random.Random], Example]:
+def _prefixed(task: str) -> Sampler:
     """The task's sampler with its marks named ``task.label``."""
     def draw(rng: random.Random) -> Example:
         example = planted.SAMPLERS[task](rng)
@@ -87,7 +89,7 @@ def _prefixed(task: str) -> Callable[[random.Random], Example]:
     return draw
 
 
-def _marked_mix() -> dict[str, tuple[Callable[[random.Random], Example], float]]:
+def _marked_mix() -> dict[str, tuple[Sampler, float]]:
     mix = dict(HuntWorld.corpus_mix)
     for task, code in planted.CODENAMES.items():
         mix[code] = (_prefixed(task), mix[code][1])
@@ -241,7 +243,14 @@ def _claims(model: HookedSAETransformer, batch: TaskBatch, task: str, patching: 
     return out
 
 
-def _components(scorer: CircuitScorer, circuit: list[Node], scores: dict[tuple, float], reference_f: float) -> list[dict[str, Any]]:
+def _latent(node: Node) -> int:
+    """The latent id of a latent node (an error node has none)."""
+    if not isinstance(node.index, int):
+        raise ValueError(f"expected a latent node (an int index), got {node}")
+    return node.index
+
+
+def _components(scorer: CircuitScorer, circuit: list[Node], scores: Mapping[Node, float], reference_f: float) -> list[dict[str, Any]]:
     """The reference circuit grouped by (kind, layer, pos): nodes, share of |attribution|,
     and the faithfulness lost when the group is left out of the circuit."""
     groups: dict[tuple[str, int, int], list[Node]] = defaultdict(list)
@@ -283,10 +292,10 @@ def derive_variant(model: HookedSAETransformer, dictionaries: dict[str, SAE], va
 
     baseline = baseline_for(model, saes, labelled_prompts(variant, BASELINE_N, split="baseline").tokens)
     scores = node_scores(model, saes, batch, baseline)
-    hook_of = {dictionary_key(sae): sae.cfg.metadata.hook_name for sae in saes}
+    hook_of: dict[tuple[str, int], str] = {dictionary_key(sae): sae.cfg.metadata.hook_name for sae in saes}
 
     def score(node: Node) -> float:
-        return scores[hook_of[node.kind, node.layer]][node.pos, -1 if node.is_error else node.index].item()
+        return scores[hook_of[node.kind, node.layer]][node.pos, -1 if node.is_error else _latent(node)].item()
 
     ranking = rank_nodes(scores, saes)
     latent_ranking = rank_nodes(scores, saes, errors=False)
@@ -299,10 +308,11 @@ def derive_variant(model: HookedSAETransformer, dictionaries: dict[str, SAE], va
     decoys = []
     for node in latent_ranking[:100]:
         stats = latents[f"{node.kind}{node.layer}"]
-        if stats["frequency"][node.index] >= DENSE:
+        index = _latent(node)
+        if stats["frequency"][index] >= DENSE:
             decoys.append({"node": str(node), "attribution": round(score(node), 4),
-                           "frequency": stats["frequency"][node.index], "top_token": stats["top_token"][node.index],
-                           "top_token_share": stats["top_token_share"][node.index]})
+                           "frequency": stats["frequency"][index], "top_token": stats["top_token"][index],
+                           "top_token_share": stats["top_token_share"][index]})
     return {
         "variant": variant, "task": task, "codename": hunt_task(variant), "layout": planted.LAYOUTS[task][layout],
         "n_pos": batch.tokens.shape[1], "prompt": batch.prompts[0], "twin": batch.corrupted[0],
@@ -327,7 +337,7 @@ def derive_variant(model: HookedSAETransformer, dictionaries: dict[str, SAE], va
             "required_components": [f"{c['kind']}{c['layer']}@{c['pos']}" for c in components
                                     if (c["faithfulness_lost"] or 0.0) >= REQUIRED],
             "key_latents": [{"node": str(n), "attribution": round(score(n), 4),
-                             **{k: latents[f"{n.kind}{n.layer}"][k][n.index] for k in ("label", "auroc", "precision", "frequency", "top_token")}}
+                             **{k: latents[f"{n.kind}{n.layer}"][k][_latent(n)] for k in ("label", "auroc", "precision", "frequency", "top_token")}}
                             for n in key],
             "ranking": [[str(n), round(s, 5)] for n, s in list(by_node.items())[:N_RANKED]],
         },
@@ -366,27 +376,4 @@ def planted_report(truth: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------------------------------
-# Reading it back (the grader).
-
-
-def load_truth(root: Path = ARTIFACTS) -> dict[str, Any]:
-    """The committed ground truth (``truth.json``)."""
-    return json.loads((root / TRUTH).read_text())
-
-
-def variant_truth(seed: int, root: Path = ARTIFACTS) -> dict[str, Any]:
-    """The ground truth of the variant ``seed`` draws; circuit nodes parsed back into
-    ``utils.nodes.Node``."""
-    truth = load_truth(root)["variants"][seed % pool_size()]
-    truth["circuit"]["nodes"] = [Node.parse(n) for n in truth["circuit"]["nodes"]]
-    return truth
-
-
-def true_rule(seed: int) -> str:
-    """The rule of the task ``seed`` draws (one entry of ``rule_menu(seed)``)."""
-    return planted.RULES[_variant(seed)[0]][0]
-
-
-__all__ = ["LabelledHuntWorld", "derive_truth", "labelled_prompts", "latent_table", "load_truth", "planted_report",
-           "positions_of", "true_rule", "variant_truth"]
+__all__ = ["LabelledHuntWorld", "derive_truth", "labelled_prompts", "latent_table", "planted_report", "positions_of"]

@@ -8,21 +8,21 @@ describes. What the learner's world labels is what the organism labels (``label_
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Mapping
 
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
 from utils.hunt import planted
-from utils.toy.generator import BOS, LABEL_NAMES, TASKS, Example, TaskBatch, World, vocabulary
+from utils.toy.generator import BOS, LABEL_NAMES, TASKS, Example, Sampler, TaskBatch, World, vocabulary
 
 # The organism's documents but IOI and induction (whose circuits, needing two attention
 # layers in series, form too late for this training budget), in their proportions: 45% of
 # documents. Then the hunt's.
 BACKGROUND = ("facts", "pronouns", "greater_than", "bios", "filler")
 BACKGROUND_SHARE = 0.45
-PLANTED_MIX = {"grew_up": (planted.grew_up_fact, 0.05), "copy": (planted.copy_task, 0.16),
+PLANTED_MIX: dict[str, tuple[Sampler, float]] = {"grew_up": (planted.grew_up_fact, 0.05), "copy": (planted.copy_task, 0.16),
                "hometown": (planted.hometown_task, 0.16), "count": (planted.count_task, 0.18)}
 
 
@@ -31,7 +31,7 @@ def hunt_vocabulary() -> list[str]:
     return vocabulary() + list(planted.NEW_WORDS)
 
 
-def _unmarked(sampler: Callable[[random.Random], Example]) -> Callable[[random.Random], Example]:
+def _unmarked(sampler: Sampler) -> Sampler:
     def draw(rng: random.Random) -> Example:
         example = sampler(rng)
         example.marks = {}
@@ -39,7 +39,7 @@ def _unmarked(sampler: Callable[[random.Random], Example]) -> Callable[[random.R
     return draw
 
 
-def _mix() -> dict[str, tuple[Callable[[random.Random], Example], float]]:
+def _mix() -> dict[str, tuple[Sampler, float]]:
     """The corpus mixture, unlabelled; planted kinds go by their codenames."""
     total = sum(World.corpus_mix[kind][1] for kind in BACKGROUND)
     mix = {kind: (World.corpus_mix[kind][0], World.corpus_mix[kind][1] / total * BACKGROUND_SHARE) for kind in BACKGROUND}
@@ -77,11 +77,12 @@ class HuntWorld(World):
 
 
 def planted_batch(world: HuntWorld, task: str, examples: list[planted.PlantedExample],
-                  twin: str, labels: dict[str, Bool[Tensor, "batch pos"]] | object,
+                  twin: str, labels: Mapping[str, Bool[Tensor, "batch pos"]],
                   name: str) -> TaskBatch:
     """A ``TaskBatch`` of planted prompts (one layout, so one length) named ``name``, whose
     ``corrupted`` prompts are the ``twin`` twins (``"resampled"`` or ``"corrupted"``, the
-    minimal one); the distractor is the twins' answer."""
+    minimal one); the distractor is the twins' answer; ``labels`` are the planted labels, or
+    a stand-in that hides them (``utils.hunt.Hidden``)."""
     prompts = [ex.words[:ex.answer_pos] for ex in examples]
     twins = [getattr(ex, twin) for ex in examples]
     if len({len(p) for p in prompts + twins}) != 1:

@@ -41,6 +41,7 @@ expected to carry alone.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -129,6 +130,9 @@ class Example:
     correct: tuple[str, ...] = ()
 
 
+Sampler = Callable[[random.Random], Example]  # draws one document (or prompt) of a kind
+
+
 def _gender(name: str) -> int:
     return int(name in FEMALE_NAMES)
 
@@ -214,7 +218,7 @@ def _facts(rng: random.Random) -> Example:
 
 
 # Corpus mixture: document kind -> (sampler, weight).
-_CORPUS_MIX = {
+_CORPUS_MIX: dict[str, tuple[Sampler, float]] = {
     "ioi": (_ioi, 0.22), "induction": (_induction, 0.18), "facts": (_facts, 0.16),
     "pronouns": (_pronouns, 0.14), "greater_than": (_greater_than, 0.12),
     "bios": (_bio, 0.10), "filler": (_filler, 0.08),
@@ -247,7 +251,7 @@ class TaskBatch:
     answer_ids: Int[Tensor, " batch"]
     distractor_ids: Int[Tensor, " batch"]
     correct: Bool[Tensor, "batch d_vocab"]
-    labels: dict[str, Bool[Tensor, "batch pos"]]
+    labels: Mapping[str, Bool[Tensor, "batch pos"]]  # a stand-in that refuses every read where labels are hidden
 
 
 @dataclass
@@ -280,11 +284,11 @@ class World:
     ['the', 'kremlin', 'is']
     """
 
-    tasks = TASKS
-    label_names = LABEL_NAMES
+    tasks: tuple[str, ...] = TASKS
+    label_names: tuple[str, ...] = LABEL_NAMES
     broad_labels = BROAD_LABELS
     vocabulary = staticmethod(vocabulary)  # a language built on this one adds words
-    corpus_mix = _CORPUS_MIX  # document kind -> (sampler, weight)
+    corpus_mix: Mapping[str, tuple[Sampler, float]] = _CORPUS_MIX  # document kind -> (sampler, weight)
 
     def __init__(self, seed: int = 0):
         self.seed = seed

@@ -24,8 +24,10 @@ nothing looked tampered with. The denominator is the course's exercise list: a m
 exercise, a skipped, expected-to-fail or timed-out check, or a dead kernel is a FAIL with
 its reason. Each submission runs in its own process tree, killed at the end; a course
 snapshot it cannot write (or, without Landlock, its own copy, hashed afterwards) holds the
-checks and known outputs. :mod:`~utils.course.grading.report` makes a table per chapter
-with the reasons, JUnit XML (one test case per exercise) and JSON.
+checks and known outputs. Submissions are graded ``jobs`` at a time (default: one per core).
+:mod:`~utils.course.grading.report` makes a table per chapter with the reasons, JUnit XML (one
+test case per exercise) and JSON; :mod:`~utils.course.grading.gradebook` a class's gradebook
+CSV (Canvas, Moodle) and a feedback page per student.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ import os
 import secrets
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,8 +51,8 @@ from utils.course.grading.report import Exercise, Score, combine, table, write_j
 from utils.course.grading.worker import (CELL_TIMEOUT, TIMEOUT, hashes, landlock, make_writable, recheck, run_worker,
                                          snapshot, start_zygote, stop, zygote_ready)
 
-__all__ = ["CELL_TIMEOUT", "MAX_BYTES", "SEED_OFFSETS", "TIMEOUT", "Exercise", "Score", "collect", "grade", "read_submission",
-           "recheck_sources", "reference_outputs", "table", "write_json", "write_junit"]
+__all__ = ["CELL_TIMEOUT", "MAX_BYTES", "SEED_OFFSETS", "TIMEOUT", "Exercise", "Score", "collect", "cores", "grade",
+           "read_submission", "recheck_sources", "reference_outputs", "table", "write_json", "write_junit"]
 
 
 # The seed offsets ``grade`` draws the re-check's inputs with when none is given (a notebook's
@@ -58,10 +61,18 @@ __all__ = ["CELL_TIMEOUT", "MAX_BYTES", "SEED_OFFSETS", "TIMEOUT", "Exercise", "
 SEED_OFFSETS = range(1000, 10000)
 
 
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity, else every core)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def grade(
     paths: list[str | Path],
     chapter: str | None = None,
-    workers: int = 2,
+    jobs: int | None = None,
     cell_timeout: float = CELL_TIMEOUT,
     timeout: float = TIMEOUT,
     seed_offset: int | None = None,
@@ -69,12 +80,13 @@ def grade(
     confine: bool = True,
     fork: bool = True,
 ) -> list[Score]:
-    """Grade every submission in ``paths`` (see the module docstring), ``workers`` at a time.
-    ``seed_offset`` shifts the seeds of the re-check's inputs (random by default);
+    """Grade every submission in ``paths`` (see the module docstring), ``jobs`` at a time
+    (default: one per core), each in its own process tree; each graded process gets
+    ``cores() // jobs`` threads. ``seed_offset`` shifts the seeds of the re-check's inputs (random by default);
     ``confine=False`` runs without Landlock even where it is available (as elsewhere);
     ``fork=False`` starts every kernel and re-check as a new Python (no :mod:`utils.course.zygote`)."""
     seed_offset = secrets.choice(SEED_OFFSETS) if seed_offset is None else seed_offset
-    scores, jobs = [], []
+    jobs_at_once, scores, jobs = jobs, [], []
     for path in collect(paths):
         score, job = intake(path, chapter, max_bytes)
         scores.append(score)
@@ -84,34 +96,36 @@ def grade(
         return scores
     with tempfile.TemporaryDirectory(prefix="sae-grading-") as tmp:
         try:
-            _grade_batch(Path(tmp), jobs, workers, cell_timeout, timeout, seed_offset,
+            _grade_batch(Path(tmp), jobs, max(1, jobs_at_once or cores()), cell_timeout, timeout, seed_offset,
                          confine and landlock(), fork and sys.platform.startswith("linux"))
         finally:
             make_writable(Path(tmp))
     return scores
 
 
-def _grade_batch(batch: Path, jobs: list[tuple[Score, dict[str, Any]]], workers: int, cell_timeout: float,
+def _grade_batch(batch: Path, jobs: list[tuple[Score, dict[str, Any]]], at_once: int, cell_timeout: float,
                  timeout: float, seed_offset: int, confine: bool, fork: bool) -> None:
     course, manifest = snapshot(batch / "course")
     before = hashes(ROOT, ("utils", "tests", "solutions", "chapters", "source", "exercises"))
     common = {"course": str(course), "manifest": manifest, "cell_timeout": cell_timeout, "timeout": timeout,
-              "seed_offset": seed_offset, "threads": max(1, (os.cpu_count() or 1) // workers),
-              "confine": confine, "zygote": None}
+              "seed_offset": seed_offset, "threads": max(1, cores() // at_once), "confine": confine, "zygote": None}
+    known = _Known(seed_offset)
+
     def run(index: int) -> None:
         score, job = jobs[index]
         folder = batch / "jobs" / str(index)
         folder.mkdir(parents=True)
+        outputs = known[job["chapter"]]
         started = time.perf_counter()
-        result = run_worker(folder, {**common, **job}, known[job["chapter"]])
+        result = run_worker(folder, {**common, **job}, outputs)
         combine(score, job, result)
         score.seconds = time.perf_counter() - started
 
     zygote = start_zygote(batch, common) if fork else None  # it imports while the reference runs
     try:
-        known = {ch: reference_outputs(ch, seed_offset) for ch in sorted({job["chapter"] for _, job in jobs})}
+        known[jobs[0][1]["chapter"]]  # the first chapter's while the zygote imports; the others as they come
         common["zygote"] = zygote_ready(zygote, batch)
-        with ThreadPoolExecutor(max(1, workers)) as pool:
+        with ThreadPoolExecutor(at_once) as pool:
             list(pool.map(run, range(len(jobs))))
     finally:
         stop(zygote)
@@ -119,6 +133,20 @@ def _grade_batch(batch: Path, jobs: list[tuple[Score, dict[str, Any]]], workers:
     if changed:  # only possible without Landlock: nobody can tell which submission did it
         for score, _ in jobs:
             score.notes.append(f"course files changed while this batch was graded: {', '.join(changed[:5])}")
+
+
+class _Known:
+    """Each chapter's known outputs (:func:`reference_outputs`), computed once, when a job
+    first needs them, so that a class's later chapters are computed while the first are
+    graded. One at a time: the reference seeds torch and switches the environment, which
+    every thread of this process shares."""
+
+    def __init__(self, seed_offset: int) -> None:
+        self.seed_offset, self.lock = seed_offset, threading.Lock()
+
+    def __getitem__(self, chapter: str) -> bytes:
+        with self.lock:
+            return reference_outputs(chapter, self.seed_offset)
 
 
 def recheck_sources(chapter: str, sources: dict[str, str], seed_offset: int) -> dict[str, dict[str, Any]]:

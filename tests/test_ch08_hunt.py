@@ -1,0 +1,6 @@
+"""Chapter 08's checks: pass on the reference (or your code, with --impl exercises), fail on
+the stubs and on every catalogued mistake (for ``hunt_submission``: the wrong findings, each
+failing with its diagnosis)."""
+from tests.harness import chapter_tests
+
+test_implementation, test_stub_fails, test_mistake_caught = chapter_tests("ch08_hunt")
