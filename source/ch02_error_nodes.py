@@ -52,7 +52,7 @@ from utils.metrics import agreement
 from utils.circuits import label_positions, mean_baseline, node_attribution, rank_nodes
 from utils.metrics import auroc
 from utils.toy.training import EVAL_SEEDS
-from utils.views import FIGURE_STYLE, latent_name, scatter_with_diagonal
+from utils.views import FIGURE_STYLE, latent_name, log_ticks, scatter_with_diagonal
 
 _ = torch.set_grad_enabled(False)  # off by default; the gradient exercise turns it on where it needs it
 
@@ -175,6 +175,9 @@ for task in tasks:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+DISTINCT = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")  # one colour per dictionary
+
+
 def task_cost_figure() -> go.Figure:
     """Grouped bars: per task, the clean model and each dictionary spliced without its error term."""
     figure = make_subplots(rows=1, cols=2, subplot_titles=["accuracy", "mean logit difference"])
@@ -182,10 +185,10 @@ def task_cost_figure() -> go.Figure:
         for col in (1, 2):
             values = [(clean_scores[t] if name == "clean" else spliced_scores[t, name])[col - 1] for t in tasks]
             figure.add_bar(x=list(tasks), y=values, name=name, legendgroup=name, showlegend=col == 1,
-                           marker_color="grey" if name == "clean" else f"hsl({45 * i}, 60%, 50%)",
+                           marker_color="grey" if name == "clean" else DISTINCT[(i - 1) % len(DISTINCT)],
                            hovertemplate=f"{name}<br>%{{x}}: %{{y:.3g}}<extra></extra>", row=1, col=col)
     figure.update_layout(title="Each dictionary spliced without its error term, per planted task", barmode="group",
-                         legend_title_text="dictionary spliced", **FIGURE_STYLE)
+                         legend_title_text="dictionary spliced", height=520, **FIGURE_STYLE)
     figure.update_yaxes(title_text="accuracy (share of prompts)", row=1, col=1)
     figure.update_yaxes(title_text="logit difference (nats)", row=1, col=2)
     return figure.update_xaxes(title_text="task")
@@ -536,7 +539,8 @@ words = [["<bos>", *prompt.split()] for prompt in ioi.prompts]
 hover = [f"{key[0]}{key[1]} error, prompt {b}, position {p} ({words[b][p]!r})"
          for key in dictionaries for b in range(len(ioi.prompts)) for p in range(n_pos)]
 scatter_with_diagonal(true_effect, estimate, hover, "Error nodes: attribution vs true zero-ablation (IOI, every position)",
-                      "true effect of zero-ablating the error node (Δ logit diff)", "attribution ∇e m · (0 − e) (Δ logit diff)")
+                      "true effect of zero-ablating the error node (Δ logit diff)", "attribution ∇e m · (0 − e) (Δ logit diff)",
+                      points="(prompt, error node)")
 
 # %% [markdown]
 # Good agreement on IOI. The same comparison on the induction prompts of section 2, where one
@@ -693,7 +697,7 @@ def curves_figure() -> go.Figure:
                 figure.add_scatter(x=sizes, y=curves[task, errors][measure], mode="lines+markers", name=name,
                                    legendgroup=name, showlegend=col == 1, line=dict(color=colour, dash=dash),
                                    hovertemplate=f"{name}<br>%{{x}} nodes: %{{y:.3g}}<extra></extra>", row=1, col=col)
-    figure.update_xaxes(type="log", title_text="circuit size (nodes, ranked by attribution)")
+    figure.update_xaxes(**log_ticks(sizes), title_text="circuit size (nodes, ranked by attribution)")
     figure.update_yaxes(title_text="F (share of the metric recovered)", row=1, col=1)
     return figure.update_layout(title="Faithfulness and completeness against circuit size, with and without error nodes",
                                 height=500, **FIGURE_STYLE)

@@ -57,7 +57,7 @@ from utils.course.checking import checked, earlier
 from utils.circuits import label_positions, mean_baseline, node_attribution, rank_nodes
 from utils.graphs import Graph, Tracer, direct_change, export_dot_svg, graph_figure
 from utils.metrics import auroc
-from utils.views import FIGURE_STYLE, latent_label
+from utils.views import FIGURE_STYLE, latent_label, log_ticks
 
 logit_diff = earlier("ch01_attribution", "logit_diff")  # chapter 01's metric: yours once its check passed, else the reference
 
@@ -439,7 +439,7 @@ def validation_figure() -> go.Figure:
         figure.add_scatter(x=sizes, y=[row[k] for row in validation], mode="lines+markers", name=name, line=dict(color=colour),
                            customdata=[row[0] for row in validation],
                            hovertemplate=f"{name}<br>%{{x}} nodes (tau_n %{{customdata}}): %{{y:.3g}}<extra></extra>")
-    figure.update_xaxes(type="log", title_text="circuit size (nodes with |attribution| ≥ tau_n)")
+    figure.update_xaxes(**log_ticks(sizes), title_text="circuit size (nodes with |attribution| ≥ tau_n)")
     figure.update_yaxes(title_text="share of the logit difference recovered")
     return figure.update_layout(title="IOI circuit validated by joint ablation", height=450, **FIGURE_STYLE)
 
@@ -666,10 +666,14 @@ for node in sorted(tracer.graph.nodes)[:3]:
 # ## 6. Drawing and exporting graphs
 #
 # `utils.graphs.graph_figure` draws a graph with nodes at (position, layer and dictionary),
-# labelled `kind layer.latent@pos` with the explanation label and its AUROC (a `?` marks a
-# weak label, below 0.8); hover a node for its contexts
-# and logits. Edges are blue when positive, red when negative, wider and more opaque when
-# larger. First the cognition graph grown above (edge weights are activation changes):
+# each node of a cell in its own place. The twelve strongest carry a number, listed under
+# the figure as `kind layer.latent@pos` with the explanation label and its AUROC (a `?` marks
+# a weak label, below 0.8); hover or click any node for its contexts and logits. Edges are
+# blue when positive, red when negative, wider and more opaque when larger; the slider keeps
+# only the edges of at least a fraction of the largest, so the strong paths stand out. Nodes
+# are coloured by their effect on the metric; a cognition graph has no metric, so its nodes
+# are coloured by dictionary and numbered by the weight of their edges. First the cognition
+# graph grown above (edge weights are activation changes):
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -494,7 +494,7 @@ order = p.abs().topk(15).indices
 fig = go.Figure(go.Bar(x=[f"#{k}" for k in order.tolist()], y=p[order],
                        hovertext=[explained(0, k) for k in order.tolist()]))
 fig.update_layout(title=f"Pullback of layer-1 latent {pron_latent}: the 15 largest in size",
-                  xaxis_title="transcoder-0 latent", yaxis_title="change in pre-activation per unit of upstream activation")
+                  xaxis_title="transcoder-0 latent", yaxis_title="pullback (Δ pre-activation<br>per unit upstream)")
 fig.show()
 fig = px.histogram(x=p, nbins=60, title=f"All {tc0.cfg.d_sae} pullback entries of layer-1 latent {pron_latent}")
 fig.update_layout(xaxis_title="pullback (pre-activation per unit of upstream activation)", yaxis_title="number of upstream latents")

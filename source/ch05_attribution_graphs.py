@@ -554,9 +554,12 @@ print(f"full graph, circuit-tracer's scores: replacement {sig3(ct_scores['replac
 # ## 5. Reading the graph: a view, supernodes, and a JSON export
 #
 # The view places each node at its position (x) and layer (y): embeddings at the bottom,
-# error nodes (squares) just under their transcoder's latents, logits on top. Hover over a
-# node for its label from the explanation table, activation and influence; blue edges raise
-# their target, red ones lower it.
+# error nodes (squares) beside their transcoder's latents, logits on top, each node of a cell
+# in its own place. The twelve most influential latents and error nodes carry a number,
+# listed under the figure with their labels from the explanation table; hover or click any
+# node for its label, activation and influence. Blue edges raise their target, red ones
+# lower it; the slider keeps only the edges of at least a fraction of the largest (the view
+# opens on the strongest when there are many).
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -52,7 +52,7 @@ from plotly.subplots import make_subplots
 from utils.backends import load_backend
 from utils.course.checking import checked, earlier
 from utils.toy.training import EVAL_SEEDS
-from utils.views import FIGURE_STYLE, latent_name
+from utils.views import FIGURE_STYLE, latent_name, log_ticks
 from utils.training import (
     SWEEP_COMMAND,
     activation_batches,
@@ -394,7 +394,8 @@ fig.add_scatter(x=[ref["l0"]], y=[ref["ce_recovered"]], mode="markers", marker=d
                 hovertemplate="%{text}<br>L0 %{x:.3g}, CE-loss recovered %{y:.3g}<extra></extra>")
 fig.update_layout(title=f"Pareto front on {HOOK}: 256 latents, {sweep['settings']['steps']} steps",
                   xaxis_title="L0 (active latents per token, log scale)", yaxis_title="CE-loss recovered (fraction)",
-                  xaxis_type="log", **FIGURE_STYLE)
+                  **FIGURE_STYLE)
+fig.update_xaxes(**log_ticks([r["l0"] for r in runs] + [ref["l0"]]))
 
 # %% [markdown]
 # What the knobs did, read off the table above: TopK's $k$ *is* the L0 of every token, and
@@ -570,19 +571,35 @@ print(f"{'dead latents':>17}  " + "  ".join(f"{r['dead']:>10}" for r in widths))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+# Colour for the labels that split (specialists gained from the narrowest to the widest
+# dictionary, or best AUROC lost from its peak), grey for the rest: 16 colours would repeat.
+def splitting(label: str) -> float:
+    auroc = [r["recovery"][label]["auroc"] for r in widths]
+    specialists = [r["recovery"][label]["specialists"] for r in widths]
+    return max(specialists[-1] - specialists[0], 0) / 10 + (max(auroc) - auroc[-1]) * 20
+
+
+split = sorted((label for label in label_names if splitting(label) >= 1), key=splitting, reverse=True)[:6]
+colours = dict(zip(split, ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")))
+sizes = [r["d_sae"] for r in widths]
 fig = make_subplots(rows=1, cols=2, subplot_titles=("best single latent (AUROC)", "latents with precision >= 0.9"))
-for label in label_names:
-    sizes = [r["d_sae"] for r in widths]
+for label in sorted(label_names, key=lambda label: label in split):  # coloured lines drawn on top
+    shown = label in split or label == next(other for other in label_names if other not in split)
+    name = label if label in split else f"other labels ({len(label_names) - len(split)})"
+    line = dict(color=colours.get(label, "#bbbbbb"), width=2.5 if label in split else 1)
     best = [f"{label}, {r['d_sae']} latents: best latent #{r['recovery'][label]['latent']}" for r in widths]
-    fig.add_scatter(x=sizes, y=[r["recovery"][label]["auroc"] for r in widths], name=label, legendgroup=label,
-                    mode="lines+markers", text=best, hovertemplate="%{text}, AUROC %{y:.3g}<extra></extra>", row=1, col=1)
-    fig.add_scatter(x=sizes, y=[r["recovery"][label]["specialists"] for r in widths], name=label, legendgroup=label,
-                    mode="lines+markers", showlegend=False, text=[f"{label}, {n} latents" for n in sizes],
+    fig.add_scatter(x=sizes, y=[r["recovery"][label]["auroc"] for r in widths], name=name, legendgroup=name,
+                    showlegend=shown, line=line, mode="lines+markers", text=best,
+                    hovertemplate="%{text}, AUROC %{y:.3g}<extra></extra>", row=1, col=1)
+    fig.add_scatter(x=sizes, y=[r["recovery"][label]["specialists"] for r in widths], name=name, legendgroup=name,
+                    showlegend=False, line=line, mode="lines+markers", text=[f"{label}, {n} latents" for n in sizes],
                     hovertemplate="%{text}: %{y} specialists<extra></extra>", row=1, col=2)
-fig.update_xaxes(title_text="latents (d_sae, log scale)", type="log")
+fig.update_xaxes(title_text="latents (d_sae, log scale)", type="log", tickvals=sizes, ticktext=[str(n) for n in sizes])
 fig.update_yaxes(title_text="best single latent's AUROC", row=1, col=1)
 fig.update_yaxes(title_text="latents with precision >= 0.9", row=1, col=2)
-fig.update_layout(title="Feature splitting: TopK (k = 16) at five widths", height=450, **FIGURE_STYLE)
+fig.update_layout(title="Feature splitting: TopK (k = 16) at five widths", height=470, legend_title_text="labels that split",
+                  **FIGURE_STYLE)
+fig.update_layout(margin_t=90)  # the title above the two panels' own
 
 # %% [markdown]
 # ## 7. Training a transcoder

@@ -39,7 +39,8 @@ def test_notebooks_are_small_and_executed(chapter):
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_learner_notebook_layout(chapter):
     nb = nbformat.read(ROOT / "chapters" / f"{chapter}.ipynb", as_version=4)
-    assert source.repository_url().removeprefix("https://github.com/") in nb.cells[0].source  # Colab badge
+    assert source.repository_url().removeprefix("https://github.com/") in nb.cells[0].source  # Colab link
+    assert "![" not in nb.cells[0].source  # as text: an image would be broken offline
     assert "google.colab" in nb.cells[1].source  # install cell, inert offline
     exercises = [c for c in nb.cells if "exercise" in c.metadata]
     checks = [c for c in nb.cells if "check" in c.metadata]

@@ -10,7 +10,7 @@
 
 2. ``test_viewer_draws_the_course_graph``: a course graph opened in circuit-tracer's own
    viewer, in a real browser. ``benchmarks.circuit_tracer.viewer`` serves chapter 05's pruned
-   graph of the organism's fact prompt (``utils.ct_export``) with circuit-tracer's local
+   graph of the organism's fact prompt (``utils.graphs.circuit_tracer``) with circuit-tracer's local
    server from its venv; headless Chromium (Debian's package, driven by Playwright) opens it
    and the test checks what a learner sees: every exported node drawn in the link graph, the
    prompt's tokens along its axis, the top logit's token, the clicked logit's input latents

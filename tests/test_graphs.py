@@ -68,6 +68,33 @@ def test_graph_threshold_exports_and_tracing() -> None:
     assert dot.count(" -> ") == 3 and '"resid_sae0@1:3"' in dot and "style=dashed" in dot
     svg = to_svg(graph, "test")
     assert svg.count("<circle") == 3 and svg.count("<line") == 3
-    assert len(graph_figure(graph, "test").data) == 5  # three edges, their hover points, the nodes
+    figure = graph_figure(graph, "test")
+    drawn = next(t for t in figure.data if t.name == "nodes")
+    assert len(set(zip(drawn.x, drawn.y))) == 3 and list(drawn.marker.color) == [0.5, -0.2, 0.05]  # by effect, in node order
+
+    def edges_shown(visible: list[bool]) -> int:
+        return sum(sum(x is not None for x in t.x) // 2 for t, v in zip(figure.data, visible) if t.name.startswith("edges") and v)
+
+    steps = figure.layout.sliders[0].steps  # the slider: every edge, then only the strongest
+    assert edges_shown(steps[0].args[0]["visible"]) == 3 and edges_shown(steps[-1].args[0]["visible"]) == 1
     tracer = Tracer(lambda node: {c: 1.0} if node == a else {}, [a])
     assert tracer.step() == 1 and tracer.step() == 0 and set(tracer.graph.nodes) == {a, c}
+
+
+def test_graph_view_gives_every_node_a_place_and_colours_by_kind_without_effects() -> None:
+    """30 latents in one (position, layer) cell: 30 places inside the position's column; all
+    effects 0 (a cognition graph): nodes coloured by kind, no colour bar, numbers on the
+    nodes with the most edge weight."""
+    cell = [Node("resid_sae", 0, 4, i) for i in range(30)]
+    other = Node("attn_sae", 1, 5, 0)
+    graph = Graph.from_edges({**{n: 0.0 for n in cell}, other: 0.0}, {(cell[7], other): 1.0, (cell[3], other): 0.5})
+    figure = graph_figure(graph, "cell", tokens=[str(p) for p in range(6)])
+    drawn = next(t for t in figure.data if t.name == "nodes")
+    places = list(zip(drawn.x, drawn.y))
+    assert len(set(places)) == 31
+    xs = [x for (x, _), n in zip(places, sorted(graph.nodes)) if n in cell]
+    column = figure.layout.xaxis.range[1] / 2  # two positions: each gets half the plot's width
+    assert max(xs) - min(xs) < column
+    assert drawn.marker.colorbar.title.text is None and len(set(drawn.marker.color)) == 2
+    numbered = {n: t for n, t in zip(sorted(graph.nodes), drawn.text) if t}
+    assert numbered[other] == "1" and numbered[cell[7]] == "2" and numbered[cell[3]] == "3"

@@ -3,6 +3,7 @@ nothing, the trained SAE is converted without changing what it computes, the hel
 what their docstrings say, and the committed sweep holds every run the chapter reads."""
 from __future__ import annotations
 
+import io
 import os
 
 import pytest
@@ -14,6 +15,7 @@ from solutions.ch06_training import runner_config, sae_training_config
 from utils.backends import load_backend
 from utils.training import (
     SWEEP_COMMAND,
+    TrainingBar,
     activation_batches,
     inference_sae,
     load_sweep,
@@ -128,3 +130,21 @@ def test_text_dataset_cuts_one_stream_into_bos_first_rows(bk) -> None:
     assert all(len(row) == 10 and row[0] == bos for row in data["tokens"])
     assert [t for row in data["tokens"] for t in row[1:]] == stream[: 9 * len(data)]
     assert len(stream) - 9 * len(data) < 9  # only the last partial row is dropped
+
+
+def test_training_bar_finishes_at_100_percent_on_a_short_description() -> None:
+    """SAELens moves its bar every 100 steps (120 steps end at 83 %) and writes every loss
+    into the description: the course's bar completes on a normal close, says "training" only,
+    and stays where it was when closed by an exception."""
+    bar = TrainingBar(total=122_880, file=io.StringIO(), disable=False)
+    bar.update(102_400)
+    bar.set_description("100| mse_loss: 0.12345 | l1_loss: 0.04321")
+    bar.close()
+    assert bar.n == 122_880 and bar.desc.startswith("training") and "loss" not in bar.desc
+    failed = TrainingBar(total=122_880, file=io.StringIO(), disable=False)
+    failed.update(102_400)
+    try:
+        raise RuntimeError("training stopped")
+    except RuntimeError:
+        failed.close()
+    assert failed.n == 102_400

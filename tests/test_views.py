@@ -149,7 +149,10 @@ def test_show_contexts_shades_every_token_and_has_a_text_fallback(tiny, capsys):
 def test_figures_have_axis_titles_and_fitting_forms():
     x, y = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.5, 2.9])
     fig = views.scatter_with_diagonal(x, y, ["a", "b", "c"], "attribution vs ablation", "true", "estimate")
-    assert fig.layout.title.text == "attribution vs ablation (Pearson r = 0.948)"  # numpy.corrcoef: 0.9483
+    assert fig.layout.title.text == "attribution vs ablation"
+    assert fig.layout.title.subtitle.text == "Pearson r = 0.948"  # numpy.corrcoef: 0.9483
+    assert fig.data[1].name == "(prompt, latent)"  # what a point is, by default
+    assert views.scatter_with_diagonal(x, y, "abc", "t", "x", "y", points="(prompt, error node)").data[1].name == "(prompt, error node)"
     assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("true", "estimate")
     assert fig.layout.yaxis.scaleanchor == "x" and fig.layout.xaxis.range == fig.layout.yaxis.range
     assert list(fig.data[1].customdata) == ["a", "b", "c"]
@@ -287,3 +290,15 @@ def test_offline_html_loads_nothing_and_draws_math_figures_and_fallbacks():
     assert html.count("<math") == 2 and 'display="block"' in html and "$HOME" in html
     assert "Open In Colab" in html and "the static summary" in html and "Plotly.newPlot" in html
     assert nb.cells[0].source.startswith("Loss $x^2$")  # the notebook itself is left as it was
+
+
+def test_log_ticks_label_every_tick_in_full():
+    """Plotly's own log ticks read "2 3 ... 9 100 2 3": ours are full numbers, increasing,
+    covering the values, 1-2-5 per decade (1-3 over more than three decades)."""
+    assert views.log_ticks([3, 40, 600])["ticktext"] == ["2", "5", "10", "20", "50", "100", "200", "500"]  # within 1.5x of the values
+    wide = views.log_ticks([2, 23_000])
+    assert wide["tickvals"][0] <= 2 * 1.5 and wide["tickvals"][-1] >= 23_000 / 1.5
+    assert all(b > a for a, b in zip(wide["tickvals"], wide["tickvals"][1:])) and "30,000" in wide["ticktext"]
+    assert views.log_ticks([0.02, 0.3])["ticktext"][:2] == ["0.02", "0.05"]
+    with pytest.raises(ValueError, match="positive"):
+        views.log_ticks([0, -1])

@@ -155,6 +155,22 @@ D3_CDN = '<script src="https://d3js.org/d3.v6.min.js"></script>'
 PLOTLY_CDN = '<script src="https://cdn.plot.ly/plotly-latest.min.js"></script>'
 
 
+# sae-vis lays its columns side by side in a grid as wide as their sum (about 2,000 px with
+# the quantile groups): a notebook's output column is about 950 px. Appended after sae-vis's
+# own style, this lets the columns wrap under each other and keeps each inside the frame.
+FIT_COLUMN_CSS = """<style>/* utils.dashboards: reflow to a notebook's column */
+.grid-container { display: flex; flex-wrap: wrap; align-items: flex-start; white-space: normal;
+                  overflow-x: hidden; margin: 10px 0; padding: 15px 0 12px 0; }
+.grid-column { margin-left: 16px; padding-right: 8px; max-width: calc(100vw - 60px); overflow-x: hidden; }
+.seq-group { overflow-x: hidden; }
+</style>"""
+
+
+def fit_column(html: str) -> str:
+    """The page with :data:`FIT_COLUMN_CSS` appended: its columns wrap to the frame's width."""
+    return html + FIT_COLUMN_CSS
+
+
 def self_contained(html: str) -> str:
     """The page with its CDN scripts replaced by inline ones: the d3 stand-in and plotly.js.
 
@@ -186,11 +202,11 @@ def _vis_config(hook_name: str, latents: list[int], tokens: Int[Tensor, "batch s
     seq_cfg = SequencesConfig(buffer=(before, after), stack_mode="stack-none",
                               top_acts_group_size=min(20, room),
                               quantile_group_size=min(5, room), n_quantiles=5)
-    # Column widths (px) chosen so the page fits a notebook's output area (about 1000 px).
+    # Column widths (px): the logits tables need 375; :func:`fit_column` wraps the columns to the frame.
     layout = SaeVisLayoutConfig(columns=[
         Column(FeatureTablesConfig(n_rows=3, correlated_features_table=len(latents) >= 3), width=260),
-        Column(ActsHistogramConfig(), LogitsTableConfig(n_rows=10), LogitsHistogramConfig(), width=340),
-        Column(seq_cfg, width=380),
+        Column(ActsHistogramConfig(), LogitsTableConfig(n_rows=10), LogitsHistogramConfig(), width=400),
+        Column(seq_cfg, width=400),
     ], height=750)
     return SaeVisConfig(hook_point=hook_name, features=latents, minibatch_size_tokens=64,
                         feature_centric_layout=layout, seed=0, verbose=False)
@@ -271,9 +287,9 @@ def latent_dashboard(model: HookedSAETransformer, sae: SAE, tokens: Int[Tensor, 
     where the page is inlined).
     """
     latents = list(latents)
-    html = dashboard_html(model, sae, tokens, latents)
+    html = fit_column(dashboard_html(model, sae, tokens, latents))
     if not views.in_colab():
         html = self_contained(html)
     summary_html, summary_text = dashboard_summary(model, sae, tokens, latents)
-    views.show_html(html, name, 800, summary_html, summary_text)
+    views.show_html(html, name, 1100, summary_html, summary_text)  # the columns wrap: taller than wide
     return None if views.in_colab() or views.in_vscode() else views.view_path(name)

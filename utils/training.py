@@ -27,6 +27,7 @@ import itertools
 import json
 import logging
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ from typing import Any
 
 import einops
 import torch
+import tqdm.auto
 import tqdm.std
 from datasets import Dataset
 from jaxtyping import Bool, Float, Int
@@ -82,20 +84,44 @@ def text_dataset(model: HookedSAETransformer, texts: list[str], context_size: in
     return Dataset.from_dict({"tokens": rows})
 
 
+class TrainingBar(tqdm.auto.tqdm):  # type: ignore[misc, valid-type]
+    """SAELens's progress bars as the course shows them: a short description, "training"
+    (SAELens writes every loss term into it, which wraps the bar over two lines), unit-scaled
+    counts ("123k/123k") and a finished run shown
+    at 100 %. SAELens's trainer moves its bar only every 100 steps, so a run of 120 steps
+    would end at 83 %, red, looking failed; the trainer closes its bar when its loop has
+    run to the end, so a close outside an exception completes it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("unit_scale", True)
+        super().__init__(*args, **kwargs)
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        # SAELens writes "<step>| <loss>: <value> | ..." every 100 steps: stale between
+        # updates and too long for one line; the bar's count says how far the run is.
+        step = (desc or "").split("|")[0].strip()
+        super().set_description("training" if step.isdigit() else desc, refresh)
+
+    def close(self) -> None:
+        if not self.disable and self.total and self.n < self.total and sys.exc_info()[0] is None:
+            self.update(self.total - self.n)
+        super().close()
+
+
 @contextlib.contextmanager
 def quiet_sae_lens() -> Iterator[None]:
     """For the duration of a ``with`` block: silence SAELens's notices about overridden
     models and datasets and the warnings listed in ``_EXPECTED_WARNINGS`` (nothing else),
     and turn SAELens's progress bars off when ``TQDM_DISABLE`` is set (its notebook bars
-    ignore the variable; see ``utils.progress``)."""
+    ignore the variable; see ``utils.progress``), else show them as :class:`TrainingBar`."""
     sae_lens_logger = logging.getLogger("sae_lens")
     level = sae_lens_logger.level
     sae_lens_logger.setLevel(logging.ERROR)
     bars_off = os.environ.get("TQDM_DISABLE", "") not in ("", "0")
-    saved = {module: module.tqdm for module in _SAE_LENS_BARS} if bars_off else {}
+    saved = {module: module.tqdm for module in _SAE_LENS_BARS}
     try:
         for module in saved:
-            module.tqdm = functools.partial(tqdm.std.tqdm, disable=True)
+            module.tqdm = functools.partial(tqdm.std.tqdm, disable=True) if bars_off else TrainingBar
         with warnings.catch_warnings():
             for message in _EXPECTED_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 import plotly.graph_objects as go
+import plotly.io as pio
 import torch
 from IPython.display import display
 from jaxtyping import Float, Int
@@ -329,6 +330,26 @@ def show_contexts(model: HookedTransformer, tokens: Int[Tensor, "batch seq"],
 # units, and every hover names what it points at (for a latent: id and label).
 
 FIGURE_STYLE = dict(template="plotly_white", margin=dict(l=60, r=30, t=60, b=50))
+# One style in every chapter: a figure that sets no template (a chapter's own go.Figure or
+# px call) gets the course's, not plotly's grey default.
+pio.templates.default = "plotly_white"
+
+
+def log_ticks(values: Sequence[float]) -> dict:
+    """Axis settings for a log axis over ``values`` with every tick labelled in full (1, 2,
+    5 per decade; 1 and 3 over more than three decades): plotly's own labels "2 3 ... 9 100
+    2 3" leave the reader to guess whether "3" is 30 or 300. Use as
+    ``fig.update_xaxes(**log_ticks(xs))``."""
+    positive = [float(v) for v in values if v is not None and float(v) > 0]
+    if not positive:
+        raise ValueError("a log axis needs positive values")
+    lo, hi = min(positive), max(positive)
+    first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    steps = (1, 2, 5) if last - first <= 3 else (1, 3)
+    ticks = [m * 10.0 ** e for e in range(first, last + 1) for m in steps]
+    inside = [t for t in ticks if lo / 1.5 <= t <= hi * 1.5]
+    inside = inside if len(inside) >= 2 else [t for t in ticks if lo / 10 <= t <= hi * 10]
+    return dict(type="log", tickvals=inside, ticktext=[f"{t:,.0f}" if t >= 1 else f"{t:g}" for t in inside])
 
 
 def _numpy(x: Tensor | Sequence[float]):
@@ -399,11 +420,12 @@ def top_latents_bar(effects: Float[Tensor, "batch n"], names: Sequence[str], k: 
 
 
 def scatter_with_diagonal(x: Float[Tensor, " n"], y: Float[Tensor, " n"], hover: Sequence[str],
-                          title: str, x_title: str, y_title: str) -> go.Figure:
+                          title: str, x_title: str, y_title: str, points: str = "(prompt, latent)") -> go.Figure:
     """Scatter of ``y`` against ``x`` on equal axes with the line y = x (chapter 01).
 
     Both axes share one range and scale, so y = x runs at 45 degrees and a point's distance
-    from it is the estimate's error. Pearson r is in the title; ``hover[i]`` names point i.
+    from it is the estimate's error. Pearson r is under the title; ``hover[i]`` names point
+    i; ``points`` says in the legend what a point is.
     """
     x, y = torch.as_tensor(x).flatten().double(), torch.as_tensor(y).flatten().double()
     lo, hi = float(torch.minimum(x.min(), y.min())), float(torch.maximum(x.max(), y.max()))
@@ -412,14 +434,15 @@ def scatter_with_diagonal(x: Float[Tensor, " n"], y: Float[Tensor, " n"], hover:
     fig = go.Figure([
         go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x (exact)",
                    line=dict(dash="dash", color="grey"), hoverinfo="skip"),
-        go.Scatter(x=_numpy(x), y=_numpy(y), mode="markers", customdata=list(hover), name="(prompt, latent)",
+        go.Scatter(x=_numpy(x), y=_numpy(y), mode="markers", customdata=list(hover), name=points,
                    marker=dict(color="#4c72b0", size=6, opacity=0.7),
                    hovertemplate="%{customdata}<br>x: %{x:.3g}<br>y: %{y:.3g}<extra></extra>"),
     ])
     fig.update_xaxes(range=[lo, hi], constrain="domain")
     fig.update_yaxes(range=[lo, hi], scaleanchor="x", scaleratio=1, constrain="domain")
-    fig = _style(fig, f"{title} (Pearson r = {sig3(pearson(x, y))})", x_title, y_title, 560)
-    fig.update_layout(width=640, legend=dict(x=0.02, y=0.98))
+    fig = _style(fig, "", x_title, y_title, 600)
+    fig.update_layout(width=720, legend=dict(x=0.02, y=0.98), margin=dict(t=80),
+                      title=dict(text=title, font=dict(size=15), subtitle=dict(text=f"Pearson r = {sig3(pearson(x, y))}")))
     return fig
 
 

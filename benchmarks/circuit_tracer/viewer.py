@@ -3,7 +3,7 @@
     python -m benchmarks.circuit_tracer.viewer GRAPH.json [--port 8041]
     python -m benchmarks.circuit_tracer.viewer --toy facts [--port 8041]   # the organism's fact prompt
 
-``GRAPH.json`` is a graph written by ``utils.ct_export`` (``viewer_json`` +
+``GRAPH.json`` is a graph written by ``utils.graphs.circuit_tracer`` (``viewer_json`` +
 ``write_viewer_graph``, or ``json.dump`` of ``viewer_json``). With ``--toy TASK`` the command
 builds chapter 05's graph of the organism's first ``TASK`` prompt (``facts``, ``ioi``, ...),
 prunes it with the chapter's thresholds, labels its latents from the explanation table and
@@ -38,7 +38,7 @@ DEFAULT_PORT = 8041
 def stage(data: dict[str, Any], folder: Path) -> str:
     """Write ``data`` where circuit-tracer's server finds it (``folder/<slug>.json`` listed in
     ``folder/graph-metadata.json``); returns the slug."""
-    from utils.ct_export import write_viewer_graph
+    from utils.graphs.circuit_tracer import write_viewer_graph
 
     return write_viewer_graph(data, folder).stem
 
@@ -81,7 +81,7 @@ def toy_graph(task: str, seed: int = 0, pinned: int = 6) -> dict[str, Any]:
 
     from benchmarks.circuit_tracer.side_by_side import course_graph
     from utils.backends import load_backend
-    from utils.ct_export import viewer_json
+    from utils.graphs.circuit_tracer import viewer_json
     from utils.graphs import node_label, prune, salient_logit_ids
 
     bk = load_backend("toy")
@@ -101,7 +101,7 @@ def toy_graph(task: str, seed: int = 0, pinned: int = 6) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("graph", nargs="?", type=Path, help="a graph JSON written by utils.ct_export")
+    parser.add_argument("graph", nargs="?", type=Path, help="a graph JSON written by utils.graphs.circuit_tracer")
     parser.add_argument("--toy", metavar="TASK", help="build and open the organism's graph of this task's prompt")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--ct-venv", help="circuit-tracer's venv (default: benchmarks.circuit_tracer.venv's)")

@@ -207,10 +207,20 @@ if "google.colab" in sys.modules:
     os.chdir(f"{{REPO}}/chapters")'''
 
 
-def badge(chapter: str) -> str:
+def colab_link(chapter: str) -> str:
     owner_repo = repository_url().removeprefix("https://github.com/")
-    link = f"https://colab.research.google.com/github/{owner_repo}/blob/main/chapters/{chapter}.ipynb"
-    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({link})"
+    return f"https://colab.research.google.com/github/{owner_repo}/blob/main/chapters/{chapter}.ipynb"
+
+
+def badge(chapter: str) -> str:
+    """README's Colab badge (an image from colab.research.google.com: README is read online)."""
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_link(chapter)})"
+
+
+def text_badge(chapter: str) -> str:
+    """The notebooks' Colab link, as text: a notebook is read offline too, where the badge's
+    image would be broken (and the one request leaving the machine)."""
+    return f"[Open in Colab ↗]({colab_link(chapter)})"
 
 
 def _md(source: str, **meta: object) -> NotebookNode:
@@ -233,7 +243,7 @@ def render_notebook(src: NotebookNode, chapter: str, checks_module: str, learner
         if i == 0:
             if cell.cell_type != "markdown":
                 raise ValueError(f"{chapter}: the first cell must be the markdown title")
-            cells += [_md(cell.source + "\n\n" + badge(chapter)), _code(setup_cell(), tags=["setup"])]
+            cells += [_md(cell.source + "\n\n" + text_badge(chapter)), _code(setup_cell(), tags=["setup"])]
         elif cell.cell_type == "markdown" and "exercise" in meta:
             pending = exercises[meta["exercise"]]
             k = order.index(pending.name) + 1

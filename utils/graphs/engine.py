@@ -228,7 +228,9 @@ class _Engine:
         """``value . gradient`` of every source into each of the ``k`` targets."""
         rm, ro = self.rm, self.readout
         out = torch.zeros(k, len(self.nodes), dtype=rm.embed.dtype, device=rm.embed.device)
-        out[:, ro.embed_cols] = einops.einsum(grads["embed"][:, 0], rm.embed, "k pos d, pos d -> k pos")
+        embed = grads["embed"]
+        assert embed is not None, "every target depends on the embeddings"
+        out[:, ro.embed_cols] = einops.einsum(embed[:, 0], rm.embed, "k pos d, pos d -> k pos")
         per_slot: dict[int, Tensor] = {}  # each source layer's edges, summed over the MLP outputs it writes
         for (source, target), written in ro.decoders.items():
             grad = grads.get(f"mlp.{target}")
@@ -349,15 +351,16 @@ def attribute(model: HookedSAETransformer, transcoders: MLPDictionary | Sequence
 # The first builder, kept as a reference; the removal test.
 
 
-def _target_values(rm: LocalReplacement, targets: list[Node], pre: dict[int, Tensor], logits: Tensor) -> Float[Tensor, " rows"]:
+def _target_values(rm: LocalReplacement, targets: list[Node], pre: dict[int, Tensor], logits: Tensor | None) -> Float[Tensor, " rows"]:
     """Row ``r``'s value of target ``targets[r]``: a latent's pre-activation, or a logit minus
     the mean logit."""
     values = []
     for r, t in enumerate(targets):
         if t.kind == "logit":
-            values.append(logits[r, t.pos, t.index] - logits[r, t.pos].mean())
+            assert logits is not None, "a logit target needs the whole forward pass"
+            values.append(logits[r, t.pos, int(t.index)] - logits[r, t.pos].mean())
         else:
-            values.append(pre[t.layer][r, t.pos, t.index])
+            values.append(pre[t.layer][r, t.pos, int(t.index)])
     return torch.stack(values)
 
 
@@ -377,7 +380,7 @@ def _edges_from_grads(rm: LocalReplacement, nodes: list[Node], leaves: dict[str,
             out[:, cols] = einops.einsum(grads[f"error.{layer}"][:, pos], rm.errors[layer][pos], "r n d, n d -> r n")
         if latents:
             cols, pos, idx = map(list, zip(*latents))
-            out[:, cols] = grads[f"latents.{layer}"][:, pos, idx] * rm.acts[layer][pos, idx]
+            out[:, cols] = grads[f"latents.{layer}"][:, pos, idx] * rm.acts[layer][pos, idx]  # type: ignore[index]
     return out
 
 
@@ -393,11 +396,11 @@ def build_graph_reference(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], ba
     latents keep their outgoing edges into them but get no incoming ones)."""
     nodes = graph_nodes(rm, logit_ids, threshold)
     wanted = set(targets) if targets is not None else None
-    targets = [(i, n) for i, n in enumerate(nodes) if _is_target(n) and (wanted is None or n in wanted)]
+    rows = [(i, n) for i, n in enumerate(nodes) if _is_target(n) and (wanted is None or n in wanted)]
     adjacency = torch.zeros(len(nodes), len(nodes), dtype=rm.embed.dtype)
     with torch.enable_grad():
-        for start in range(0, len(targets), batch):
-            chunk = targets[start: start + batch]
+        for start in range(0, len(rows), batch):
+            chunk = rows[start: start + batch]
             leaves = rm.leaves(len(chunk))
             latents_only = all(t.kind != "logit" for _, t in chunk)  # then no block after theirs is needed
             pre, logits = replacement_forward(rm, leaves, max(t.layer for _, t in chunk) + 1 if latents_only else None)
@@ -409,7 +412,7 @@ def build_graph_reference(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], ba
     activation = torch.zeros(len(nodes), dtype=rm.embed.dtype)
     for j, n in enumerate(nodes):
         if _is_latent(n):
-            activation[j] = rm.acts[n.layer][n.pos, n.index].item()
+            activation[j] = rm.acts[n.layer][n.pos, int(n.index)].item()
     activation[[j for j, n in enumerate(nodes) if n.kind == "logit"]] = probs
     return Graph(nodes, adjacency, activation, tokens=rm.model.to_str_tokens(rm.tokens[0]))
 
@@ -439,7 +442,7 @@ def edge_errors(rm: LocalReplacement, graph: Graph, batch: int = 256,
                 elif n.is_error:
                     leaves[f"error.{n.layer}"][r, n.pos] = 0.0
                 else:
-                    leaves[f"latents.{n.layer}"][r, n.pos, n.index] = 0.0
+                    leaves[f"latents.{n.layer}"][r, n.pos, int(n.index)] = 0.0
             pre, logits = replacement_forward(rm, leaves)
             moved = (base - _values_all(targets, pre, logits)).cpu()  # [rows, n_targets]
             for r, (j, _) in enumerate(chunk):
@@ -447,12 +450,13 @@ def edge_errors(rm: LocalReplacement, graph: Graph, batch: int = 256,
     return errors
 
 
-def _values_all(targets: list[Node], pre: dict[int, Tensor], logits: Tensor) -> Float[Tensor, "rows n_targets"]:
+def _values_all(targets: list[Node], pre: dict[int, Tensor], logits: Tensor | None) -> Float[Tensor, "rows n_targets"]:
     """Every target's value in every row."""
     cols = []
     for t in targets:
         if t.kind == "logit":
-            cols.append(logits[:, t.pos, t.index] - logits[:, t.pos].mean(-1))
+            assert logits is not None, "a logit target needs the whole forward pass"
+            cols.append(logits[:, t.pos, int(t.index)] - logits[:, t.pos].mean(-1))
         else:
-            cols.append(pre[t.layer][:, t.pos, t.index])
+            cols.append(pre[t.layer][:, t.pos, int(t.index)])
     return torch.stack(cols, 1)

@@ -122,7 +122,7 @@ def direct_change(model: HookedSAETransformer, dictionaries: Sequence[SAE], upst
         # the splice has just made up.latents / up.error: rebuild the output with the node changed
         latents, error = nodes["up.latents"].detach().clone(), nodes["up.error"].detach().clone()
         if part == "latents":
-            latents[:, node.pos, node.index] = value
+            latents[:, node.pos, int(node.index)] = value
         else:
             error[:, node.pos] = value
         return upstream.decode(latents) + error

@@ -36,8 +36,9 @@ class Graph:
 
     nodes: list[Node]
     adjacency: Float[Tensor, "n_nodes n_nodes"]
-    activation: Float[Tensor, " n_nodes"] | None = None
-    effect: Float[Tensor, " n_nodes"] | None = None
+    # Zeros when not given (``__post_init__``): after construction both are tensors.
+    activation: Float[Tensor, " n_nodes"] = None  # type: ignore[assignment]
+    effect: Float[Tensor, " n_nodes"] = None  # type: ignore[assignment]
     tokens: list[str] = field(default_factory=list)
     labels: dict[Node, str] = field(default_factory=dict)
     hover: dict[Node, str] = field(default_factory=dict)

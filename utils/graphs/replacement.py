@@ -37,7 +37,7 @@ from torch import Tensor
 
 from utils.nodes import output_hook, transcoder_layer
 
-Hook = tuple[str, Callable[..., Tensor]]
+Hook = tuple[str, Callable[..., Any]]  # a TransformerLens forward hook: returns the new value, or None to keep it
 
 
 def frozen_hook_names(model: HookedSAETransformer) -> list[str]:

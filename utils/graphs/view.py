@@ -1,13 +1,24 @@
-"""Drawings of a :class:`~utils.graphs.graph.Graph` with plotly.
+"""Drawings of a :class:`~utils.graphs.graph.Graph` with plotly: one renderer, :func:`draw_graph`.
 
-Two renderers for now: :func:`graph_figure` (chapter 03: nodes coloured by their effect on a
-metric, edges by their edge effect) and :func:`attribution_figure` (chapter 05: a pruned
-attribution graph, nodes by kind, hover with activation and influence). Both place a node
-at its position (x) and its layer and dictionary (y).
+Chapter 03's circuits and cognition graphs (:func:`graph_figure`: nodes coloured by their
+effect on a metric when there is one) and chapter 05's pruned attribution graphs
+(:func:`attribution_figure`: nodes by kind, ranked by influence) are drawn by the same code,
+sized for a 950-px notebook column and readable without hovering:
+
+* every node has its own place: x is its token position, y a band per (layer, dictionary);
+  the nodes of one (position, band) cell sit on a grid inside the cell, strongest first;
+* the ``top`` strongest nodes carry a number, listed under the figure with their names and
+  labels (no text is drawn over another); every node's full text is in its hover, and a
+  click on a node shows it beside the node;
+* a slider keeps only edges of at least a fraction of the largest ``|weight|``, so the
+  strong paths stand out (a big graph opens on the strongest edges);
+* colour only where it carries information: edges by sign, nodes by effect when effects are
+  not all zero, else by kind.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
@@ -19,7 +30,7 @@ from utils.views import sig3
 if TYPE_CHECKING:
     from utils.graphs.pruning import Pruned
 
-ROW_OF_KIND = {kind: forward_rank(kind) for kind in FORWARD_ORDER}  # rows within a layer: forward order
+ROW_OF_KIND: dict[str, int] = {kind: forward_rank(kind) for kind in FORWARD_ORDER}  # rows within a layer: forward order
 
 
 def layout(graph: Graph) -> dict[Node, tuple[float, float]]:
@@ -34,55 +45,226 @@ def layout(graph: Graph) -> dict[Node, tuple[float, float]]:
     return where
 
 
-def graph_figure(graph: Graph, title: str, tokens: Sequence[str] | None = None, weight_title: str = "edge effect") -> go.Figure:
-    """The interactive view: nodes at (position, layer and kind), labelled ``kind layer.latent``
-    with their short label; hover shows ``graph.hover`` (contexts, logits); edges blue for
-    positive, red for negative weights, opacity and width growing with ``|weight|``; marker
-    colour is the node's effect."""
-    where = layout(graph)
-    edges, effect_of = graph.edges, graph.effects
-    top = max((abs(w) for w in edges.values()), default=1.0) or 1.0
-    figure = go.Figure()
-    for (u, d), w in sorted(edges.items(), key=lambda item: abs(item[1])):
-        (x0, y0), (x1, y1) = where[u], where[d]
-        figure.add_scatter(x=[x0, x1], y=[y0, y1], mode="lines", showlegend=False, hoverinfo="skip",
-                           line=dict(width=0.5 + 5 * abs(w) / top, color="#4c72b0" if w >= 0 else "#c44e52"),
-                           opacity=0.15 + 0.85 * abs(w) / top)
-    mids = [((where[u][0] + where[d][0]) / 2, (where[u][1] + where[d][1]) / 2, f"{graph.label(u)} → {graph.label(d)}<br>{weight_title} {sig3(w)}")
-            for (u, d), w in edges.items()]
-    if mids:
-        mx, my, mt = zip(*mids)
-        figure.add_scatter(x=mx, y=my, mode="markers", marker=dict(size=8, opacity=0), customdata=list(mt),
-                           hovertemplate="%{customdata}<extra></extra>", showlegend=False)
+WIDTH = 900  # px: the figure fits a 950-px notebook column
+MARGIN = dict(l=120, r=100, t=130)  # left: band names; right: the colour bar; top: title and slider
+PITCH = 18.0  # px between the centres of neighbouring nodes of a cell
+BAND_GAP = 14.0  # px between bands
+LIST_TOP = 62.0  # px from the plot's bottom edge to the node list (tick labels and axis title above it)
+LINE = 15.0  # px per line of the node list
+EDGE_STEPS = (0.0, 0.05, 0.1, 0.2, 0.4)  # slider: edges with |weight| >= this fraction of the largest
+MAX_EDGES_SHOWN = 80  # a bigger graph opens on the first step showing at most this many edges
+POSITIVE, NEGATIVE = "#2166ac", "#b2182b"
+KIND_COLOUR = {"embed": "#999999", "attn_sae": "#55a868", "transcoder": "#dd8452", "resid_sae": "#8172b3",
+               "logit": "#17becf", "error": "#444444"}
+KIND_NAME = {"embed": (0, "grey", "embedding"), "attn_sae": (1, "green", "attn SAE latent"),
+             "transcoder": (2, "orange", "transcoder latent"), "resid_sae": (3, "purple", "resid SAE latent"),
+             "error": (4, "dark square", "error node"), "logit": (5, "cyan", "logit")}  # for the subtitle
+SHORT_KIND = {"embed": "emb", "attn_sae": "attn", "transcoder": "tc", "resid_sae": "resid", "logit": "logit"}
+BAND_NAME = {"embed": "embeddings", "attn_sae": "attn SAE", "transcoder": "transcoder", "resid_sae": "resid SAE",
+             "logit": "logits"}
+
+
+def short_name(node: Node) -> str:
+    """``tc0.123@5``: kind, layer, latent (or ``err``), position."""
+    return f"{SHORT_KIND.get(node.kind, node.kind)}{node.layer}.{'err' if node.is_error else node.index}@{node.pos}"
+
+
+def _clip(text: str, n: int) -> str:
+    text = " ".join(text.replace("<br>", " ").split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _wrap(text: str, width: int) -> str:
+    """Break ``text`` into lines of at most ``width`` characters (``<br>``), at spaces."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(lines)
+
+
+@dataclass
+class Placement:
+    """Where :func:`place` put each node, in pixels of the plot area (origin bottom left)."""
+
+    xy: dict[Node, tuple[float, float]]
+    width: float
+    height: float
+    columns: dict[int, float]  # position -> x of its column's centre
+    bands: dict[tuple[int, int], float]  # (layer, forward rank) -> y of its band's centre
+    pitch: float
+
+
+def place(nodes: Sequence[Node], strength: dict[Node, float], width: float) -> Placement:
+    """Columns for the positions present, a band per (layer, dictionary) in forward order;
+    each (position, band) cell a grid of ``pitch``-spaced places, filled strongest first, as
+    many rows as the band's fullest cell needs: no two nodes share a place."""
+    positions = sorted({n.pos for n in nodes})
+    column = width / max(len(positions), 1)
+    pitch = min(PITCH, column)
+    per_row = max(1, int(column // pitch))
+    cells: dict[tuple[tuple[int, int], int], list[Node]] = {}
+    for n in sorted(nodes, key=lambda n: (not n.is_error, -abs(strength.get(n, 0.0)), n)):
+        cells.setdefault(((n.layer, ROW_OF_KIND[n.kind]), n.pos), []).append(n)
+    rows_of = {band: 0 for band, _ in cells}
+    for (band, _), members in cells.items():
+        rows_of[band] = max(rows_of[band], -(-len(members) // per_row))
+    bottom, bands = BAND_GAP / 2, {}
+    for band in sorted(rows_of):
+        bands[band] = bottom + rows_of[band] * pitch / 2
+        bottom += rows_of[band] * pitch + BAND_GAP
+    columns = {p: (i + 0.5) * column for i, p in enumerate(positions)}
+    xy = {}
+    for (band, pos), members in cells.items():
+        low = bands[band] - rows_of[band] * pitch / 2
+        for k, n in enumerate(members):
+            r, c = divmod(k, per_row)
+            in_row = min(per_row, len(members) - r * per_row)
+            xy[n] = (columns[pos] + (c - (in_row - 1) / 2) * pitch, low + (r + 0.5) * pitch)
+    return Placement(xy, width, max(bottom - BAND_GAP / 2, 120.0), columns, bands, pitch)
+
+
+def _band_name(band: tuple[int, int], kinds: dict[tuple[int, int], str]) -> str:
+    kind = kinds[band]
+    return BAND_NAME.get(kind, kind) if kind in ("embed", "logit") else f"{BAND_NAME.get(kind, kind)} {band[0]}"
+
+
+def draw_graph(graph: Graph, title: str, *, tokens: Sequence[str] | None = None, strength: dict[Node, float] | None = None,
+               details: dict[Node, str] | None = None, labels: dict[Node, str] | None = None, colour_by_effect: bool = True,
+               weight_title: str = "edge weight", top: int = 12) -> go.Figure:
+    """The course's graph view (module docstring). ``strength`` ranks nodes (which get a
+    number and the best places; default ``|effect|``), ``details`` adds a line per node to its
+    hover and click note, ``labels`` overrides ``graph.labels``; ``colour_by_effect`` colours
+    nodes by ``graph.effect`` (a diverging scale around 0) unless every effect is 0."""
     nodes = sorted(graph.nodes)
-    if nodes:
-        effects = [effect_of[n] for n in nodes]
-        scale = max(abs(e) for e in effects) or 1.0
-        # Text only on the strongest node of each (position, layer, kind) cell: all of them
-        # overlap into an unreadable pile; every node keeps its label in the hover.
-        strongest: dict[tuple[int, int, int], Node] = {}
-        for n in nodes:
-            cell = (n.pos, n.layer, ROW_OF_KIND[n.kind])
-            if cell not in strongest or abs(effect_of[n]) > abs(effect_of[strongest[cell]]):
-                strongest[cell] = n
-        shown = set(strongest.values())
-        figure.add_scatter(
-            x=[where[n][0] for n in nodes], y=[where[n][1] for n in nodes], mode="markers+text",
-            text=[graph.label(n) if n in shown else "" for n in nodes], textposition="top center", textfont=dict(size=9), showlegend=False,
-            customdata=[f"{graph.label(n)}<br>effect {sig3(effect_of[n])}<br>{graph.hover.get(n, '')}" for n in nodes],
-            hovertemplate="%{customdata}<extra></extra>",
-            marker=dict(size=14, color=effects, colorscale="RdBu", cmin=-scale, cmax=scale,
-                        symbol=["square" if n.is_error else "circle" for n in nodes],
-                        colorbar=dict(title="node effect<br>(Δ metric)"), line=dict(color="black", width=1)))
-    layers = sorted({n.layer for n in graph.nodes})
-    kinds = [k for k in ("attn_sae", "transcoder", "resid_sae") if any(n.kind == k for n in graph.nodes)]
-    ticks = [(layer * 5.0 + ROW_OF_KIND[k], f"{k} {layer}") for layer in layers for k in kinds]
-    figure.update_yaxes(title_text="layer and dictionary", tickvals=[t for t, _ in ticks], ticktext=[t for _, t in ticks])
-    positions = sorted({n.pos for n in graph.nodes})
-    figure.update_xaxes(title_text="token position", tickvals=positions,
-                        ticktext=[f"{p} {tokens[p]}" if tokens is not None else str(p) for p in positions])
-    return figure.update_layout(title=f"{title}<br><sup>edges: blue positive, red negative; width and opacity: |{weight_title}|</sup>",
-                                height=250 + 60 * len(ticks), template="plotly_white")
+    labels = {**graph.labels, **(labels or {})}
+    details = details or {}
+    effect = graph.effects
+    if strength is None:  # |effect|; where every effect is 0 (a cognition graph), the |weight| of the node's edges
+        strength = {n: abs(effect[n]) for n in nodes}
+        if not any(strength.values()):
+            for (u, d), w in graph.edges.items():
+                strength[u] += abs(w)
+                strength[d] += abs(w)
+    plot_width = WIDTH - MARGIN["l"] - MARGIN["r"]
+    at = place(nodes, strength, plot_width)
+    ranked = sorted(nodes, key=lambda n: -abs(strength.get(n, 0.0)))[:top]
+    number = {n: k + 1 for k, n in enumerate(ranked)}
+    fig = go.Figure()
+
+    # Edges, one trace per (strength step, sign), and invisible points at their middles for the hover.
+    edges = graph.edges
+    largest = max((abs(w) for w in edges.values()), default=0.0) or 1.0
+    step_of = {e: max(k for k, f in enumerate(EDGE_STEPS) if abs(w) >= f * largest) for e, w in edges.items()}
+    counts = [sum(s >= k for s in step_of.values()) for k in range(len(EDGE_STEPS))]
+    start = next((k for k, c in enumerate(counts) if c <= MAX_EDGES_SHOWN), len(EDGE_STEPS) - 1)
+    edge_traces: list[int] = []  # the step of each edge trace, in trace order
+    for k, fraction in enumerate(EDGE_STEPS):
+        for sign, colour in ((1, POSITIVE), (-1, NEGATIVE)):
+            chosen = [(e, w) for e, w in edges.items() if step_of[e] == k and (w >= 0) == (sign > 0)]
+            if not chosen:
+                continue
+            xs: list[float | None] = []
+            ys: list[float | None] = []
+            mids: tuple[list[float], list[float], list[str]] = ([], [], [])
+            for (u, d), w in chosen:
+                (x0, y0), (x1, y1) = at.xy[u], at.xy[d]
+                xs += [x0, x1, None]
+                ys += [y0, y1, None]
+                mids[0].append((x0 + x1) / 2)
+                mids[1].append((y0 + y1) / 2)
+                mids[2].append(f"{short_name(u)} → {short_name(d)}<br>{weight_title} {sig3(w)}")
+            fig.add_scatter(x=xs, y=ys, mode="lines", name=f"edges ≥{fraction:g} {'+' if sign > 0 else '-'}", hoverinfo="skip",
+                            line=dict(width=0.6 + 0.8 * k, color=colour), opacity=0.3 + 0.15 * k, showlegend=False,
+                            visible=k >= start)
+            fig.add_scatter(x=mids[0], y=mids[1], mode="markers", name=f"edge hover {k}", marker=dict(size=6, opacity=0),
+                            customdata=mids[2], hovertemplate="%{customdata}<extra></extra>", showlegend=False,
+                            visible=k >= start)
+            edge_traces += [k, k]
+
+    # Nodes: one trace; a number on the strongest; colour by effect or by kind.
+    effects = [effect[n] for n in nodes]
+    scale = max((abs(e) for e in effects), default=0.0)
+    by_effect = colour_by_effect and scale > 0
+    size = max(5.0, at.pitch - 3)
+    text = [
+        f"<b>{short_name(n)}</b> {_clip(labels.get(n, ''), 60)}" + (f"<br>effect {sig3(effect[n])}" if scale > 0 else "")
+        + (f"<br>{details[n]}" if n in details else "") + (f"<br>{graph.hover[n]}" if n in graph.hover else "")
+        for n in nodes
+    ]
+    marker: dict[str, Any] = dict(size=size, symbol=["square" if n.is_error else "circle" for n in nodes],
+                                  line=dict(color="#222222", width=0.8))
+    if by_effect:
+        marker.update(color=effects, colorscale="RdBu", cmin=-scale, cmax=scale,
+                      colorbar=dict(title=dict(text="node<br>effect", side="top"), len=0.6, thickness=12, x=1.02))
+        dark = [abs(e) / scale > 0.55 for e in effects]
+    else:
+        marker.update(color=[KIND_COLOUR["error" if n.is_error else n.kind] for n in nodes])
+        dark = [n.is_error for n in nodes]
+    fig.add_scatter(x=[at.xy[n][0] for n in nodes], y=[at.xy[n][1] for n in nodes], mode="markers+text", name="nodes",
+                    text=[str(number[n]) if n in number else "" for n in nodes], textposition="middle center",
+                    textfont=dict(size=max(7.0, size - 4), color=["white" if d else "black" for d in dark]),
+                    customdata=text, hovertemplate="%{customdata}<extra></extra>", marker=marker, showlegend=False)
+
+    # A click on a node shows its note beside it, turned towards the middle of the plot.
+    notes = []
+    for n, t in zip(nodes, text):
+        x, y = at.xy[n]
+        body = "<br>".join(_wrap(_clip(line, 120), 44) for line in t.split("<br>")[:3])
+        notes.append(dict(x=x, y=y, xref="x", yref="y", text=body, visible=False, clicktoshow="onoff", showarrow=False,
+                          xanchor="left" if x < at.width / 2 else "right", yanchor="bottom" if y < at.height / 2 else "top",
+                          align="left", bgcolor="rgba(255,255,255,0.95)", bordercolor="#444444", font=dict(size=10)))
+
+    # The numbered nodes, listed under the plot in two columns.
+    half = -(-len(ranked) // 2)
+    chars = int((WIDTH / 2 - 20) / 6.3)
+    for c, chunk in enumerate((ranked[:half], ranked[half:])):
+        if not chunk:
+            continue
+        lines = [f"<b>{number[n]}</b> " + _clip(f"{short_name(n)} {labels.get(n, '')}", chars - 4) for n in chunk]
+        notes.append(dict(x=(-MARGIN["l"] + 10 + c * WIDTH / 2) / plot_width, y=-LIST_TOP / at.height, xref="paper", yref="paper",
+                          xanchor="left", yanchor="top", align="left", showarrow=False, text="<br>".join(lines),
+                          font=dict(size=11)))
+    list_height = LIST_TOP + half * LINE + 20
+
+    kinds = {(n.layer, ROW_OF_KIND[n.kind]): n.kind for n in nodes}
+    fig.update_xaxes(range=[0, at.width], fixedrange=True, showgrid=False, zeroline=False, tickangle=0,
+                     tickvals=list(at.columns.values()), title_text="token position", title_standoff=4,
+                     ticktext=[f"{p}<br>{_clip(tokens[p], 8) if tokens is not None and p < len(tokens) else ''}"
+                               for p in at.columns])
+    fig.update_yaxes(range=[0, at.height], fixedrange=True, showgrid=False, zeroline=False,
+                     tickvals=list(at.bands.values()), ticktext=[_band_name(b, kinds) for b in at.bands],
+                     title_text="layer and dictionary")
+    present = sorted({"error" if n.is_error else n.kind for n in nodes}, key=lambda k: KIND_NAME[k])
+    colours = ("nodes: colour = effect on the metric, squares error nodes" if by_effect else
+               "nodes: " + ", ".join(f"{KIND_NAME[k][1]} {KIND_NAME[k][2]}" for k in present))
+    subtitle = (f"edges: blue positive, red negative, width = |{weight_title}|; {colours}; "
+                f"numbers: the {len(ranked)} strongest (listed below)")
+    height = int(MARGIN["t"] + at.height + list_height)
+    notes.append(dict(x=-MARGIN["l"] / plot_width + 0.01, y=1 + (MARGIN["t"] - 32) / at.height, xref="paper", yref="paper",
+                      xanchor="left", yanchor="top", align="left", showarrow=False, text=_wrap(subtitle, 135),
+                      font=dict(size=10, color="#444444")))
+    sliders = []
+    if edges:
+        steps = [dict(method="restyle", label="all" if f == 0 else f"≥{f:.0%}",
+                      args=[{"visible": [s >= k for s in edge_traces] + [True]}]) for k, f in enumerate(EDGE_STEPS)]
+        sliders = [dict(active=start, steps=steps, x=0.0, len=0.6, y=1.0, yanchor="bottom", pad=dict(t=0, b=6),
+                        currentvalue=dict(prefix="edges shown: |weight| ", font=dict(size=11)), font=dict(size=10))]
+    return fig.update_layout(
+        title=dict(text=_clip(title, 110), font=dict(size=14), x=0.01, xanchor="left", yref="container",
+                   y=1 - 8 / height, yanchor="top"),
+        width=WIDTH, height=height, autosize=False, template="plotly_white",
+        margin=dict(l=MARGIN["l"], r=MARGIN["r"], t=MARGIN["t"], b=int(list_height)), annotations=notes, sliders=sliders,
+        hovermode="closest", meta=dict(view="sae-graph", edges=len(edges), nodes=len(nodes)))
+
+
+def graph_figure(graph: Graph, title: str, tokens: Sequence[str] | None = None, weight_title: str = "edge effect") -> go.Figure:
+    """Chapter 03's view of a circuit or cognition graph (:func:`draw_graph`): nodes ranked
+    and coloured by their effect on the metric (by kind when every effect is 0), edges by
+    ``weight_title``; hover and click show ``graph.hover`` (contexts, logits)."""
+    return draw_graph(graph, title, tokens=tokens, weight_title=weight_title)
 
 
 def node_label(bk: Any, node: Node) -> str:
@@ -102,39 +284,16 @@ def node_label(bk: Any, node: Node) -> str:
 
 
 def attribution_figure(graph: Graph, pruned: Pruned, labels: dict[Node, str], title: str) -> go.Figure:
-    """The pruned graph drawn layer by position: embeddings at the bottom, each transcoder's
-    error nodes and latents in its own row, the logits on top; an edge's width follows
-    ``|weight|``, its colour the sign. Hover names each node and gives its label,
-    activation and influence on the logits."""
-    n_layers = max(n.layer for n in graph.nodes)
-    kept = [j for j in range(len(graph.nodes)) if pruned.nodes[j]]
-    xy: dict[int, tuple[float, float]] = {}
-    slots: dict[tuple[float, int], int] = {}
-    for j in kept:
-        n = graph.nodes[j]
-        row = 0.0 if n.kind == "embed" else n_layers + 1.0 if n.kind == "logit" else n.layer + (0.75 if n.is_error else 1.0)
-        k = slots.get((row, n.pos), 0)
-        slots[(row, n.pos)] = k + 1
-        xy[j] = (n.pos + 0.12 * (k % 7) - 0.36, row + 0.1 * (k // 7))
-    biggest = float(graph.adjacency[pruned.edges].abs().max()) if pruned.edges.any() else 1.0
-    fig = go.Figure()
-    for t, s in pruned.edges.nonzero().tolist():
-        w = float(graph.adjacency[t, s])
-        fig.add_trace(go.Scatter(x=[xy[s][0], xy[t][0]], y=[xy[s][1], xy[t][1]], mode="lines", hoverinfo="skip",
-                                 line=dict(width=0.5 + 4 * abs(w) / biggest, color="#2166ac" if w > 0 else "#b2182b"),
-                                 opacity=0.5, showlegend=False))
-    for kind, colour in (("embed", "#999999"), ("transcoder", "#ff7f0e"), ("error", "#444444"), ("logit", "#2ca02c")):
-        js = [j for j in kept if (graph.nodes[j].kind == kind and not graph.nodes[j].is_error)
-              or (kind == "error" and graph.nodes[j].is_error)]
-        hover = [f"{graph.nodes[j]} on {graph.tokens[graph.nodes[j].pos]!r}<br>{labels.get(graph.nodes[j], '')}<br>"
-                 f"activation {float(graph.activation[j]):.3g}, influence {float(pruned.node_influence[j]):.3g}" for j in js]
-        fig.add_trace(go.Scatter(x=[xy[j][0] for j in js], y=[xy[j][1] for j in js], mode="markers", name=kind,
-                                 marker=dict(size=10, color=colour, symbol="square" if kind == "error" else "circle"),
-                                 hovertext=hover, hoverinfo="text"))
-    fig.update_layout(title=title, height=520, template="plotly_white", legend_title="node kind",
-                      xaxis=dict(title="position (token)", tickvals=list(range(len(graph.tokens))),
-                                 ticktext=[f"{p}: {w}" for p, w in enumerate(graph.tokens)]),
-                      yaxis=dict(title="layer (embeddings 0, transcoder L at L + 1, logits on top)",
-                                 tickvals=list(range(n_layers + 2)),
-                                 ticktext=["embed"] + [f"transcoder {L}" for L in range(n_layers)] + ["logits"]))
-    return fig
+    """Chapter 05's view of a pruned attribution graph (:func:`draw_graph`): embeddings at the
+    bottom, each transcoder's error nodes and latents in its own band, the logits on top;
+    nodes coloured by kind and ranked by their influence on the logits; hover and click give
+    each node's label, activation and influence."""
+    kept = pruned.nodes.nonzero().flatten().tolist()
+    sub = graph.subgraph(pruned.nodes, pruned.edges)
+    influence = {graph.nodes[j]: float(pruned.node_influence[j]) for j in kept}
+    details = {graph.nodes[j]: f"on {graph.tokens[graph.nodes[j].pos]!r}: activation {sig3(float(graph.activation[j]))}, "
+               f"influence {sig3(influence[graph.nodes[j]])}" for j in kept}
+    ranked = {n: v for n, v in influence.items() if n.kind == "transcoder"}  # numbers go to latents and errors first
+    strength = {n: (1.0 + v if n in ranked else v / 10) for n, v in influence.items()}
+    return draw_graph(sub, title, tokens=graph.tokens, strength=strength, details=details, labels=labels,
+                      colour_by_effect=False, weight_title="attribution")

@@ -43,7 +43,8 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from utils.graphs import Graph, Pruned, influence, normalized_adjacency
+from utils.graphs.graph import Graph
+from utils.graphs.pruning import Pruned, influence, normalized_adjacency
 from utils.nodes import Node
 
 SCHEMA_VERSION = 1

@@ -1,4 +1,4 @@
-"""The course's graph in circuit-tracer's viewer schema (``utils.ct_export``) and the pieces of
+"""The course's graph in circuit-tracer's viewer schema (``utils.graphs.circuit_tracer``) and the pieces of
 ``benchmarks.circuit_tracer`` that run in the course's own venv (no circuit-tracer needed)."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from benchmarks.circuit_tracer.export import Prompt, export
 from benchmarks.circuit_tracer.runner import fold_ln2_into_mlp, hook_normalized_after_affine
 from benchmarks.circuit_tracer.side_by_side import compare, course_graph, node_key
 from utils.backends import load_backend
-from utils.ct_export import cantor_pair, cumulative_influence, viewer_json, write_viewer_graph
+from utils.graphs.circuit_tracer import cantor_pair, cumulative_influence, viewer_json, write_viewer_graph
 from utils.graphs import influence, normalized_adjacency, prune, salient_logit_ids
 from utils.nodes import Node
 
