@@ -326,7 +326,7 @@ def attribution_figure(graph: Graph, pruned: Pruned, labels: dict[Node, str], ti
     activations and influences summed over the members)."""
     kept = pruned.nodes.nonzero().flatten().tolist()
     sub = graph.subgraph(pruned.nodes, pruned.edges)
-    sub.hover.update({n: t for n, t in (cards or {}).items() if n in set(sub.nodes)})
+    sub.hover.update({n: (cards or {})[n] for n in sub.nodes if n in (cards or {})})
     influence = {graph.nodes[j]: float(pruned.node_influence[j]) for j in kept}
     labels = dict(labels)
     if groups:
