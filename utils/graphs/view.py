@@ -9,7 +9,9 @@ sized for a 950-px notebook column and readable without hovering:
   the nodes of one (position, band) cell sit on a grid inside the cell, strongest first;
 * the ``top`` strongest nodes carry a number, listed under the figure with their names and
   labels (no text is drawn over another); every node's full text is in its hover, and a
-  click on a node shows it beside the node;
+  click on a node shows its first ``NOTE_LINES`` lines beside the node (name and label,
+  values, then the hover: chapter 03's contexts and logits, chapter 05's :func:`node_card`);
+* groups of nodes can be drawn as supernodes (:func:`attribution_figure` with ``groups``);
 * a slider keeps only edges of at least a fraction of the largest ``|weight|``, so the
   strong paths stand out (a big graph opens on the strongest edges);
 * colour only where it carries information: edges by sign, nodes by effect when effects are
