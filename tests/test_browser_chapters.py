@@ -229,16 +229,30 @@ def test_graph_views_slide_to_the_strongest_edges(seen, name):
     assert not sliders or any(after < before for _, before, after in sliders), f"no slider hid an edge: {sliders}"
 
 
+# Chapters whose graph views give each latent a card (``utils.graphs.node_card``): a click on
+# a latent shows its top activating contexts and top logits.
+CARDS = ("ch05",)
+
+
 @pytest.mark.parametrize("name", CHAPTERS)
 def test_graph_views_show_a_node_on_click(seen, name):
     """A click on a node of the graph view shows its note (label, effect or influence,
-    hover text) inside the figure; none is shown before."""
+    hover text) inside the figure; none is shown before. In the chapters of ``CARDS`` a
+    clicked latent's note shows its top contexts and top logits, and some click is on a latent
+    (the test clicks the node with the longest note)."""
+    latents = 0
     for click in ran(seen, name).get("clicks", []):
         node = re.search(r"<b>(.*?)</b>", click["expected"]).group(1)  # the clicked node's short name
         before = [n for n in click["before"] if node in n["text"]]  # the list under the figure may name it
         shown = [n for n in click["after"] if node in n["text"] and n not in before]
         assert shown, f"a click on {node} showed no note ({click['shot']})"
         assert all(n["inside"] for n in shown), f"the note leaves the figure: {shown} ({click['shot']})"
+        if name.startswith(CARDS) and re.fullmatch(r"(tc|clt|attn|resid)\d+\.\d+@\d+", node):  # a latent (not err, not a supernode S1)
+            latents += 1
+            text = " ".join(n["text"] for n in shown)
+            assert "top contexts:" in text and "top logits:" in text, f"the note of latent {node} lacks its card: {text!r}"
+    if name.startswith(CARDS) and ran(seen, name).get("clicks"):
+        assert latents, f"no click landed on a latent: {[c['expected'][:60] for c in seen[name]['clicks']]}"
 
 
 @pytest.mark.parametrize("name", CHAPTERS)

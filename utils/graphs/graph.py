@@ -13,12 +13,16 @@ model) are both a :class:`Graph`:
 * ``tokens``: the prompt's string tokens (empty when the graph spans several prompts);
 * ``labels`` / ``hover``: short and long texts to draw, by node.
 
+Groups of nodes merge into **supernodes** (:func:`group_nodes`): a supernode is a ``Node``
+with a negative ``index`` (``-1`` for the first group, ``-2`` for the second ...), placed
+at its latest member in forward order (:func:`is_supernode`).
+
 Pruning and scores live beside it (``utils.graphs.pruning``), its exports in
 ``utils.graphs.export`` and its drawings in ``utils.graphs.view``.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
@@ -165,3 +169,70 @@ def supernode_adjacency(graph: Graph, groups: dict[str, list[Node]]) -> tuple[li
         for node in groups[name]:
             member[g, graph.index(node)] = 1.0
     return names, member @ graph.adjacency @ member.T
+
+
+def is_supernode(node: Node) -> bool:
+    """Whether ``node`` stands for a group of nodes (:func:`group_nodes` gives it a negative index)."""
+    return isinstance(node.index, int) and node.index < 0
+
+
+def group_membership(graph: Graph, groups: Mapping[str, Sequence[Node]]) -> tuple[list[Node], dict[Node, Node]]:
+    """The nodes of the grouped graph, and where each node of ``graph`` goes.
+
+    Group ``g`` (0-based, in the order of ``groups``) becomes the supernode
+    ``Node(kind, layer, pos, -1 - g)`` with the kind, layer and position of its latest member
+    in forward order, so a drawing puts it where its computation ends. Every other node
+    stays itself. The new nodes are listed in forward order (``sorted``).
+
+    Refused with a ``ValueError`` naming the culprit: an empty group, a node that is not in
+    ``graph``, a node in two groups."""
+    owner: dict[Node, str] = {}
+    for name, members in groups.items():
+        if not members:
+            raise ValueError(f"group {name!r} has no members: give each group at least one node of the graph")
+        for node in members:
+            if node not in graph._positions:
+                raise ValueError(f"group {name!r}: {node} is not a node of this graph")
+            if node in owner and owner[node] != name:
+                raise ValueError(f"{node} is in two groups, {owner[node]!r} and {name!r}: a node can join one supernode only")
+            owner[node] = name
+    supernode = {name: Node(last.kind, last.layer, last.pos, -1 - g)
+                 for g, (name, last) in enumerate((name, max(members)) for name, members in groups.items())}
+    goes_to = {node: supernode[owner[node]] if node in owner else node for node in graph.nodes}
+    return sorted(set(goes_to.values())), goes_to
+
+
+def group_nodes(graph: Graph, groups: Mapping[str, Sequence[Node]]) -> Graph:
+    """The graph with each group of ``groups`` (``{name: [nodes]}``) merged into one supernode.
+
+    With the membership matrix $M$ (``M[g, j] = 1`` when node ``j`` joins new node ``g``;
+    an ungrouped node is its own group of one), the grouped graph is
+
+    A' = M A M^T (with its diagonal set to 0),    a' = M a,    e' = M e:
+
+    the edge from supernode $S$ to node $T$ is the sum of the edges from $S$'s members to
+    $T$'s members, and a supernode's activation and effect are its members' sums. Targets are
+    sums of their sources, so the sums are exact: a node outside every group receives from a
+    supernode exactly what it received from the members, and the total weight into the
+    logits is unchanged. Edges *between members of one group* become the supernode's
+    internal business and are dropped (they would be a loop on the supernode).
+
+    The supernode's label reads ``supernode NAME (k members)`` and its hover lists the
+    members; labels and hovers of ungrouped nodes are kept. Refusals: see
+    :func:`group_membership`."""
+    new_nodes, goes_to = group_membership(graph, groups)
+    row = {n: g for g, n in enumerate(new_nodes)}
+    member = torch.zeros(len(new_nodes), len(graph.nodes), dtype=graph.adjacency.dtype)
+    for j, node in enumerate(graph.nodes):
+        member[row[goes_to[node]], j] = 1.0
+    adjacency = member @ graph.adjacency @ member.T
+    adjacency.fill_diagonal_(0.0)
+    labels = {n: t for n, t in graph.labels.items() if goes_to[n] == n}
+    hover = {n: t for n, t in graph.hover.items() if goes_to[n] == n}
+    for g, (name, members) in enumerate(groups.items()):
+        node = Node(max(members).kind, max(members).layer, max(members).pos, -1 - g)
+        listed = sorted(set(members))
+        labels[node] = f"supernode {name} ({len(listed)} member{'s' if len(listed) > 1 else ''})"
+        hover[node] = "members: " + ", ".join(str(n) for n in listed)
+    return Graph(new_nodes, adjacency, member @ graph.activation.to(member.dtype), member @ graph.effect.to(member.dtype),
+                 list(graph.tokens), labels, hover)

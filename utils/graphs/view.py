@@ -9,7 +9,9 @@ sized for a 950-px notebook column and readable without hovering:
   the nodes of one (position, band) cell sit on a grid inside the cell, strongest first;
 * the ``top`` strongest nodes carry a number, listed under the figure with their names and
   labels (no text is drawn over another); every node's full text is in its hover, and a
-  click on a node shows it beside the node;
+  click on a node shows its first ``NOTE_LINES`` lines beside the node (name and label,
+  values, then the hover: chapter 03's contexts and logits, chapter 05's :func:`node_card`);
+* groups of nodes can be drawn as supernodes (:func:`attribution_figure` with ``groups``);
 * a slider keeps only edges of at least a fraction of the largest ``|weight|``, so the
   strong paths stand out (a big graph opens on the strongest edges);
 * colour only where it carries information: edges by sign, nodes by effect when effects are
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 
-from utils.graphs.graph import Graph
+from utils.graphs.graph import Graph, group_membership, group_nodes, is_supernode
 from utils.nodes import FORWARD_ORDER, Node, forward_rank
 from utils.views import sig3
 
@@ -52,6 +54,7 @@ BAND_GAP = 14.0  # px between bands
 LIST_TOP = 62.0  # px from the plot's bottom edge to the node list (tick labels and axis title above it)
 LINE = 15.0  # px per line of the node list
 EDGE_STEPS = (0.0, 0.05, 0.1, 0.2, 0.4)  # slider: edges with |weight| >= this fraction of the largest
+NOTE_LINES, NOTE_WIDTH = 9, 56  # a click note: the first lines of a node's text, wrapped at this many characters
 MAX_EDGES_SHOWN = 80  # a bigger graph opens on the first step showing at most this many edges
 POSITIVE, NEGATIVE = "#2166ac", "#b2182b"
 KIND_COLOUR = {"embed": "#999999", "attn_sae": "#55a868", "transcoder": "#dd8452", "resid_sae": "#8172b3",
@@ -65,8 +68,9 @@ BAND_NAME = {"embed": "embeddings", "attn_sae": "attn SAE", "transcoder": "trans
 
 
 def short_name(node: Node) -> str:
-    """``tc0.123@5``: kind, layer, latent (or ``err``), position."""
-    return f"{SHORT_KIND.get(node.kind, node.kind)}{node.layer}.{'err' if node.is_error else node.index}@{node.pos}"
+    """``tc0.123@5``: kind, layer, latent (or ``err``, or ``S2`` for the second supernode), position."""
+    index = "err" if node.is_error else f"S{-int(node.index)}" if is_supernode(node) else node.index
+    return f"{SHORT_KIND.get(node.kind, node.kind)}{node.layer}.{index}@{node.pos}"
 
 
 def _clip(text: str, n: int) -> str:
@@ -212,7 +216,7 @@ def draw_graph(graph: Graph, title: str, *, tokens: Sequence[str] | None = None,
     notes = []
     for n, t in zip(nodes, text):
         x, y = at.xy[n]
-        body = "<br>".join(_wrap(_clip(line, 120), 44) for line in t.split("<br>")[:3])
+        body = "<br>".join(_wrap(_clip(line, 120), NOTE_WIDTH) for line in t.split("<br>")[:NOTE_LINES])
         notes.append(dict(x=x, y=y, xref="x", yref="y", text=body, visible=False, clicktoshow="onoff", showarrow=False,
                           xanchor="left" if x < at.width / 2 else "right", yanchor="bottom" if y < at.height / 2 else "top",
                           align="left", bgcolor="rgba(255,255,255,0.95)", bordercolor="#444444", font=dict(size=10)))
@@ -283,17 +287,63 @@ def node_label(bk: Any, node: Node) -> str:
             f"promotes {', '.join(row['top_tokens'][:4])}")
 
 
-def attribution_figure(graph: Graph, pruned: Pruned, labels: dict[Node, str], title: str) -> go.Figure:
+def _context(text: str, before: int = 4, after: int = 2) -> str:
+    """A top context ``... w [[tok]] w ...`` cut to a few words around the activating token, which is set in bold."""
+    words = text.split()
+    k = next((i for i, w in enumerate(words) if w.startswith("[[")), 0)
+    cut = words[max(0, k - before): k + after + 1]
+    return ("… " if k > before else "") + " ".join(cut).replace("[[", "<b>").replace("]]", "</b>")
+
+
+def node_card(bk: Any, node: Node, contexts: int = 3, logits: int = 5) -> str:
+    """What a click on ``node`` tells beyond its label: for a latent, its top activating
+    contexts on the organism's corpus (a few words around each, the activating token in bold)
+    and the tokens its decoder direction promotes most (``W_dec[i] @ W_U``), both read from the
+    explanation table; for an error, embedding or logit node, what it is. Lines are joined
+    by ``<br>``."""
+    if node.kind == "embed":
+        return f"embedding node: token {bk.model.to_single_str_token(int(node.index))!r} plus position {node.pos}"
+    if node.kind == "logit":
+        return f"logit node: the logit of {bk.model.to_single_str_token(int(node.index))!r} minus the mean logit"
+    if node.is_error:
+        return f"error node: what transcoder {node.layer} does not reconstruct at position {node.pos}"
+    try:
+        row = bk.explanations.lookup(f"{node.kind}.{node.layer}", int(node.index))
+    except (AttributeError, KeyError):  # no table (GPT-2), or none for this dictionary
+        return f"{node.kind} {node.layer} latent {node.index}: not in an explanation table"
+    return "<br>".join(["top contexts:", *(_context(c) for c in row["top_contexts"][:contexts]),
+                        f"top logits: {', '.join(row['top_tokens'][:logits])}"])
+
+
+def attribution_figure(graph: Graph, pruned: Pruned, labels: dict[Node, str], title: str,
+                       cards: dict[Node, str] | None = None, groups: dict[str, list[Node]] | None = None) -> go.Figure:
     """Chapter 05's view of a pruned attribution graph (:func:`draw_graph`): embeddings at the
     bottom, each transcoder's error nodes and latents in its own band, the logits on top;
     nodes coloured by kind and ranked by their influence on the logits; hover and click give
-    each node's label, activation and influence."""
+    each node's label, activation and influence, then its ``cards`` entry (:func:`node_card`:
+    top contexts and logits).
+
+    With ``groups`` (``{name: [nodes of the pruned graph]}``) the pruned subgraph is redrawn
+    with each group merged into a supernode (:func:`~utils.graphs.graph.group_nodes`: edges,
+    activations and influences summed over the members)."""
     kept = pruned.nodes.nonzero().flatten().tolist()
     sub = graph.subgraph(pruned.nodes, pruned.edges)
+    sub.hover.update({n: (cards or {})[n] for n in sub.nodes if n in (cards or {})})
     influence = {graph.nodes[j]: float(pruned.node_influence[j]) for j in kept}
-    details = {graph.nodes[j]: f"on {graph.tokens[graph.nodes[j].pos]!r}: activation {sig3(float(graph.activation[j]))}, "
-               f"influence {sig3(influence[graph.nodes[j]])}" for j in kept}
-    ranked = {n: v for n, v in influence.items() if n.kind == "transcoder"}  # numbers go to latents and errors first
+    labels = dict(labels)
+    if groups:
+        _, goes_to = group_membership(sub, groups)
+        sub = group_nodes(sub, groups)
+        summed: dict[Node, float] = {}
+        for n, v in influence.items():
+            summed[goes_to[n]] = summed.get(goes_to[n], 0.0) + v
+        influence = summed
+        labels = {n: t for n, t in labels.items() if goes_to.get(n) == n} | {n: sub.labels[n] for n in sub.nodes if is_supernode(n)}
+    where = {n: j for j, n in enumerate(sub.nodes)}
+    details = {n: (f"on {graph.tokens[n.pos]!r}: " if not is_supernode(n) else "") +
+               f"activation {sig3(float(sub.activation[where[n]]))}{' (sum)' if is_supernode(n) else ''}, "
+               f"influence {sig3(v)}" for n, v in influence.items()}
+    ranked = {n: v for n, v in influence.items() if n.kind == "transcoder" or is_supernode(n)}  # numbers go to latents and errors first
     strength = {n: (1.0 + v if n in ranked else v / 10) for n, v in influence.items()}
     return draw_graph(sub, title, tokens=graph.tokens, strength=strength, details=details, labels=labels,
                       colour_by_effect=False, weight_title="attribution")
