@@ -1,6 +1,8 @@
 """Checks per chapter: ``check_<exercise>(fn)`` compares ``fn`` with known outputs."""
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 # Comparisons shared by several chapters' checks (a module here would be taken for a chapter).
@@ -35,3 +37,17 @@ def expect_explained_variance(got: float, want: float, x: Tensor, x_hat: Tensor,
             fail(f"explained_variance {' or '.join(close)}: the denominator is the spread around the mean over "
                  f"tokens, sum ||{var} - mean({var})||^2, with mean({var}) the mean *vector* over every token after BOS")
     expect_close(got, want, name="explained_variance", scale=scale, rtol=0.0)
+
+
+def loss_entry(out: Any, key: str) -> Any:
+    """Entry ``key`` of a training loss's result, a dict with 'loss', 'mse' and 'sparsity'
+    0-dim tensors (chapters 06 and 07); a clear failure for any other shape of result."""
+    from utils.course.checking import fail
+
+    if not isinstance(out, dict):
+        fail(f"expected a dict with keys 'loss', 'mse', 'sparsity', got {type(out).__name__}")
+    if key not in out:
+        fail(f"the dict lacks the key {key!r} (expected 'loss', 'mse', 'sparsity')")
+    if not isinstance(out[key], Tensor):
+        fail(f"{key!r} should be a 0-dim tensor (the loss needs its graph for backward()), got {type(out[key]).__name__}")
+    return out[key]

@@ -14,6 +14,7 @@ from sae_lens.config import LanguageModelSAERunnerConfig
 from sae_lens.saes.sae import SAEConfig, TrainingSAEConfig
 from torch import Tensor
 
+from tests.checks import loss_entry
 from tests.mistakes.ch06_training import MISTAKES
 from utils.backends import Backend
 from utils.course.checking import (
@@ -270,16 +271,6 @@ def _mlp_io(bk: Backend, layer: int, n_seqs: int, draw: int) -> tuple[Tensor, Te
     return cache[hook_in][:, 1:].flatten(0, 1), cache[hook_out][:, 1:].flatten(0, 1)
 
 
-def _scalar(out: Any, key: str) -> Any:
-    if not isinstance(out, dict):
-        fail(f"expected a dict with keys 'loss', 'mse', 'sparsity', got {type(out).__name__}")
-    if key not in out:
-        fail(f"the dict lacks the key {key!r} (expected 'loss', 'mse', 'sparsity')")
-    if not isinstance(out[key], Tensor):
-        fail(f"{key!r} should be a 0-dim tensor (the loss needs its graph for backward()), got {type(out[key]).__name__}")
-    return out[key]
-
-
 @exercise_check(CHAPTER)
 def check_transcoder_loss(transcoder_loss: Any) -> None:
     bk = backend()
@@ -297,7 +288,7 @@ def check_transcoder_loss(transcoder_loss: Any) -> None:
         name = f"layer {layer}, {len(x)} tokens, l1_coefficient {l1}"
         mistakes = signatures(MISTAKES["transcoder_loss"], *args, grad=True)
         for key in ("mse", "sparsity", "loss"):
-            value = _scalar(got, key)
+            value = loss_entry(got, key)
             expect_tensor(value, known(f"{key}_{i}", value), name=f"{key} ({name})",
                           mistakes=mistakes.select(lambda out, key=key: out[key]))
         loss = got["loss"]

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tests.checks import loss_entry
 from tests.mistakes.ch07_crosslayer import MISTAKES
 from utils.backends import Backend
 from utils.clt import CLTConfig, CrossLayerTranscoder, clt_batches
@@ -119,16 +120,6 @@ def check_clt_forward(clt_forward: Any) -> None:
 # 2. clt_loss
 
 
-def _scalar(out: Any, key: str) -> Any:
-    if not isinstance(out, dict):
-        fail(f"expected a dict with keys 'loss', 'mse', 'sparsity', got {type(out).__name__}")
-    if key not in out:
-        fail(f"the dict lacks the key {key!r} (expected 'loss', 'mse', 'sparsity')")
-    if not isinstance(out[key], Tensor):
-        fail(f"{key!r} should be a 0-dim tensor (the loss needs its graph for backward()), got {type(out[key]).__name__}")
-    return out[key]
-
-
 @exercise_check(CHAPTER)
 def check_clt_loss(clt_loss: Any) -> None:
     bk = backend()
@@ -144,7 +135,7 @@ def check_clt_loss(clt_loss: Any) -> None:
         name = f"{name}, l1_coefficient {l1}"
         mistakes = signatures(MISTAKES["clt_loss"], *args, grad=True)
         for key in ("mse", "sparsity", "loss"):
-            value = _scalar(got, key)
+            value = loss_entry(got, key)
             expect_tensor(value, known(f"{key}_{i}", value), name=f"{key} ({name})",
                           mistakes=mistakes.select(lambda out, key=key: out[key]))
         loss = got["loss"]
