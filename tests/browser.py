@@ -63,8 +63,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def lab_server(root: Path) -> Iterator[SimpleNamespace]:
-    """JupyterLab serving ``root`` on 127.0.0.1; yields its ``base`` URL, ``token`` and ``root``."""
+def lab_server(root: Path, learner: bool = True) -> Iterator[SimpleNamespace]:
+    """JupyterLab serving ``root`` on 127.0.0.1; yields its ``base`` URL, ``token`` and ``root``.
+    ``learner``: as a learner's (checks print, progress bars show); else as the test suite's
+    (strict checks, no progress bars)."""
     settings = folder("lab-settings")
     for name, values in LAB_SETTINGS.items():
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
@@ -73,8 +75,11 @@ def lab_server(root: Path) -> Iterator[SimpleNamespace]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", JUPYTERLAB_SETTINGS_DIR=str(settings),
                JUPYTERLAB_WORKSPACES_DIR=str(settings / "workspaces"))
     env.pop("VSCODE_PID", None)
-    env.pop(STRICT, None)  # a learner's JupyterLab: a failed check prints its diagnosis, Run All goes on
-    env.pop("TQDM_DISABLE", None)  # and shows progress bars (the test suite turns them off)
+    if learner:
+        env.pop(STRICT, None)  # a learner's JupyterLab: a failed check prints its diagnosis, Run All goes on
+        env.pop("TQDM_DISABLE", None)  # and shows progress bars (the test suite turns them off)
+    else:
+        env["TQDM_DISABLE"] = "1"
     log = open(root / "server.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
@@ -108,11 +113,14 @@ class Session:
     """One Chromium page on the server, recording console errors, failed responses and
     requests to anywhere but the server."""
 
+    viewport = VIEWPORT
+    ready = ".jp-Notebook .jp-Cell"  # the selector that says an opened notebook is drawn
+
     def __init__(self, context: Any, lab: SimpleNamespace, shots: Path):
         self.lab, self.shots, self.errors, self.outside = lab, shots, [], []
         context.route(lambda url: not url.startswith(lab.base), self._offline)
         self.page = context.new_page()
-        self.page.set_viewport_size(VIEWPORT)
+        self.page.set_viewport_size(self.viewport)
         self.page.on("console", lambda m: m.type == "error" and self.errors.append(f"console: {m.text}"))
         self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
         self.page.on("response", lambda r: r.status >= 400 and self.errors.append(f"HTTP {r.status}: {r.url}"))
@@ -132,7 +140,7 @@ class Session:
             "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
             " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
             " return k && k.status === 'idle'; }", timeout=90_000)
-        self.page.wait_for_selector(".jp-Notebook .jp-Cell")
+        self.page.wait_for_selector(self.ready)
 
     def run_all(self) -> float:
         """Run All, as a learner would; returns the seconds until the last cell finished."""

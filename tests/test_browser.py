@@ -11,45 +11,19 @@ offline. Without Chromium the test skips, except in CI (``CI`` set), where it fa
 """
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from tests import browser
+from tests.browser import CHROMIUM, FLAGS, folder, lab_server
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 NOTEBOOKS = ["ch00_toolkit.ipynb", "ch01_attribution.ipynb"]
-# JupyterLab settings: every cell kept in the page (no virtual scrolling), no news prompt.
-LAB_SETTINGS = {
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
-                                                                         "checkForUpdates": False},
-}
-RUN_TIMEOUT_MS = 600_000  # per notebook: each runs in about a minute on an idle 2-core machine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def folder(name: str) -> Path:
-    """A fresh temporary folder of our own (pytest's basetemp keeps only its last 3 runs)."""
-    return Path(tempfile.mkdtemp(prefix=f"sae-browser-{name}-"))
 
 
 @pytest.fixture(scope="module")
@@ -63,117 +37,22 @@ def lab():
     root = folder("notebooks")
     for name in NOTEBOOKS:
         shutil.copy(ROOT / "solutions" / name, root / name)
-    settings = folder("lab-settings")
-    for name, values in LAB_SETTINGS.items():
-        (settings / name).parent.mkdir(parents=True, exist_ok=True)
-        (settings / name).write_text(json.dumps(values))
-    port, token = free_port(), secrets.token_hex(16)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1", JUPYTERLAB_SETTINGS_DIR=str(settings),
-               JUPYTERLAB_WORKSPACES_DIR=str(settings / "workspaces"))
-    env.pop("VSCODE_PID", None)
-    log = open(root / "server.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-         f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--LabApp.expose_app_in_browser=True"],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            if server.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited: see {root / 'server.log'}")
-            try:
-                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError(f"jupyter lab did not answer in 60 s: see {root / 'server.log'}")
-        yield SimpleNamespace(base=base, token=token, root=root)
+        with lab_server(root, learner=False) as server:
+            yield server
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
         shutil.rmtree(root, ignore_errors=True)
-        shutil.rmtree(settings, ignore_errors=True)
 
 
-class Session:
-    """One Chromium page on the server, recording console errors and failed responses."""
+class Session(browser.Session):
+    """The solution notebooks' page: a taller window, opened once outputs are drawn, errors
+    as text lines."""
 
-    def __init__(self, context, lab, shots: Path):
-        self.lab, self.shots, self.errors, self.outside = lab, shots, [], []
-        context.route(lambda url: not url.startswith(lab.base), self._offline)
-        self.page = context.new_page()
-        self.page.set_viewport_size({"width": 1400, "height": 1000})
-        self.page.on("console", lambda m: m.type == "error" and self.errors.append(f"console: {m.text}"))
-        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-        self.page.on("response", lambda r: r.status >= 400 and self.errors.append(f"HTTP {r.status}: {r.url}"))
+    viewport = {"width": 1400, "height": 1000}
+    ready = ".jp-Notebook .jp-Cell .jp-OutputArea-output"
 
-    def _offline(self, route) -> None:
-        """The machine is offline: answer requests to elsewhere (the Colab badge) with nothing."""
-        self.outside.append(route.request.url)
-        route.fulfill(status=200, content_type="image/svg+xml",
-                      body='<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>')
-
-    def open(self, notebook: str) -> None:
-        """Open ``notebook`` alone (``reset``: no other tab), its kernel idle; stop earlier kernels."""
-        if self.page.url.startswith(self.lab.base):
-            self.page.evaluate("() => window.jupyterapp.serviceManager.sessions.shutdownAll()")
-        self.page.goto(f"{self.lab.base}/lab/tree/{notebook}?reset&token={self.lab.token}")
-        self.page.wait_for_function(
-            "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-            " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
-            " return k && k.status === 'idle'; }", timeout=90_000)
-        self.page.wait_for_selector(".jp-Notebook .jp-Cell .jp-OutputArea-output")
-
-    def run_all(self) -> float:
-        """Run All, as a learner would; returns the seconds until the last cell finished."""
-        started = time.perf_counter()
-        # Done when the command has returned and the kernel has stayed idle for 3 s (between
-        # two cells it is idle only for an instant).
-        self.page.evaluate(
-            "() => { const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;"
-            " window.ranAll = false; window.lastBusy = Date.now();"
-            " kernel.statusChanged.connect((_, status) => { if (status !== 'idle') window.lastBusy = Date.now(); });"
-            " window.jupyterapp.commands.execute('notebook:run-all-cells').then(() => { window.ranAll = true; }); }")
-        try:
-            self.page.wait_for_function(
-                "() => window.ranAll && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
-                ".status === 'idle' && Date.now() - window.lastBusy > 3000", timeout=RUN_TIMEOUT_MS, polling=500)
-        except PlaywrightTimeout:
-            self.page.screenshot(path=str(self.shots / "run_all_timeout.png"))
-            state = self.page.evaluate(
-                "() => [window.ranAll, window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status,"
-                " Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')).map(p => p.textContent)]")
-            raise AssertionError(f"Run All did not finish in {RUN_TIMEOUT_MS // 1000} s: (done, kernel, "
-                                 f"prompts) = {state}; see {self.shots / 'run_all_timeout.png'}") from None
-        return time.perf_counter() - started
-
-    def raised(self) -> list[str]:
-        """Code cells of the open notebook whose output is an error (Run All stops there)."""
-        return self.page.evaluate(
-            "() => { const cells = window.jupyterapp.shell.currentWidget.content.model.cells, found = [];"
-            " for (let i = 0; i < cells.length; i++) { const c = cells.get(i); if (c.type !== 'code') continue;"
-            "  for (let j = 0; j < c.outputs.length; j++) { const o = c.outputs.get(j).toJSON();"
-            "   if (o.output_type === 'error') found.push(`cell ${i}: ${o.ename}: ${o.evalue}`); } }"
-            " return found; }")
-
-    def cell(self, needle: str):
-        """The code cell whose source contains ``needle``."""
-        cell = self.page.locator(".jp-CodeCell").filter(has=self.page.locator(".jp-InputArea", has_text=needle))
-        assert cell.count() == 1, f"{cell.count()} cells contain {needle!r}"
-        cell.scroll_into_view_if_needed()
-        return cell
-
-    def shot(self, locator, name: str) -> Path:
-        locator.scroll_into_view_if_needed()
-        path = self.shots / f"{name}.png"
-        locator.screenshot(path=str(path))
-        return path
+    def raised(self) -> list[str]:  # type: ignore[override]  # text lines, not the dicts of the base
+        return [f"cell {r['cell']}: {r['error']}" for r in super().raised()]
 
 
 @pytest.fixture(scope="module")
