@@ -6,6 +6,7 @@ the notebook and on the grader's seed when it re-checks."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -275,7 +276,7 @@ def check_firing_frequency(firing_frequency: Any) -> None:
         tokens = bk.world.corpus(n_seqs, seq_len, seed=seed(k)).tokens
         got = run(firing_frequency, bk, bk.model, dictionary, tokens)
         want = known(f"frequency_{i}", got)
-        if _within_threshold_noise(got, want, _near_threshold(bk, dictionary, tokens)):
+        if _within_threshold_noise(got, want, lambda: _near_threshold(bk, dictionary, tokens)):
             continue
         expect_tensor(got, want, name=f"firing frequency ({key[0]}{key[1]}, {n_seqs} x {seq_len} tokens)",
                       dims="d_sae", mistakes=signatures(MISTAKES["firing_frequency"], bk.model, dictionary, tokens))
@@ -303,13 +304,16 @@ def _near_threshold(bk: Backend, dictionary: Any, tokens: Tensor) -> Tensor:
     return (acts.abs() < THRESHOLD_NOISE * acts.abs().max()).float().mean(0).cpu()
 
 
-def _within_threshold_noise(got: Any, want: Tensor, slack: Tensor) -> bool:
+def _within_threshold_noise(got: Any, want: Tensor, slack: Callable[[], Tensor]) -> bool:
     """``got`` differs from ``want`` only on latents near their threshold, each by at most
-    its share of near-threshold tokens (the catalogued mistakes move far more)."""
+    its share of near-threshold tokens (the catalogued mistakes move far more). ``slack`` is
+    computed (one more forward pass) only when ``got`` differs at all."""
     if not isinstance(got, Tensor) or got.shape != want.shape or not got.is_floating_point():
         return False
     moved = (got.detach().cpu().double() - want.double()).abs()
-    return bool((moved <= slack.double() + 1e-6).all())
+    if not moved.any():
+        return False  # equal: expect_tensor passes it
+    return bool((moved <= slack().double() + 1e-6).all())
 
 
 # ---------------------------------------------------------------------------------------
