@@ -2,14 +2,20 @@
 builder (``build_graph_reference``) and the removal test (``edge_errors``): on the toy
 organism's fact and IOI prompts, in float32 and float64, with batch sizes that do not
 divide the number of targets, with a cap on latent nodes, and on GPT-2-shaped weights cut to
-two blocks. Every edge must be exact to 1e-5 of the largest edge."""
+two blocks. Every edge must be exact to 1e-5 of the largest edge. The engine's two ways of
+taking seeds back to the write points, the hand-written transpose (``_Transpose``) and
+autograd on a traced forward pass (``_Trace``, for models the transpose does not cover),
+give the same graphs."""
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
 
 from utils.backends import load_backend
 from utils.backends.gpt2 import load_gpt2_shaped
+from utils.graphs import engine
 from utils.graphs import (
     attribute,
     build_graph,
@@ -22,6 +28,13 @@ from utils.graphs import (
 )
 
 EXACT = 1e-5  # of the largest edge
+
+
+def _traced(rm, ids, **kwargs):
+    """``build_graph`` with autograd on a traced forward pass, as for a model the transpose does not cover."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine._Transpose, "supports", staticmethod(lambda rm: False))
+        return build_graph(rm, ids, **kwargs)
 
 
 def _reference(rm, ids, **kwargs):
@@ -72,6 +85,48 @@ def test_batch_sizes_that_do_not_divide_the_targets(toy, batch):
     with torch.no_grad():
         other = build_graph(rm, ids, batch=batch)
     assert other.nodes == graph.nodes and _relative(other.adjacency, graph.adjacency) < 1e-6
+
+
+def test_transpose_equals_autograd_on_the_traced_pass(toy):
+    _, _, rm, ids, _, graph = toy
+    assert engine._Transpose.supports(rm)
+    with torch.no_grad():
+        traced = _traced(rm, ids, batch=64)
+    assert traced.nodes == graph.nodes and _relative(graph.adjacency, traced.adjacency) < 1e-6
+
+
+@pytest.mark.parametrize("hook, transposed", [("blocks.{layer}.hook_resid_mid", True),
+                                              ("blocks.{layer}.hook_resid_pre", False)])
+def test_dictionaries_reading_elsewhere(hook, transposed):
+    """The transpose covers a dictionary that reads the residual stream before the MLP's
+    norm (``hook_resid_mid``); one reading it before the attention (``hook_resid_pre``) is
+    not a read point it models, and the traced pass takes over. Both graphs are exact (the
+    toy's cross-layer transcoder, told to read there: its error nodes absorb the rest)."""
+    from utils.toy import load_clts
+
+    bk = load_backend("toy")
+    clt = copy.deepcopy(load_clts()["cross_layer"])
+    clt.cfg.hook_in = hook
+    rm = local_replacement(bk.model, clt, bk.world.task_batch("ioi", 1, seed=0).tokens)
+    ids = salient_logit_ids(rm.logits[-1])[0]
+    assert engine._Transpose.supports(rm) == transposed
+    with torch.no_grad():
+        graph = build_graph(rm, ids, batch=100)
+        if transposed:
+            assert _relative(graph.adjacency, _traced(rm, ids, batch=100).adjacency) < 1e-6
+    assert int((graph.adjacency != 0).sum()) > len(graph.nodes)
+    assert edge_errors(rm, graph).abs().max() <= EXACT * graph.adjacency.abs().max()
+
+
+@pytest.mark.parametrize("setting", ["parallel_attn_mlp", "use_split_qkv_input", "use_normalization_before_and_after"])
+def test_transpose_declines_blocks_it_does_not_model(setting):
+    """A block whose attention and MLP read the same residual stream, or with per-head
+    inputs or extra norms, is not the transpose's block: the engine uses the traced pass."""
+    bk, _, rm, _ = _toy("facts")
+    assert engine._Transpose.supports(rm)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bk.model.cfg, setting, True)
+        assert not engine._Transpose.supports(rm)
 
 
 def test_parameters_frozen_and_nothing_left_behind():
@@ -157,6 +212,8 @@ def test_gpt2_shaped_cut_to_two_blocks(shaped):
     sources = [n for n in graph.nodes if n.kind == "embed" or n.is_error] + latents[::25]
     errors = edge_errors(rm, graph, sources=sources)
     assert errors.abs().max() <= EXACT * graph.adjacency.abs().max()
+    with torch.no_grad():
+        assert _relative(graph.adjacency, _traced(rm, ids, batch=96).adjacency) < 1e-6
 
 
 # ------------------------------------------------------------------ cross-layer transcoders
@@ -177,11 +234,13 @@ def clt_toy(request):
 
 
 def test_clt_graph_equals_the_reference_builder_and_removal(clt_toy):
-    _, clt, rm, _, reference, graph = clt_toy
+    _, clt, rm, ids, reference, graph = clt_toy
     assert {n.kind for n in graph.nodes} == {"embed", "clt", "logit"}
     assert graph.nodes == reference.nodes and torch.equal(graph.activation, reference.activation)
     assert _relative(graph.adjacency, reference.adjacency) < EXACT
     assert edge_errors(rm, graph).abs().max() <= EXACT * graph.adjacency.abs().max()
+    with torch.no_grad():
+        assert _relative(graph.adjacency, _traced(rm, ids, batch=48).adjacency) < 1e-6
 
 
 def test_clt_edges_sum_over_every_decoder_a_latent_writes_through(clt_toy):

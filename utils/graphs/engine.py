@@ -20,11 +20,15 @@ edge sums those writes: ``A[t, s] = sum_t' g_t(t') . a_i W_dec[s, t'][i]``). Eve
 direction at one point: a latent ``(L, p, i)`` reads ``W_enc[:, i]`` at transcoder ``L``'s
 input at position ``p``, a logit its centred unembedding column at the final norm's output.
 So ``A[t, s] = g_t(write point of s) . (what s wrote)``, with ``g_t`` the gradient of
-``target_t`` at the write point. One forward pass of the replacement model records the
-graph; each backward pass from a batch of seeds (the reads, as gradients at their points)
-gives every target's ``g_t`` at every write point, and the edges are dot products with the
-sources' vectors, for the active latents only. :func:`build_graph_reference`, the first
-builder, does the same with ``d_sae``-wide leaves and a forward pass per batch.
+``target_t`` at the write point. With the norms' scales and the attention patterns frozen and
+the MLPs replaced by leaves, the map from write points to read points is linear; a batch of
+seeds (the reads, as gradients at their points) is taken back through its transpose, written
+out by hand (``_Transpose``: per block, the attention's value-output path and the norm, a
+few matrix products, no autograd), or, for a model it does not cover, by one backward pass
+of a traced forward pass (``_Trace``). That gives every target's ``g_t`` at every write
+point, and the edges are dot products with the sources' vectors, for the active latents
+only. :func:`build_graph_reference`, the first builder, does the same with ``d_sae``-wide
+leaves and a forward pass per batch.
 
 Nodes are ``utils.nodes.Node``: ``embed`` (index: the token id), ``transcoder`` or ``clt`` (the
 dictionary's kind; a latent id, or ``"error"``), ``logit`` (the token id, at layer
@@ -33,7 +37,8 @@ dictionary's kind; a latent id, or ``"error"``), ``logit`` (the token id, at lay
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,15 +73,45 @@ def _is_target(node: Node) -> bool:
     return node.kind == "logit" or _is_latent(node)
 
 
+@dataclass
+class _Layout:
+    """The nodes of :func:`graph_nodes` and where each kind sits among them (graph columns):
+    ``embed[p]`` and ``errors[L][p]`` per position, ``latents[L] = (columns, positions,
+    latent ids)``, ``logits`` (for ``logit_ids``)."""
+
+    nodes: list[Node]
+    embed: Int[Tensor, " pos"]
+    errors: dict[int, Int[Tensor, " pos"]]
+    latents: dict[int, tuple[Int[Tensor, " n"], Int[Tensor, " n"], Int[Tensor, " n"]]]
+    logits: Int[Tensor, " k"]
+    logit_ids: Int[Tensor, " k"]
+
+    @property
+    def latent_columns(self) -> list[int]:
+        return [j for cols, _, _ in self.latents.values() for j in cols.tolist()]
+
+
+def _layout(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], threshold: float = 0.0) -> _Layout:
+    """Embedding nodes, then per layer its error nodes and active latents (activation above
+    ``threshold``, by position then id), then the logit nodes (at the last position)."""
+    n_pos, n_layers = rm.n_pos, rm.model.cfg.n_layers
+    nodes = [Node("embed", 0, p, int(t)) for p, t in enumerate(rm.tokens[0].tolist())]
+    embed, errors, latents = torch.arange(n_pos), {}, {}
+    for layer, acts in rm.acts.items():
+        errors[layer] = torch.arange(len(nodes), len(nodes) + n_pos)
+        nodes += [Node(rm.kind, layer, p, ERROR) for p in range(n_pos)]
+        active = (acts > threshold).nonzero().cpu()
+        latents[layer] = (torch.arange(len(nodes), len(nodes) + len(active)), active[:, 0], active[:, 1])
+        nodes += [Node(rm.kind, layer, p, i) for p, i in active.tolist()]
+    logits = torch.arange(len(nodes), len(nodes) + len(logit_ids))
+    nodes += [Node("logit", n_layers, n_pos - 1, t) for t in logit_ids.tolist()]
+    return _Layout(nodes, embed, errors, latents, logits, logit_ids.cpu())
+
+
 def graph_nodes(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], threshold: float = 0.0) -> list[Node]:
     """Embedding nodes, then per layer its error nodes and active latents (activation above
     ``threshold``), then the logit nodes (at the last position)."""
-    nodes = [Node("embed", 0, p, int(t)) for p, t in enumerate(rm.tokens[0].tolist())]
-    for layer, acts in rm.acts.items():
-        nodes += [Node(rm.kind, layer, p, ERROR) for p in range(rm.n_pos)]
-        nodes += [Node(rm.kind, layer, int(p), int(i)) for p, i in (acts > threshold).nonzero().tolist()]
-    last = rm.n_pos - 1
-    return nodes + [Node("logit", rm.model.cfg.n_layers, last, int(t)) for t in logit_ids.tolist()]
+    return _layout(rm, logit_ids, threshold).nodes
 
 
 # ---------------------------------------------------------------------------------------
@@ -85,7 +120,7 @@ def graph_nodes(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], threshold: f
 
 class _Trace:
     """One forward pass of the local replacement model (batch 1), whose autograd graph every
-    batch of targets reuses.
+    batch of targets reuses: the engine's way for a model :class:`_Transpose` does not cover.
 
     Seeds enter at ``reads[L]``: layer ``L``'s MLP input (``L < n_layers``; a latent target
     reads it through its encoder column) or the final norm's output (``L = n_layers``; a
@@ -120,98 +155,230 @@ class _Trace:
             self.reads[model.cfg.n_layers] = model.ln_final(resid) if hasattr(model, "ln_final") else resid
 
 
+class _Factored:
+    """A batch of ``k`` gradients over the residual stream, ``dense [k, pos, d]``, and, while
+    that is cheaper to carry through attention, the same as factors: ``dense[k, q] = sum_r
+    coef[k, r, q] basis[k, r]`` summed over ``parts`` (``(basis [k, R, d], coef [k, R, pos])``;
+    None once only ``dense`` is kept). A seed is one direction at one position; each
+    attention layer it crosses mixes positions but multiplies its directions only by the
+    number of heads, so while they are fewer than the positions the factors are smaller than ``dense``."""
+
+    def __init__(self, dense: Tensor, parts: list[tuple[Tensor, Tensor]] | None):
+        self.dense, self.parts = dense, parts
+
+    @property
+    def directions(self) -> int:
+        """``R`` summed over the parts."""
+        return sum(basis.shape[1] for basis, _ in self.parts or [])
+
+
+class _Transpose:
+    """The transpose of the frozen replacement model's map from its write points to its read
+    points, written out by hand (no autograd): with attention patterns and norm scales
+    frozen and the MLPs replaced by leaves, the map is linear, and each block's transpose is
+    ``g -> g + LN1^T(sum_h A_h^T g W_O^h^T W_V^h^T)``, where a norm's transpose multiplies by
+    its weight, centres (LayerNorm) and divides by its frozen scale; the weight and the
+    centring are folded into ``W_V^T`` once. Seeds stay factored (:class:`_Factored`) while
+    that costs less than dense, so the first attention layer a seed crosses costs a few
+    vector-matrix products rather than a ``pos``-times larger one.
+
+    Used where the model is a plain pre-norm transformer (LayerNorm or RMSNorm, with or
+    without weights, or none), the dictionaries read ``ln2.hook_normalized`` or
+    ``hook_resid_mid`` and write ``hook_mlp_out`` (:meth:`supports`); otherwise
+    :class:`_Trace`'s autograd does the same."""
+
+    def __init__(self, rm: LocalReplacement):
+        model, cfg, frozen = rm.model, rm.model.cfg, rm.frozen
+        self.n_layers, self.n_pos = cfg.n_layers, rm.n_pos
+        self.center = cfg.normalization_type in ("LN", "LNPre")
+        norms = cfg.normalization_type is not None
+        dtype = model.blocks[0].attn.W_O.dtype
+
+        def inverse_scale(name: str) -> Tensor:
+            return (1 / frozen[name][0, :, 0]).to(dtype) if norms else torch.ones(rm.n_pos, dtype=dtype, device=rm.embed.device)
+
+        def weight(norm: Any) -> Tensor | None:
+            return norm.w.detach() if cfg.normalization_type in ("LN", "RMS") else None
+
+        self.layers = []
+        for layer, block in enumerate(model.blocks):
+            W_O, W_V = block.attn.W_O.detach(), block.attn.W_V.detach()  # [H, dh, d], [H, d, dh]
+            self.layers.append(dict(
+                W_O=W_O.flatten(0, 1), W_Vt=self._norm_t(W_V.transpose(1, 2), weight(block.ln1)),  # LN1^T folded in
+                pattern=frozen[f"blocks.{layer}.attn.hook_pattern"][0], inv1=inverse_scale(f"blocks.{layer}.ln1.hook_scale"),
+                read=(None, inverse_scale(f"blocks.{layer}.ln2.hook_scale"))
+                if rm.dictionary.hook_in_at(layer).endswith("ln2.hook_normalized") else None))
+        self.final = (weight(model.ln_final), inverse_scale("ln_final.hook_scale")) if hasattr(model, "ln_final") else None
+        n_heads, d_head, d_model = self.layers[0]["W_Vt"].shape
+        # multiply-adds per row of one attention transpose: per factored direction, and dense
+        self.cost_factored = 2 * d_model * n_heads * d_head + (1 + n_heads) * rm.n_pos * d_model
+        self.cost_dense = rm.n_pos * (2 * d_model * n_heads * d_head + n_heads * rm.n_pos * d_head + d_model)
+
+    @staticmethod
+    def supports(rm: LocalReplacement) -> bool:
+        cfg, d = rm.model.cfg, rm.dictionary
+        return (cfg.normalization_type in (None, "LN", "LNPre", "RMS", "RMSPre") and not cfg.parallel_attn_mlp
+                and not getattr(cfg, "use_normalization_before_and_after", False) and not cfg.use_split_qkv_input
+                and hasattr(rm.model, "ln_final") == (cfg.normalization_type is not None)
+                and all(type(b.attn).__name__ == "Attention" for b in rm.model.blocks)
+                and all(d.hook_in_at(L) in (f"blocks.{L}.ln2.hook_normalized", f"blocks.{L}.hook_resid_mid")
+                        and d.hook_out_at(L) == f"blocks.{L}.hook_mlp_out" for L in range(cfg.n_layers)))
+
+    def _norm_t(self, x: Tensor, w: Tensor | None) -> Tensor:
+        """A norm's transpose without its per-position scale: ``P(x * w)`` (``P`` centres)."""
+        x = x * w if w is not None else x
+        return x - x.mean(-1, keepdim=True) if self.center else x
+
+    def _seeds(self, basis: Tensor, coef: Tensor, rows: Tensor, pos: Tensor, vec: Tensor,
+               norm: tuple[Tensor | None, Tensor] | None) -> None:
+        """Write into the seeds' factors ``basis [k, 1, d]``, ``coef [k, 1, pos]`` the seeds ``vec``
+        of ``rows`` at positions ``pos``, taken back through the read point's norm (``norm``:
+        its weight and inverse scales; None: no norm)."""
+        basis[rows, 0] = self._norm_t(vec.to(basis.dtype), norm[0]) if norm is not None else vec.to(basis.dtype)
+        coef[rows, 0, pos] = norm[1][pos] if norm is not None else 1.0
+
+    def _attention_t(self, layer: int, g: _Factored) -> _Factored:
+        """The gradient at layer ``layer``'s residual input, from ``g`` at its attention output."""
+        p = self.layers[layer]
+        pattern, W_O, W_Vt, inv1 = p["pattern"], p["W_O"], p["W_Vt"], p["inv1"]
+        n_heads, d_head = W_Vt.shape[0], W_Vt.shape[1]
+        if g.parts is None or g.directions * self.cost_factored >= self.cost_dense:
+            gz = (g.dense @ W_O.T).unflatten(-1, (n_heads, d_head))  # [k, q, h, e]
+            gv = torch.einsum("kqhe,hqK->khKe", gz, pattern)
+            return _Factored(torch.einsum("khKe,hed->kKd", gv, W_Vt).mul_(inv1[:, None]).add_(g.dense), None)
+        parts, dense = list(g.parts), g.dense
+        for basis, coef in g.parts:
+            y = (basis @ W_O.T).unflatten(-1, (n_heads, d_head))  # [k, R, h, e]
+            new_basis = torch.einsum("krhe,hed->krhd", y, W_Vt).flatten(1, 2)
+            new_coef = (torch.einsum("krq,hqK->krhK", coef, pattern) * inv1).flatten(1, 2)
+            dense = torch.baddbmm(dense, new_coef.transpose(1, 2), new_basis)
+            parts.append((new_basis, new_coef))
+        return _Factored(dense, parts)
+
+    def grads(self, layers: Int[Tensor, " k"], pos: Int[Tensor, " k"], vec: Float[Tensor, "k d"],
+              upstream: list[str]) -> dict[str, Tensor]:
+        """Each seed's gradient at the write points ``upstream`` (``embed``, ``mlp.L``), ``[k, pos, d]``:
+        row ``r`` seeds ``vec[r]`` at read point ``layers[r]`` (a layer's MLP input, or
+        ``n_layers``: the final norm's output), position ``pos[r]``. Seeds enter before any
+        attention layer is crossed (at most at the last layer's MLP input and the final norm,
+        between which the residual stream is the identity), so they share one direction per row."""
+        k, d = vec.shape
+        dtype = self.layers[0]["W_O"].dtype
+        basis = torch.zeros(k, 1, d, dtype=dtype, device=vec.device)
+        coef = torch.zeros(k, 1, self.n_pos, dtype=dtype, device=vec.device)
+        top, bottom = int(layers.max()), int(layers.min())
+        assert bottom >= min(top, self.n_layers - 1), "seeds enter before any attention layer is crossed"
+        out: dict[str, Tensor] = {}
+        g = None
+        for level in range(top, -1, -1):
+            rows = (layers == level).nonzero().flatten()
+            if len(rows):
+                self._seeds(basis, coef, rows, pos[rows], vec[rows], self.final if level == self.n_layers else self.layers[level]["read"])
+                g = _Factored(coef.transpose(1, 2) @ basis, [(basis, coef)])
+            assert g is not None
+            if level == self.n_layers:  # the last MLP's output feeds the final norm directly
+                out[f"mlp.{level - 1}"] = g.dense
+                continue
+            g = self._attention_t(level, g)
+            out["embed" if level == 0 else f"mlp.{level - 1}"] = g.dense
+        return {name: out[name] for name in upstream}
+
+
 @dataclass
 class _Readout:
-    """Where each source's edges go (``*_cols``: columns of the graph) and what it wrote:
-    the embeddings and error nodes their ``d_model`` vectors (``rm.embed``, ``rm.errors``),
-    each active latent of layer ``s`` ``a_i W_dec[s, t][i]`` into each MLP output ``t`` it
-    writes, packed per position: ``decoders[(s, t)][p, slot]`` with ``latent_slots[s]`` the
-    flat (position, slot) of each latent column of layer ``s``."""
+    """What the sources wrote at each write point (``"embed"``: ``blocks.0.hook_resid_pre``;
+    ``"mlp.t"``: layer ``t``'s MLP output), packed per position: ``written[point][p, slot]``
+    is one source's vector and ``cols[point]`` the graph column of each flat ``(position,
+    slot)``; the unused slots are zero padding, with the column one past the last node. An embedding node writes its ``d_model`` vector (``rm.embed``) at ``"embed"``,
+    layer ``t``'s error node its vector (``rm.errors``) at ``"mlp.t"``, and an active latent of
+    layer ``s`` writes ``a_i W_dec[s, t][i]`` at every ``"mlp.t"`` it reaches (its edge sums them)."""
 
-    embed_cols: Int[Tensor, " pos"]
-    error_cols: dict[int, Int[Tensor, " pos"]]
-    latent_cols: dict[int, Int[Tensor, " n_latents"]]
-    latent_slots: dict[int, Int[Tensor, " n_latents"]]
-    decoders: dict[tuple[int, int], Float[Tensor, "pos slot d_model"]]
+    written: dict[str, Float[Tensor, "pos slot d_model"]]
+    cols: dict[str, Int[Tensor, " pos_slot"]]
 
 
-def _writes(dictionary: MLPDictionary) -> list[tuple[int, int]]:
-    """Every (source, target) layer pair with a decoder, by source then target."""
-    return sorted((s, t) for t in range(dictionary.n_layers) for s in dictionary.sources(t))
-
-
-def _readout(rm: LocalReplacement, nodes: list[Node]) -> _Readout:
-    """The readout of ``nodes`` (as :func:`graph_nodes` orders them)."""
-    cols: dict[tuple[str, int], list[int]] = {}
-    for j, n in enumerate(nodes):
-        cols.setdefault(("embed" if n.kind == "embed" else "error" if n.is_error else n.kind, n.layer), []).append(j)
-    latent_cols, slots, decoders = {}, {}, {}
-    layout: dict[int, tuple[Tensor, Tensor, Tensor, int]] = {}
-    for layer in range(rm.dictionary.n_layers):
-        js = cols.get((rm.kind, layer), [])
-        pos = torch.tensor([nodes[j].pos for j in js], dtype=torch.long)
-        idx = torch.tensor([int(nodes[j].index) for j in js], dtype=torch.long)
-        # rank among the latents at the same position (graph_nodes lists them position by position)
-        slot = torch.arange(len(js)) - torch.searchsorted(pos, pos)
-        width = int(slot.max()) + 1 if len(js) else 0
-        layout[layer] = (pos, idx, slot, width)
-        latent_cols[layer], slots[layer] = torch.tensor(js, dtype=torch.long), pos * width + slot
-    for source, target in _writes(rm.dictionary):
-        pos, idx, slot, width = layout[source]
-        packed = torch.zeros(rm.n_pos, width, rm.embed.shape[-1], dtype=rm.embed.dtype, device=rm.embed.device)
-        rows = rm.dictionary.decoder(source, target)[idx].to(rm.embed.dtype)
-        packed[pos, slot] = rm.acts[source][pos, idx, None] * rows  # a_i W_dec[s, t][i]
-        decoders[(source, target)] = packed
-    return _Readout(torch.tensor(cols[("embed", 0)]), {L: torch.tensor(cols[("error", L)]) for L in rm.acts},
-                    latent_cols, slots, decoders)
+def _readout(rm: LocalReplacement, layout: _Layout) -> _Readout:
+    """The readout of ``layout``'s nodes."""
+    device, n_nodes = rm.embed.device, len(layout.nodes)
+    # per write point: (graph columns, positions, vectors) of what each source wrote there
+    sources = {"embed": [(layout.embed, torch.arange(rm.n_pos), rm.embed)]}
+    for t in range(rm.dictionary.n_layers):
+        sources[f"mlp.{t}"] = [(layout.errors[t], torch.arange(rm.n_pos), rm.errors[t])]
+        for s in rm.dictionary.sources(t):
+            cols, pos, idx = layout.latents[s]
+            p, i = pos.to(device), idx.to(device)
+            decoder = rm.dictionary.decoder(s, t)[i].to(rm.embed.dtype)
+            sources[f"mlp.{t}"].append((cols, pos, rm.acts[s][p, i, None] * decoder))  # a_i W_dec[s, t][i]
+    written, col_of = {}, {}
+    for point, parts in sources.items():
+        cols, pos, vectors = (torch.cat(x) for x in zip(*parts))
+        order = torch.argsort(pos, stable=True)
+        cols, pos, vectors = cols[order], pos[order], vectors[order.to(device)]
+        slot = torch.arange(len(pos)) - torch.searchsorted(pos, pos)  # rank among the sources at the same position
+        width = int(slot.max()) + 1 if len(pos) else 0
+        packed = torch.zeros(rm.n_pos, width, rm.embed.shape[-1], dtype=rm.embed.dtype, device=device)
+        packed[pos.to(device), slot.to(device)] = vectors
+        flat = torch.full((rm.n_pos * width,), n_nodes, dtype=torch.long)
+        flat[pos * width + slot] = cols
+        written[point], col_of[point] = packed, flat.to(device)
+    return _Readout(written, col_of)
 
 
 class _Engine:
-    """Rows of the adjacency, ``batch`` targets per backward pass, on one :class:`_Trace`.
+    """Rows of the adjacency, ``batch`` targets per backward pass.
 
     A target's seed is the gradient of its value at its read point: a latent ``(L, p, i)``
     has ``d pre_i / d x_L[p] = W_enc[:, i]`` at transcoder ``L``'s input, a logit ``t`` the
     centred unembedding column at the final norm's output, last position. One backward
-    pass, vectorised over the batch's seeds (``is_grads_batched``), gives each target's
-    gradient at every write point before its read point; an edge is that gradient dotted
-    with what the source wrote there."""
+    pass of the batch's seeds (:class:`_Transpose`, or autograd on a :class:`_Trace`,
+    vectorised with ``is_grads_batched``) gives each target's gradient at every write point
+    before its read point; an edge is that gradient dotted with what the source wrote there."""
 
-    def __init__(self, rm: LocalReplacement, nodes: list[Node], batch: int):
-        self.rm, self.nodes, self.batch = rm, nodes, batch
-        self.readout = _readout(rm, nodes)
-        self.trace = _Trace(rm)
-        targets = [j for j, n in enumerate(nodes) if _is_target(n)]
-        self.seed_row = {j: r for r, j in enumerate(targets)}
-        self.seed_pos = torch.tensor([nodes[j].pos for j in targets], dtype=torch.long)
-        groups = []  # seed vectors in target order: latents by layer (W_enc columns), then logits
-        for layer in range(rm.dictionary.n_layers):
-            idx = [int(nodes[j].index) for j in targets if _is_latent(nodes[j]) and nodes[j].layer == layer]
-            groups.append(rm.dictionary.encoder(layer)[:, idx].T)
-        logit_ids = torch.tensor([int(nodes[j].index) for j in targets if nodes[j].kind == "logit"], dtype=torch.long)
-        groups.append(centred_unembedding(rm.model, logit_ids).T)
-        self.seed_vec = torch.cat(groups).to(rm.embed.dtype)
+    def __init__(self, rm: LocalReplacement, layout: _Layout, batch: int):
+        self.rm, self.nodes, self.batch = rm, layout.nodes, batch
+        self.readout = _readout(rm, layout)
+        # the hand-written transpose where the model allows it, else autograd on a traced forward pass
+        self.transpose = _Transpose(rm) if _Transpose.supports(rm) else None
+        self.trace = _Trace(rm) if self.transpose is None else None
+        # the targets (latents by layer, then logits): graph column, read point, position, seed vector
+        n_layers = rm.model.cfg.n_layers
+        latents = list(layout.latents.items())
+        self.target_cols = torch.cat([cols for _, (cols, _, _) in latents] + [layout.logits])
+        self.seed_layer = torch.cat([torch.full((len(cols),), L) for L, (cols, _, _) in latents]
+                                    + [torch.full((len(layout.logits),), n_layers)])
+        self.seed_pos = torch.cat([pos for _, (_, pos, _) in latents] + [torch.full((len(layout.logits),), rm.n_pos - 1)])
+        self.seed_vec = torch.cat([rm.dictionary.encoder(L)[:, idx.to(rm.embed.device)].T for L, (_, _, idx) in latents]
+                                  + [centred_unembedding(rm.model, layout.logit_ids.to(rm.embed.device)).T]).to(rm.embed.dtype)
+        self.seed_row = torch.full((len(self.nodes),), -1, dtype=torch.long)
+        self.seed_row[self.target_cols] = torch.arange(len(self.target_cols))
 
     def rows(self, targets: Sequence[int]) -> Iterator[tuple[list[int], Float[Tensor, "k n_nodes"]]]:
         """``(targets, their rows)`` per backward pass, the rows on the CPU: targets grouped by
         where their seeds enter (latents by layer, then logits), ``batch`` at a time. The
         logits' seeds enter just after the last layer's latents', so they share its last
         pass when there is room."""
+        layer_of = self.seed_layer[self.seed_row[torch.as_tensor(list(targets), dtype=torch.long)]].tolist()
         by_layer: dict[int, list[int]] = {}
-        for j in targets:
-            by_layer.setdefault(self.nodes[j].layer, []).append(j)
-        chunks = [group[start: start + self.batch] for _, group in sorted(by_layer.items())
+        for j, layer in zip(targets, layer_of):
+            by_layer.setdefault(layer, []).append(j)
+        chunks = [(layer, group[start: start + self.batch]) for layer, group in sorted(by_layer.items())
                   for start in range(0, len(group), self.batch)]
         last_layer, logits = self.rm.model.cfg.n_layers - 1, self.rm.model.cfg.n_layers
-        if (len(chunks) > 1 and self.nodes[chunks[-1][0]].layer == logits and self.nodes[chunks[-2][0]].layer == last_layer
-                and len(chunks[-2]) + len(chunks[-1]) <= self.batch):
-            chunks[-2:] = [chunks[-2] + chunks[-1]]
-        for chunk in chunks:
+        if (len(chunks) > 1 and chunks[-1][0] == logits and chunks[-2][0] == last_layer
+                and len(chunks[-2][1]) + len(chunks[-1][1]) <= self.batch):
+            chunks[-2:] = [(last_layer, chunks[-2][1] + chunks[-1][1])]
+        for _, chunk in chunks:
             yield chunk, self._rows(chunk)
 
     def _rows(self, chunk: list[int]) -> Float[Tensor, "k n_nodes"]:
         """One backward pass from the seeds of ``chunk``, at every read point they use."""
-        which = torch.tensor([self.seed_row[j] for j in chunk], dtype=torch.long)
-        layer = torch.tensor([self.nodes[j].layer for j in chunk], dtype=torch.long)
+        which = self.seed_row[torch.tensor(chunk, dtype=torch.long)]
+        layer = self.seed_layer[which]
+        top = int(layer.max())
+        upstream = ["embed"] + [f"mlp.{L}" for L in range(top)]  # what is written before the last read point
+        if self.transpose is not None:
+            return self._edges(self.transpose.grads(layer, self.seed_pos[which], self.seed_vec[which], upstream), len(chunk)).cpu()
+        assert self.trace is not None
         points = sorted(set(layer.tolist()))
         reads, seeds = [self.trace.reads[point] for point in points], []
         for point, read in zip(points, reads):
@@ -219,32 +386,20 @@ class _Engine:
             seed = torch.zeros(len(chunk), *read.shape, dtype=read.dtype, device=read.device)  # [k, 1, pos, d_model]
             seed[rows, 0, self.seed_pos[which[rows]]] = self.seed_vec[which[rows]]
             seeds.append(seed)
-        upstream = ["embed"] + [f"mlp.{L}" for L in range(max(points))]  # what is written before the last read point
-        grads = torch.autograd.grad(reads, [self.trace.writes[w] for w in upstream], seeds,
-                                    retain_graph=True, allow_unused=True, is_grads_batched=True)
-        return self._edges(dict(zip(upstream, grads)), len(chunk)).cpu()
+        traced = torch.autograd.grad(reads, [self.trace.writes[w] for w in upstream], seeds,
+                                     retain_graph=True, allow_unused=True, is_grads_batched=True)
+        return self._edges({w: g[:, 0] if g is not None else None for w, g in zip(upstream, traced)}, len(chunk)).cpu()
 
-    def _edges(self, grads: dict[str, Tensor | None], k: int) -> Float[Tensor, "k n_nodes"]:
-        """``value . gradient`` of every source into each of the ``k`` targets."""
+    def _edges(self, grads: Mapping[str, Tensor | None], k: int) -> Float[Tensor, "k n_nodes"]:
+        """``value . gradient`` of every source into each of the ``k`` targets: per write point,
+        each target's gradient dotted with every vector written there."""
         rm, ro = self.rm, self.readout
-        out = torch.zeros(k, len(self.nodes), dtype=rm.embed.dtype, device=rm.embed.device)
-        embed = grads["embed"]
-        assert embed is not None, "every target depends on the embeddings"
-        out[:, ro.embed_cols] = einops.einsum(embed[:, 0], rm.embed, "k pos d, pos d -> k pos")
-        per_slot: dict[int, Tensor] = {}  # each source layer's edges, summed over the MLP outputs it writes
-        for (source, target), written in ro.decoders.items():
-            grad = grads.get(f"mlp.{target}")
-            if grad is None or not len(ro.latent_cols[source]):  # written after the read point: no path
-                continue
-            edges = einops.einsum(grad[:, 0], written, "k pos d, pos slot d -> k pos slot")
-            per_slot[source] = per_slot[source] + edges if source in per_slot else edges
-        for layer in rm.errors:
-            grad = grads.get(f"mlp.{layer}")
-            if grad is not None:
-                out[:, ro.error_cols[layer]] = einops.einsum(grad[:, 0], rm.errors[layer], "k pos d, pos d -> k pos")
-        for source, edges in per_slot.items():
-            out[:, ro.latent_cols[source]] = edges.flatten(1)[:, ro.latent_slots[source]]
-        return out
+        out = torch.zeros(k, len(self.nodes) + 1, dtype=rm.embed.dtype, device=rm.embed.device)  # + the padding's column
+        assert grads.get("embed") is not None, "every target depends on the embeddings"
+        for point, grad in grads.items():
+            if grad is not None:  # None: written after every read point of the pass
+                out.index_add_(1, ro.cols[point], torch.einsum("kpd,pwd->kpw", grad, ro.written[point]).flatten(1))
+        return out[:, :-1]
 
 
 def build_graph(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], batch: int = 256, threshold: float = 0.0,
@@ -253,9 +408,10 @@ def build_graph(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], batch: int =
     above ``threshold``, the logits ``logit_ids`` at the last position), and a row of the
     adjacency for every latent and logit.
 
-    One forward pass of the replacement model with its parameters frozen; then, ``batch``
-    targets at a time, one backward pass from their seeds (:class:`_Engine`): nothing
-    ``d_sae``- or ``d_vocab``-wide is made per target, and nothing is left in any ``.grad``.
+    ``batch`` targets at a time, one backward pass from their seeds (:class:`_Engine`):
+    nothing ``d_sae``- or ``d_vocab``-wide is made per target, and nothing is left in any
+    ``.grad`` (the hand-written transpose uses no autograd; the traced pass freezes the
+    parameters for its duration).
 
     ``max_feature_nodes`` caps the latents that get a row, chosen by running influence as
     circuit-tracer chooses them: the logits' rows first; then, repeatedly, the ``batch``
@@ -266,13 +422,14 @@ def build_graph(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], batch: int =
     latent's contributions to them are left out, like a bias, and every edge kept stays
     exact. Without a cap (or a cap at least the number of active latents) every active
     latent is a node."""
-    nodes = graph_nodes(rm, logit_ids, threshold)
-    latents = [j for j, n in enumerate(nodes) if _is_latent(n)]
-    logits = [j for j, n in enumerate(nodes) if n.kind == "logit"]
-    activation = _activation(rm, nodes, logit_ids)
+    layout = _layout(rm, logit_ids, threshold)
+    nodes, latents, logits = layout.nodes, layout.latent_columns, layout.logits.tolist()
+    activation = _activation(rm, layout)
     tokens = rm.model.to_str_tokens(rm.tokens[0])
-    with frozen_parameters(rm.model, rm.dictionary), torch.enable_grad():
-        engine = _Engine(rm, nodes, batch)
+    # the hand-written transpose needs no autograd; the traced one, with the parameters frozen
+    traced = not _Transpose.supports(rm)
+    with frozen_parameters(rm.model, rm.dictionary) if traced else nullcontext(), torch.set_grad_enabled(traced):
+        engine = _Engine(rm, layout, batch)
         if max_feature_nodes is None or max_feature_nodes >= len(latents):
             adjacency = torch.zeros(len(nodes), len(nodes), dtype=rm.embed.dtype)
             for chunk, rows in engine.rows(latents + logits):
@@ -289,16 +446,12 @@ def build_graph(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], batch: int =
     return Graph([n for j, n in enumerate(nodes) if keep[j]], adjacency, activation[keep], tokens=tokens)
 
 
-def _activation(rm: LocalReplacement, nodes: list[Node], logit_ids: Int[Tensor, " k"]) -> Float[Tensor, " n_nodes"]:
+def _activation(rm: LocalReplacement, layout: _Layout) -> Float[Tensor, " n_nodes"]:
     """Each latent's activation, each logit's probability, 0 for embeddings and error nodes."""
-    activation = torch.zeros(len(nodes), dtype=rm.embed.dtype)
-    for layer, acts in rm.acts.items():
-        js = [(j, n.pos, int(n.index)) for j, n in enumerate(nodes) if _is_latent(n) and n.layer == layer]
-        if js:
-            cols, pos, idx = map(list, zip(*js))
-            activation[cols] = acts[pos, idx].cpu()
-    probs = rm.logits[-1].double().softmax(-1)[logit_ids].to(rm.embed.dtype).cpu()
-    activation[[j for j, n in enumerate(nodes) if n.kind == "logit"]] = probs
+    activation = torch.zeros(len(layout.nodes), dtype=rm.embed.dtype)
+    for layer, (cols, pos, idx) in layout.latents.items():
+        activation[cols] = rm.acts[layer][pos.to(rm.embed.device), idx.to(rm.embed.device)].cpu()
+    activation[layout.logits] = rm.logits[-1].double().softmax(-1)[layout.logit_ids.to(rm.embed.device)].to(rm.embed.dtype).cpu()
     return activation
 
 
