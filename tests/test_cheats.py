@@ -1,4 +1,7 @@
-"""The grader cannot be fooled (issue 8 §4).
+"""The grader cannot be fooled (issue 8 §4), and grades honestly.
+
+Each chapter's solution notebook scores 100 % and its untouched learner notebook 0 %, every
+other cell still running (graded in the catalog's batch).
 
 Every cheat of ``tests/cheats.py`` scores nothing and the report blames the exercise it
 aimed at; a cell that never returns, a kernel that exits and an attempt to overwrite the
@@ -12,6 +15,7 @@ import pytest
 
 from tests import cheats
 from utils.course import grading
+from utils.course.chapter import Chapter, names
 
 CASES = [(name, k) for k, group in enumerate(cheats.GROUPS) for name in group if name is not None]
 
@@ -21,6 +25,22 @@ def catalog() -> tuple[dict[str, grading.Score], dict]:
     scores, paths, seconds = cheats.graded()
     print(f"graded the catalog ({len(paths)} submissions) in {seconds:.0f} s")
     return scores, paths
+
+
+@pytest.mark.parametrize("chapter", names())
+def test_solution_scores_full_and_untouched_scores_zero(chapter: str, tmp_path, catalog, meta_tests) -> None:
+    scores, _ = catalog
+    solved, untouched = scores[f"solved/{chapter}"], scores[f"untouched/{chapter}"]
+    print(grading.table([solved, untouched]))
+    assert list(solved.exercises) == list(Chapter(chapter).exercise_names) == list(untouched.exercises)
+    assert solved.fraction == 1.0 and not solved.other_failures and not solved.notes
+    assert untouched.fraction == 0.0 and not untouched.other_failures and not untouched.tampered
+    assert all("not implemented" in e.reason for e in untouched.exercises.values())
+    report = tmp_path / "grades.xml"
+    grading.write_junit([solved, untouched], report)
+    assert report.read_text().count("<failure") == len(untouched.exercises)
+    grading.write_json([solved, untouched], tmp_path / "grades.json")
+    assert str(solved.notebook) in (tmp_path / "grades.json").read_text()
 
 
 def test_every_cheat_has_a_case() -> None:

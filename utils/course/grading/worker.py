@@ -32,11 +32,26 @@ from utils.course.grading.report import check_cells
 CELL_TIMEOUT = 300  # seconds a cell may run
 TIMEOUT = 1800  # seconds a whole submission (execution and re-check) may take
 SNAPSHOT = ("utils", "tests", "solutions")  # what the graded code may import from the course
+# What runs of the course write beside its code (git-ignored): views saved beside a notebook,
+# the browser tests' screenshots, the HTML of ``course.sh --headless``, Jupyter's checkpoints,
+# caches. Not the course: no snapshot copies it, and a change to it while a batch is graded
+# (another test run, a headless run) is no sign of a submission writing into the course.
+GENERATED_NAMES = frozenset({"__pycache__", "_views", ".ipynb_checkpoints", ".pytest_cache"})
+GENERATED_DIRS = (Path("tests", "artifacts"),)
+
+
+def generated(relative: Path) -> bool:
+    """Whether ``relative`` (a path under the repository root) is what a run writes (:data:`GENERATED_NAMES`)."""
+    return (bool(GENERATED_NAMES.intersection(relative.parts)) or any(relative.is_relative_to(d) for d in GENERATED_DIRS)
+            or (relative.parts[:1] == ("chapters",) and relative.suffix == ".html"))
 
 
 def snapshot(target: Path) -> tuple[Path, dict[str, str]]:
     """A read-only copy of what graded code imports from the course, and its hashes."""
-    skip = shutil.ignore_patterns("*.ipynb", "*.html", ".ipynb_checkpoints", ".pytest_cache")
+    def skip(folder: str, names: list[str]) -> set[str]:
+        relative = Path(folder).relative_to(ROOT)
+        return {n for n in names if n.endswith((".ipynb", ".html")) or generated(relative / n)}
+
     for name in SNAPSHOT:
         shutil.copytree(ROOT / name, target / name, ignore=skip)
     manifest = hashes(target, SNAPSHOT)
@@ -45,10 +60,12 @@ def snapshot(target: Path) -> tuple[Path, dict[str, str]]:
 
 
 def hashes(root: Path, parts: Any) -> dict[str, str]:
+    """``relative path -> sha256`` of every file under ``parts`` of ``root``, but what runs
+    write (:func:`generated`)."""
     found = {}
     for part in parts:
         for path in sorted((root / part).rglob("*")) if (root / part).is_dir() else [root / part]:
-            if path.is_file() and "__pycache__" not in path.parts:
+            if path.is_file() and not generated(path.relative_to(root)):
                 found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found
 
