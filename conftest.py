@@ -1,6 +1,6 @@
 """pytest options of the course: ``--impl solutions|exercises`` picks the code the checks run
-on; under pytest-xdist (``course.sh test`` runs the suite on every core), which tests one
-worker runs together (:func:`pytest_collection_modifyitems`)."""
+on; under pytest-xdist (``SAE_TEST_WORKERS=N bash course.sh test``), the order in which each
+worker takes the files (:func:`pytest_collection_modifyitems`)."""
 import pytest
 
 from utils.course import settings
@@ -32,7 +32,8 @@ def meta_tests(impl: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# On several cores (``course.sh test``: pytest-xdist, ``--dist loadfile``), each file runs
+# In several processes (``SAE_TEST_WORKERS=N bash course.sh test``: pytest-xdist, ``--dist
+# loadfile``), each file runs
 # whole on one worker: a test file (its module fixtures computed once; tests sharing a cached
 # result, like the grading catalog, share a file) or a notebook under nbval (its cells share
 # a kernel and run in order). Files are handed out in collection order (``--no-loadscope-reorder``),
