@@ -289,9 +289,10 @@ class _Readout:
     """What the sources wrote at each write point (``"embed"``: ``blocks.0.hook_resid_pre``;
     ``"mlp.t"``: layer ``t``'s MLP output), packed per position: ``written[point][p, slot]``
     is one source's vector and ``cols[point]`` the graph column of each flat ``(position,
-    slot)``; the unused slots are zero padding, with the column one past the last node. An embedding node writes its ``d_model`` vector (``rm.embed``) at ``"embed"``,
-    layer ``t``'s error node its vector (``rm.errors``) at ``"mlp.t"``, and an active latent of
-    layer ``s`` writes ``a_i W_dec[s, t][i]`` at every ``"mlp.t"`` it reaches (its edge sums them)."""
+    slot)``; the unused slots are zero padding, with the column one past the last node. An
+    embedding node writes its ``d_model`` vector (``rm.embed``) at ``"embed"``, layer ``t``'s
+    error node its vector (``rm.errors``) at ``"mlp.t"``, and an active latent of layer ``s``
+    writes ``a_i W_dec[s, t][i]`` at every ``"mlp.t"`` it reaches (its edge sums them)."""
 
     written: dict[str, Float[Tensor, "pos slot d_model"]]
     cols: dict[str, Int[Tensor, " pos_slot"]]
@@ -334,12 +335,12 @@ class _Engine:
     vectorised with ``is_grads_batched``) gives each target's gradient at every write point
     before its read point; an edge is that gradient dotted with what the source wrote there."""
 
-    def __init__(self, rm: LocalReplacement, layout: _Layout, batch: int):
+    def __init__(self, rm: LocalReplacement, layout: _Layout, batch: int, traced: bool):
         self.rm, self.nodes, self.batch = rm, layout.nodes, batch
         self.readout = _readout(rm, layout)
-        # the hand-written transpose where the model allows it, else autograd on a traced forward pass
-        self.transpose = _Transpose(rm) if _Transpose.supports(rm) else None
-        self.trace = _Trace(rm) if self.transpose is None else None
+        # the hand-written transpose where the model allows it (``traced`` False), else autograd on a traced forward pass
+        self.transpose = None if traced else _Transpose(rm)
+        self.trace = _Trace(rm) if traced else None
         # the targets (latents by layer, then logits): graph column, read point, position, seed vector
         n_layers = rm.model.cfg.n_layers
         latents = list(layout.latents.items())
@@ -429,7 +430,7 @@ def build_graph(rm: LocalReplacement, logit_ids: Int[Tensor, " k"], batch: int =
     # the hand-written transpose needs no autograd; the traced one, with the parameters frozen
     traced = not _Transpose.supports(rm)
     with frozen_parameters(rm.model, rm.dictionary) if traced else nullcontext(), torch.set_grad_enabled(traced):
-        engine = _Engine(rm, layout, batch)
+        engine = _Engine(rm, layout, batch, traced)
         if max_feature_nodes is None or max_feature_nodes >= len(latents):
             adjacency = torch.zeros(len(nodes), len(nodes), dtype=rm.embed.dtype)
             for chunk, rows in engine.rows(latents + logits):
